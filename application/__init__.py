@@ -1,0 +1,1 @@
+"""Use cases and read models of authledger, on top of the pure domain."""

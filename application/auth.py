@@ -1,0 +1,347 @@
+"""AuthApplication: every command of the auth service, each one atomic save."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+
+from application.errors import (
+    EmailAlreadyRegisteredError,
+    InvalidCredentialsError,
+    InvalidRefreshTokenError,
+    ReadModelsLaggingError,
+    SessionNotFoundError,
+    UserNotFoundError,
+)
+from application.ports import Clock, PasswordHasher, utc_now
+from domain.email_claim import EmailClaim
+from domain.errors import DomainError
+from domain.session import RefreshPolicy, Session
+from domain.user import LockoutPolicy, User
+from domain.values import RevocationReason, Role, normalise_email
+
+if TYPE_CHECKING:
+    from eventsourcing.domain import BaseAggregate
+    from eventsourcing.persistence import Recording
+    from eventsourcing.utils import EnvType
+
+    from application.read_models import ActiveSessionsView, ReadModel
+
+TAggregate = TypeVar("TAggregate", bound="BaseAggregate[UUID]")
+
+# A refresh token is "<session id hex>.<256 random bits>"; anything longer is junk.
+REFRESH_TOKEN_MAX_LENGTH = 128
+SAVE_ATTEMPTS = 3
+
+
+class AuthEventLog(Application[UUID]):
+    """The auth event store, as the projection runners subscribe to it."""
+
+    name = "Auth"
+    snapshotting_intervals: ClassVar = {User: 50, Session: 50}
+
+
+@dataclass(frozen=True)
+class AuthPolicy:
+    """The rules of the use cases that come from configuration."""
+
+    lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
+    refresh: RefreshPolicy = field(default_factory=RefreshPolicy)
+    read_model_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class Client:
+    """Where a request came from, for the audit trail."""
+
+    ip: str = ""
+    user_agent: str = ""
+
+
+@dataclass(frozen=True)
+class SessionGrant:
+    """What a successful login or refresh hands to the client."""
+
+    user_id: UUID
+    session_id: UUID
+    role: Role
+    refresh_token: str
+    refresh_expires_at: datetime
+
+
+def hash_refresh_token(token: str) -> str:
+    """Hash a refresh token for storage: it has 256 random bits, so SHA-256 suffices."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _new_refresh_token(session_id: UUID) -> str:
+    return f"{session_id.hex}.{secrets.token_urlsafe(32)}"
+
+
+def _session_id_of(token: str) -> UUID:
+    head, dot, secret = token.partition(".")
+    if len(token) > REFRESH_TOKEN_MAX_LENGTH or not dot or not secret:
+        raise InvalidRefreshTokenError
+    try:
+        return UUID(hex=head)
+    except ValueError:
+        raise InvalidRefreshTokenError from None
+
+
+class AuthApplication(AuthEventLog):
+    """Register, log in, refresh, log out and manage accounts, all as events."""
+
+    name = "Auth"
+
+    def __init__(  # noqa: PLR0913
+        self,
+        env: EnvType | None = None,
+        *,
+        passwords: PasswordHasher,
+        read_models: Sequence[ReadModel],
+        sessions: ActiveSessionsView,
+        policy: AuthPolicy | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        super().__init__(env)
+        self.passwords = passwords
+        self.read_models = read_models
+        self.sessions = sessions
+        self.policy = policy or AuthPolicy()
+        self.clock = clock
+
+    # Commands --------------------------------------------------------------
+
+    def register(
+        self, email: str, password: str, client: Client, role: Role = Role.USER
+    ) -> SessionGrant:
+        """Create an account, claim its email and open its first session."""
+        email = normalise_email(email)
+        password_hash = self.passwords.hash(password)
+        now = self.clock()
+        user = User.register(email, password_hash, role, now)
+        claim = EmailClaim.claim(email, user.id, now)
+        session, refresh_token = self._open_session(user, client, now)
+        try:
+            recordings = self.save(user, claim, session)
+        except IntegrityError:
+            if EmailClaim.create_id(email) in self.repository:
+                raise EmailAlreadyRegisteredError from None
+            raise
+        self._catch_up(recordings)
+        return self._grant(user, session, refresh_token)
+
+    def login(self, email: str, password: str, client: Client) -> SessionGrant:
+        """Check the password and open a session; every refusal is the same error."""
+        user = self._find_user_by_email(email)
+        if user is None:
+            self.passwords.verify_dummy(password)
+            raise InvalidCredentialsError
+        now = self.clock()
+        # Always pay for the hash, so a locked account answers in the same time.
+        password_matches = self.passwords.verify(password, user.password_hash)
+        user.release_expired_lock(now)
+        if not password_matches or user.is_locked(now):
+            self._update(
+                user.id,
+                lambda u: u.record_failed_login(
+                    client.ip, client.user_agent, self.policy.lockout, now
+                ),
+            )
+            raise InvalidCredentialsError
+        session, refresh_token = self._open_session(user, client, now)
+        self._catch_up(self.save(user, session))
+        return self._grant(user, session, refresh_token)
+
+    def refresh(self, refresh_token: str, client: Client) -> SessionGrant:
+        """Rotate a refresh token; a stale one revokes its whole session.
+
+        Two requests racing on one token are both decided on the same version of
+        the session: one commits, and the loser's save fails on the version. In
+        strict mode (no reuse interval) the loser is refused without revoking,
+        since it raced rather than replayed; with an interval it is decided again
+        on the new version and gets a newer token.
+        """
+        session_id = _session_id_of(refresh_token)
+        presented = hash_refresh_token(refresh_token)
+        attempts = SAVE_ATTEMPTS if self.policy.refresh.reuse_interval else 1
+        for _ in range(attempts):
+            session = self._get(session_id, Session, InvalidRefreshTokenError)
+            successor = _new_refresh_token(session_id)
+            try:
+                session.refresh(
+                    presented,
+                    hash_refresh_token(successor),
+                    client.ip,
+                    client.user_agent,
+                    self.policy.refresh,
+                    self.clock(),
+                )
+                recordings = self.save(session)
+            except DomainError:
+                raise InvalidRefreshTokenError from None
+            except IntegrityError:
+                continue
+            self._catch_up(recordings)
+            if session.is_revoked:
+                raise InvalidRefreshTokenError
+            user = self._get(session.user_id, User, InvalidRefreshTokenError)
+            return self._grant(user, session, successor)
+        raise InvalidRefreshTokenError
+
+    def logout(self, user_id: UUID, session_id: UUID, client: Client) -> None:
+        """End one of the user's sessions."""
+        session = self._get(session_id, Session, SessionNotFoundError)
+        if session.user_id != user_id or session.is_revoked:
+            raise SessionNotFoundError
+        session.revoke(RevocationReason.LOGOUT, client.ip, client.user_agent, self.clock())
+        self._catch_up(self.save(session))
+
+    def logout_all(
+        self,
+        user_id: UUID,
+        client: Client,
+        reason: RevocationReason = RevocationReason.LOGOUT_ALL,
+        keep: UUID | None = None,
+    ) -> None:
+        """End every session of the user, except `keep`, in one atomic save."""
+        self._catch_up(self.save(*self._revoke_all(user_id, client, reason, keep)))
+
+    def change_password(  # noqa: PLR0913
+        self,
+        user_id: UUID,
+        current_password: str,
+        new_password: str,
+        client: Client,
+        keep: UUID | None = None,
+    ) -> None:
+        """Replace the password and end every other session of the user."""
+        user = self._get(user_id, User, UserNotFoundError)
+        if not self.passwords.verify(current_password, user.password_hash):
+            raise InvalidCredentialsError
+        user.change_password(self.passwords.hash(new_password), self.clock())
+        revoked = self._revoke_all(user_id, client, RevocationReason.PASSWORD_CHANGED, keep)
+        self._catch_up(self.save(user, *revoked))
+
+    def verify_email(self, user_id: UUID) -> None:
+        """Mark the user's email as verified."""
+        self._update(user_id, lambda u: u.verify_email(self.clock()))
+
+    def change_role(self, user_id: UUID, role: Role, changed_by: UUID | None) -> None:
+        """Give the user another role, recording who did it."""
+        self._update(user_id, lambda u: u.change_role(role, changed_by, self.clock()))
+
+    def unlock(self, user_id: UUID, unlocked_by: UUID) -> None:
+        """Lift a brute-force lock by hand."""
+        self._update(user_id, lambda u: u.unlock(unlocked_by, self.clock()))
+
+    # Helpers ---------------------------------------------------------------
+
+    def _find_user_by_email(self, email: str) -> User | None:
+        try:
+            claim_id = EmailClaim.create_id(normalise_email(email))
+            claim: EmailClaim = self.repository.get(claim_id)
+        except (DomainError, AggregateNotFoundError):
+            return None
+        user: User = self.repository.get(claim.user_id)
+        return user
+
+    def _get(
+        self,
+        aggregate_id: UUID,
+        kind: type[TAggregate],
+        missing: type[Exception],
+    ) -> TAggregate:
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise missing from None
+        if not isinstance(aggregate, kind):
+            raise missing
+        return aggregate
+
+    def _open_session(
+        self, user: User, client: Client, now: datetime
+    ) -> tuple[Session, str]:
+        session_id = uuid4()
+        token = _new_refresh_token(session_id)
+        session = Session.open(
+            session_id,
+            user.id,
+            hash_refresh_token(token),
+            client.ip,
+            client.user_agent,
+            self.policy.refresh,
+            now,
+        )
+        return session, token
+
+    def _revoke_all(
+        self,
+        user_id: UUID,
+        client: Client,
+        reason: RevocationReason,
+        keep: UUID | None,
+    ) -> list[Session]:
+        now = self.clock()
+        revoked = []
+        for row in self.sessions.list_sessions(user_id, now):
+            if row.session_id == keep:
+                continue
+            session = self._get(row.session_id, Session, SessionNotFoundError)
+            if not session.is_revoked:
+                session.revoke(reason, client.ip, client.user_agent, now)
+                revoked.append(session)
+        return revoked
+
+    def _update(self, user_id: UUID, command: Callable[[User], None]) -> None:
+        """Apply `command` to a fresh copy of the user, retrying on a stale version."""
+        for _ in range(SAVE_ATTEMPTS):
+            user = self._get(user_id, User, UserNotFoundError)
+            command(user)
+            try:
+                recordings = self.save(user)
+            except IntegrityError:
+                continue
+            self._catch_up(recordings)
+            return
+        raise IntegrityError(f"user {user_id} kept changing under the command")
+
+    def _grant(self, user: User, session: Session, refresh_token: str) -> SessionGrant:
+        return SessionGrant(
+            user_id=user.id,
+            session_id=session.id,
+            role=user.role,
+            refresh_token=refresh_token,
+            refresh_expires_at=session.expires_at,
+        )
+
+    def _catch_up(self, recordings: Sequence[Recording[UUID]]) -> None:
+        """Return once every read model has applied these events (read-your-writes).
+
+        Poll from 1 ms: the library's own wait() starts at 100 ms, far above
+        the few milliseconds a projection needs.
+        """
+        if not recordings:
+            return
+        position = max(r.notification.id for r in recordings)
+        deadline = time.monotonic() + self.policy.read_model_timeout_s
+        pause = 0.001
+        pending = list(self.read_models)
+        while pending:
+            pending = [m for m in pending if not m.has_tracking_id(self.name, position)]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise ReadModelsLaggingError(position)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)

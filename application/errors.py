@@ -1,0 +1,29 @@
+"""Application errors: what a use case reports to the interfaces."""
+
+
+class ApplicationError(Exception):
+    """A use case could not be carried out."""
+
+
+class EmailAlreadyRegisteredError(ApplicationError):
+    """Another account already holds this email."""
+
+
+class InvalidCredentialsError(ApplicationError):
+    """Unknown email, wrong password or locked account: deliberately one error."""
+
+
+class InvalidRefreshTokenError(ApplicationError):
+    """The refresh token is malformed, unknown, expired, reused or revoked."""
+
+
+class UserNotFoundError(ApplicationError):
+    """No user has this id."""
+
+
+class SessionNotFoundError(ApplicationError):
+    """No active session of this user has this id."""
+
+
+class ReadModelsLaggingError(ApplicationError):
+    """The events were stored but the read models did not catch up in time."""

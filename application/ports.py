@@ -1,0 +1,30 @@
+"""Ports the use cases need from the outside world."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """Tell the current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class PasswordHasher(Protocol):
+    """Hash and check passwords; implementations must be slow on purpose."""
+
+    def hash(self, password: str) -> str:
+        """Return a salted, slow hash of `password`."""
+        ...
+
+    def verify(self, password: str, password_hash: str) -> bool:
+        """Tell whether `password` matches `password_hash`."""
+        ...
+
+    def verify_dummy(self, password: str) -> None:
+        """Spend the time of a real check, for an email that has no account."""
+        ...

@@ -1,0 +1,188 @@
+"""Projections: turn stored events into the rows of the read models."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.dispatch import singledispatchmethod
+from eventsourcing.persistence import Tracking
+from eventsourcing.projection import Projection
+
+from application.read_models import (
+    ActiveSessionsView,
+    LoginHistoryRow,
+    LoginHistoryView,
+    SessionRow,
+    UserDirectoryView,
+    UserRow,
+)
+from domain.session import Session
+from domain.user import User
+
+
+class UserDirectoryProjection(Projection[UserDirectoryView]):
+    name = "user_directory"
+    version = 1
+
+    @singledispatchmethod
+    def process_event(self, _: Any, tracking: Tracking) -> None:
+        self.view.skip(tracking)
+
+    @process_event.register
+    def _(self, event: User.Registered, tracking: Tracking) -> None:
+        row = UserRow(
+            id=event.originator_id,
+            email=event.email,
+            role=event.role,
+            is_verified=False,
+            created_at=event.timestamp,
+            updated_at=event.timestamp,
+            locked_until=None,
+            failed_logins=0,
+        )
+        self.view.add_user(row, tracking)
+
+    @process_event.register
+    def _(self, event: User.EmailVerified, tracking: Tracking) -> None:
+        self._update(event, tracking, is_verified=True)
+
+    @process_event.register
+    def _(self, event: User.PasswordChanged, tracking: Tracking) -> None:
+        self._update(event, tracking)
+
+    @process_event.register
+    def _(self, event: User.RoleChanged, tracking: Tracking) -> None:
+        self._update(event, tracking, role=event.role)
+
+    @process_event.register
+    def _(self, event: User.LoginFailed, tracking: Tracking) -> None:
+        self._update(event, tracking, failed_logins=event.failures_in_window)
+
+    @process_event.register
+    def _(self, event: User.LockedOut, tracking: Tracking) -> None:
+        self._update(event, tracking, locked_until=event.until, failed_logins=0)
+
+    @process_event.register
+    def _(self, event: User.Unlocked, tracking: Tracking) -> None:
+        self._update(event, tracking, locked_until=None, failed_logins=0)
+
+    def _update(self, event: User.Event, tracking: Tracking, **changes: Any) -> None:
+        self.view.update_user(event.originator_id, event.timestamp, tracking, **changes)
+
+
+class ActiveSessionsProjection(Projection[ActiveSessionsView]):
+    name = "active_sessions"
+    version = 1
+
+    @singledispatchmethod
+    def process_event(self, _: Any, tracking: Tracking) -> None:
+        self.view.skip(tracking)
+
+    @process_event.register
+    def _(self, event: Session.Opened, tracking: Tracking) -> None:
+        row = SessionRow(
+            session_id=event.originator_id,
+            user_id=event.user_id,
+            generation=0,
+            created_at=event.timestamp,
+            last_rotated_at=event.timestamp,
+            expires_at=event.expires_at,
+            ip=event.ip,
+            user_agent=event.user_agent,
+        )
+        self.view.add_session(row, tracking)
+
+    @process_event.register
+    def _(self, event: Session.TokenRotated, tracking: Tracking) -> None:
+        self.view.rotate_session(
+            event.originator_id,
+            event.generation,
+            event.timestamp,
+            event.expires_at,
+            tracking,
+        )
+
+    @process_event.register
+    def _(self, event: Session.Revoked, tracking: Tracking) -> None:
+        self.view.remove_session(event.originator_id, tracking)
+
+
+class LoginHistoryProjection(Projection[LoginHistoryView]):
+    name = "login_history"
+    version = 1
+
+    @singledispatchmethod
+    def process_event(self, _: Any, tracking: Tracking) -> None:
+        self.view.skip(tracking)
+
+    @process_event.register
+    def _(self, event: User.LoginFailed, tracking: Tracking) -> None:
+        self._append(
+            tracking, event, event.originator_id, "failure", detail=event.reason,
+            ip=event.ip, user_agent=event.user_agent,
+        )
+
+    @process_event.register
+    def _(self, event: User.LockedOut, tracking: Tracking) -> None:
+        detail = f"until {event.until.isoformat()}"
+        self._append(tracking, event, event.originator_id, "locked_out", detail=detail)
+
+    @process_event.register
+    def _(self, event: User.Unlocked, tracking: Tracking) -> None:
+        by = f"by {event.unlocked_by}" if event.unlocked_by else "expired"
+        self._append(tracking, event, event.originator_id, "unlocked", detail=by)
+
+    @process_event.register
+    def _(self, event: Session.Opened, tracking: Tracking) -> None:
+        self._append(
+            tracking, event, event.user_id, "success", session_id=event.originator_id,
+            ip=event.ip, user_agent=event.user_agent,
+        )
+
+    @process_event.register
+    def _(self, event: Session.TokenRotated, tracking: Tracking) -> None:
+        self._append(
+            tracking, event, event.user_id, "rotation", session_id=event.originator_id,
+            detail=f"generation {event.generation}", ip=event.ip,
+            user_agent=event.user_agent,
+        )
+
+    @process_event.register
+    def _(self, event: Session.Revoked, tracking: Tracking) -> None:
+        self._append(
+            tracking, event, event.user_id, "revocation",
+            session_id=event.originator_id, detail=event.reason, ip=event.ip,
+            user_agent=event.user_agent,
+        )
+
+    def _append(  # noqa: PLR0913  (one argument per column)
+        self,
+        tracking: Tracking,
+        event: User.Event | Session.Event,
+        user_id: UUID,
+        kind: str,
+        *,
+        session_id: UUID | None = None,
+        detail: str = "",
+        ip: str = "",
+        user_agent: str = "",
+    ) -> None:
+        row = LoginHistoryRow(
+            position=tracking.notification_id,
+            user_id=user_id,
+            session_id=session_id,
+            occurred_at=event.timestamp,
+            kind=kind,
+            detail=detail,
+            ip=ip,
+            user_agent=user_agent,
+        )
+        self.view.append(row, tracking)
+
+
+PROJECTIONS: tuple[type[Projection[Any]], ...] = (
+    UserDirectoryProjection,
+    ActiveSessionsProjection,
+    LoginHistoryProjection,
+)

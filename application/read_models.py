@@ -1,0 +1,127 @@
+"""Read-model interfaces: the rows the projections keep and the queries on them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from eventsourcing.persistence import TrackingRecorder
+
+if TYPE_CHECKING:
+    from eventsourcing.persistence import Tracking
+
+
+@dataclass(frozen=True)
+class UserRow:
+    id: UUID
+    email: str
+    role: str
+    is_verified: bool
+    created_at: datetime
+    updated_at: datetime
+    locked_until: datetime | None
+    failed_logins: int
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    session_id: UUID
+    user_id: UUID
+    generation: int
+    created_at: datetime
+    last_rotated_at: datetime
+    expires_at: datetime
+    ip: str
+    user_agent: str
+
+
+@dataclass(frozen=True)
+class LoginHistoryRow:
+    position: int
+    user_id: UUID
+    session_id: UUID | None
+    occurred_at: datetime
+    kind: str
+    detail: str
+    ip: str
+    user_agent: str
+
+
+class ReadModel(TrackingRecorder, ABC):
+    """A table kept by one projection, with its tracking position."""
+
+    @abstractmethod
+    def skip(self, tracking: Tracking) -> None:
+        """Advance the position past an event this read model ignores."""
+
+    @abstractmethod
+    def row_count(self) -> int:
+        """Count the rows, for status reports."""
+
+
+class UserDirectoryView(ReadModel):
+    """The `users` table."""
+
+    @abstractmethod
+    def add_user(self, row: UserRow, tracking: Tracking) -> None:
+        """Insert a newly registered user."""
+
+    @abstractmethod
+    def update_user(
+        self, user_id: UUID, at: datetime, tracking: Tracking, **changes: Any
+    ) -> None:
+        """Set some columns of a user and its `updated_at`."""
+
+    @abstractmethod
+    def get_user(self, user_id: UUID) -> UserRow | None:
+        """Find a user by id."""
+
+    @abstractmethod
+    def list_users(self, email_prefix: str, limit: int, offset: int) -> list[UserRow]:
+        """Page through users in email order."""
+
+
+class ActiveSessionsView(ReadModel):
+    """The `active_sessions` table."""
+
+    @abstractmethod
+    def add_session(self, row: SessionRow, tracking: Tracking) -> None:
+        """Insert an opened session."""
+
+    @abstractmethod
+    def rotate_session(  # noqa: PLR0913
+        self,
+        session_id: UUID,
+        generation: int,
+        at: datetime,
+        expires_at: datetime,
+        tracking: Tracking,
+    ) -> None:
+        """Record a rotation of the session's refresh token."""
+
+    @abstractmethod
+    def remove_session(self, session_id: UUID, tracking: Tracking) -> None:
+        """Delete a revoked session."""
+
+    @abstractmethod
+    def get_session(self, session_id: UUID, now: datetime) -> SessionRow | None:
+        """Find an unexpired session."""
+
+    @abstractmethod
+    def list_sessions(self, user_id: UUID, now: datetime) -> list[SessionRow]:
+        """List a user's unexpired sessions, newest first."""
+
+
+class LoginHistoryView(ReadModel):
+    """The `login_history` table."""
+
+    @abstractmethod
+    def append(self, row: LoginHistoryRow, tracking: Tracking) -> None:
+        """Add one entry."""
+
+    @abstractmethod
+    def history(self, user_id: UUID, limit: int, offset: int) -> list[LoginHistoryRow]:
+        """Page through a user's entries, oldest first."""

@@ -1,0 +1,1 @@
+"""The auth domain: aggregates and their events, free of I/O."""

@@ -1,0 +1,21 @@
+"""Domain errors: the rules an aggregate refuses to break."""
+
+
+class DomainError(Exception):
+    """A command that the aggregate's current state does not allow."""
+
+
+class InvalidEmailError(DomainError):
+    """The text is not an email address."""
+
+
+class AccountLockedError(DomainError):
+    """The account is locked after too many failed logins."""
+
+
+class SessionRevokedError(DomainError):
+    """The session has ended; no token of it is valid any more."""
+
+
+class UnknownRefreshTokenError(DomainError):
+    """The presented refresh token was never issued for this session."""

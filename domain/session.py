@@ -1,0 +1,175 @@
+"""Session aggregate: one login, its rotating refresh token and how it ended."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain.errors import SessionRevokedError, UnknownRefreshTokenError
+from domain.values import RevocationReason
+
+
+@dataclass(frozen=True)
+class RefreshPolicy:
+    """How long refresh tokens live and how long a just-rotated token may be retried.
+
+    `token_ttl` is the idle lifetime of each refresh token, `max_session_age` the
+    absolute lifetime that rotation never extends, and `reuse_interval` the grace
+    period (0 = strict) in which the immediate predecessor may be presented again.
+    """
+
+    token_ttl: timedelta = timedelta(days=7)
+    max_session_age: timedelta = timedelta(days=30)
+    reuse_interval: timedelta = timedelta(0)
+
+
+class Session(Aggregate):
+    TOPIC = "authledger:Session"
+
+    class Event(Aggregate.Event):
+        pass
+
+    class Created(Event, Aggregate.Created):
+        TOPIC = "authledger:Session.Created"
+
+    class Opened(Created):
+        TOPIC = "authledger:Session.Opened"
+        user_id: UUID
+        refresh_token_hash: str
+        expires_at: datetime
+        ends_at: datetime
+        ip: str
+        user_agent: str
+
+    class TokenRotated(Event):
+        TOPIC = "authledger:Session.TokenRotated"
+        user_id: UUID
+        refresh_token_hash: str
+        generation: int
+        expires_at: datetime
+        ip: str
+        user_agent: str
+
+        def apply(self, session: Session) -> None:
+            session.retired_at[session.refresh_token_hash] = self.timestamp
+            session.refresh_token_hash = self.refresh_token_hash
+            session.generation = self.generation
+            session.expires_at = self.expires_at
+
+    class Revoked(Event):
+        TOPIC = "authledger:Session.Revoked"
+        user_id: UUID
+        reason: str
+        ip: str
+        user_agent: str
+
+        def apply(self, session: Session) -> None:
+            session.revoked_reason = RevocationReason(self.reason)
+
+    def __init__(  # noqa: PLR0913  (the fields of Opened)
+        self,
+        user_id: UUID,
+        refresh_token_hash: str,
+        expires_at: datetime,
+        ends_at: datetime,
+        ip: str,
+        user_agent: str,
+    ) -> None:
+        self.user_id = user_id
+        self.refresh_token_hash = refresh_token_hash
+        self.expires_at = expires_at
+        self.ends_at = ends_at
+        self.generation = 0
+        self.retired_at: dict[str, datetime] = {}
+        self.revoked_reason: RevocationReason | None = None
+
+    @classmethod
+    def open(  # noqa: PLR0913
+        cls,
+        session_id: UUID,
+        user_id: UUID,
+        refresh_token_hash: str,
+        ip: str,
+        user_agent: str,
+        policy: RefreshPolicy,
+        now: datetime,
+    ) -> Session:
+        ends_at = now + policy.max_session_age
+        return cls._create(
+            cls.Opened,
+            id=session_id,
+            timestamp=now,
+            user_id=user_id,
+            refresh_token_hash=refresh_token_hash,
+            expires_at=min(now + policy.token_ttl, ends_at),
+            ends_at=ends_at,
+            ip=ip,
+            user_agent=user_agent,
+        )
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_reason is not None
+
+    def is_active(self, now: datetime) -> bool:
+        return not self.is_revoked and now < self.expires_at
+
+    def check_not_revoked(self) -> None:
+        if self.is_revoked:
+            raise SessionRevokedError(self.id)
+
+    def refresh(  # noqa: PLR0913
+        self,
+        presented_hash: str,
+        successor_hash: str,
+        ip: str,
+        user_agent: str,
+        policy: RefreshPolicy,
+        now: datetime,
+    ) -> None:
+        """Rotate to `successor_hash`, or revoke the session if the token is stale.
+
+        The current token rotates while it has not expired. An earlier token
+        rotates again only within the reuse interval, measured from the rotation
+        that retired it (so concurrent tabs racing on one token all get the
+        newest); outside it, it is a replay and the whole session is revoked
+        (RFC 9700 §4.14.2). A revoked session is terminal, whichever token.
+        """
+        self.check_not_revoked()
+        if presented_hash == self.refresh_token_hash:
+            if now >= self.expires_at:
+                self.revoke(RevocationReason.EXPIRED, ip, user_agent, now)
+                return
+        elif presented_hash in self.retired_at:
+            retired_at = self.retired_at[presented_hash]
+            if now - retired_at > policy.reuse_interval or now >= self.ends_at:
+                self.revoke(RevocationReason.REUSE_DETECTED, ip, user_agent, now)
+                return
+        else:
+            raise UnknownRefreshTokenError(self.id)
+        self.trigger_event(
+            self.TokenRotated,
+            timestamp=now,
+            user_id=self.user_id,
+            refresh_token_hash=successor_hash,
+            generation=self.generation + 1,
+            expires_at=min(now + policy.token_ttl, self.ends_at),
+            ip=ip,
+            user_agent=user_agent,
+        )
+
+    def revoke(
+        self, reason: RevocationReason, ip: str, user_agent: str, now: datetime
+    ) -> None:
+        self.check_not_revoked()
+        self.trigger_event(
+            self.Revoked,
+            timestamp=now,
+            user_id=self.user_id,
+            reason=reason.value,
+            ip=ip,
+            user_agent=user_agent,
+        )

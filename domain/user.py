@@ -1,0 +1,186 @@
+"""User aggregate: registration, credentials, role and the brute-force lock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import Aggregate
+
+from domain.errors import AccountLockedError
+from domain.values import LoginFailure, Role
+
+
+@dataclass(frozen=True)
+class LockoutPolicy:
+    """Lock an account after `max_failures` within `window`, for a doubling period."""
+
+    max_failures: int = 5
+    window: timedelta = timedelta(minutes=15)
+    first_lock: timedelta = timedelta(minutes=1)
+    longest_lock: timedelta = timedelta(hours=1)
+
+    def lock_period(self, earlier_lockouts: int) -> timedelta:
+        """Double the lock with every lockout, capped so it can never overflow."""
+        doublings = min(earlier_lockouts, 20)
+        return min(self.first_lock * 2**doublings, self.longest_lock)
+
+
+class User(Aggregate):
+    TOPIC = "authledger:User"
+
+    class Event(Aggregate.Event):
+        pass
+
+    class Created(Event, Aggregate.Created):
+        TOPIC = "authledger:User.Created"
+
+    class Registered(Created):
+        TOPIC = "authledger:User.Registered"
+        email: str
+        password_hash: str
+        role: str
+
+    class EmailVerified(Event):
+        TOPIC = "authledger:User.EmailVerified"
+
+        def apply(self, user: User) -> None:
+            user.is_verified = True
+
+    class PasswordChanged(Event):
+        TOPIC = "authledger:User.PasswordChanged"
+        password_hash: str
+
+        def apply(self, user: User) -> None:
+            user.password_hash = self.password_hash
+
+    class RoleChanged(Event):
+        TOPIC = "authledger:User.RoleChanged"
+        role: str
+        changed_by: UUID | None
+
+        def apply(self, user: User) -> None:
+            user.role = Role(self.role)
+
+    class LoginFailed(Event):
+        TOPIC = "authledger:User.LoginFailed"
+        ip: str
+        user_agent: str
+        reason: str
+        failures_in_window: int
+
+        def apply(self, user: User) -> None:
+            if self.failures_in_window == 1:
+                user.window_started_at = self.timestamp
+            user.failed_logins = self.failures_in_window
+
+    class LockedOut(Event):
+        TOPIC = "authledger:User.LockedOut"
+        until: datetime
+
+        def apply(self, user: User) -> None:
+            user.locked_until = self.until
+            user.lockouts += 1
+            user.failed_logins = 0
+
+    class Unlocked(Event):
+        TOPIC = "authledger:User.Unlocked"
+        unlocked_by: UUID | None
+
+        def apply(self, user: User) -> None:
+            user.locked_until = None
+            user.failed_logins = 0
+            if self.unlocked_by is not None:
+                user.lockouts = 0
+
+    def __init__(self, email: str, password_hash: str, role: str) -> None:
+        self.email = email
+        self.password_hash = password_hash
+        self.role = Role(role)
+        self.is_verified = False
+        self.failed_logins = 0
+        self.window_started_at: datetime | None = None
+        self.locked_until: datetime | None = None
+        self.lockouts = 0
+
+    @classmethod
+    def register(
+        cls, email: str, password_hash: str, role: Role, now: datetime
+    ) -> User:
+        """Register a user; `email` must already be normalised."""
+        return cls._create(
+            cls.Registered,
+            id=uuid4(),
+            timestamp=now,
+            email=email,
+            password_hash=password_hash,
+            role=role.value,
+        )
+
+    def verify_email(self, now: datetime) -> None:
+        if not self.is_verified:
+            self.trigger_event(self.EmailVerified, timestamp=now)
+
+    def change_password(self, password_hash: str, now: datetime) -> None:
+        self.trigger_event(
+            self.PasswordChanged, timestamp=now, password_hash=password_hash
+        )
+
+    def change_role(self, role: Role, changed_by: UUID | None, now: datetime) -> None:
+        if role != self.role:
+            self.trigger_event(
+                self.RoleChanged, timestamp=now, role=role.value, changed_by=changed_by
+            )
+
+    def is_locked(self, now: datetime) -> bool:
+        return self.locked_until is not None and now < self.locked_until
+
+    def check_not_locked(self, now: datetime) -> None:
+        if self.is_locked(now):
+            raise AccountLockedError(self.id)
+
+    def release_expired_lock(self, now: datetime) -> None:
+        """Record that a lock has run out, so the timeline shows when it ended."""
+        if self.locked_until is not None and not self.is_locked(now):
+            self.trigger_event(self.Unlocked, timestamp=now, unlocked_by=None)
+
+    def unlock(self, unlocked_by: UUID, now: datetime) -> None:
+        if self.locked_until is not None or self.failed_logins:
+            self.trigger_event(self.Unlocked, timestamp=now, unlocked_by=unlocked_by)
+
+    def record_failed_login(
+        self, ip: str, user_agent: str, policy: LockoutPolicy, now: datetime
+    ) -> None:
+        """Count a wrong password; lock the account when the window fills up.
+
+        An attempt on an already locked account is recorded but not counted, so a
+        lock cannot be extended indefinitely by someone who is already locked out.
+        """
+        if self.is_locked(now):
+            self.trigger_event(
+                self.LoginFailed,
+                timestamp=now,
+                ip=ip,
+                user_agent=user_agent,
+                reason=LoginFailure.LOCKED.value,
+                failures_in_window=self.failed_logins,
+            )
+            return
+        in_window = (
+            self.window_started_at is not None
+            and self.failed_logins > 0
+            and now - self.window_started_at < policy.window
+        )
+        failures = self.failed_logins + 1 if in_window else 1
+        self.trigger_event(
+            self.LoginFailed,
+            timestamp=now,
+            ip=ip,
+            user_agent=user_agent,
+            reason=LoginFailure.BAD_PASSWORD.value,
+            failures_in_window=failures,
+        )
+        if failures >= policy.max_failures:
+            until = now + policy.lock_period(self.lockouts)
+            self.trigger_event(self.LockedOut, timestamp=now, until=until)

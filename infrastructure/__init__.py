@@ -1,0 +1,1 @@
+"""Adapters to PostgreSQL, bcrypt, JWT and the process environment."""

@@ -1,0 +1,49 @@
+"""Where the events live: the database URL turned into eventsourcing's environment."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+if TYPE_CHECKING:
+    from infrastructure.settings import Settings
+
+
+def database_url(settings: Settings) -> str:
+    """Return the configured database, or start the embedded one."""
+    if settings.database_url:
+        return settings.database_url
+    from infrastructure.embedded_db import start_embedded_postgres  # noqa: PLC0415
+
+    return start_embedded_postgres(settings.data_dir / "db").get_uri()
+
+
+def eventsourcing_env(url: str, pool_size: int, max_overflow: int) -> dict[str, str]:
+    """Translate a libpq URL into the POSTGRES_* variables eventsourcing reads."""
+    params = conninfo_to_dict(url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": str(params.get("dbname") or "postgres"),
+        "POSTGRES_HOST": str(params.get("host") or "localhost"),
+        "POSTGRES_PORT": str(params.get("port") or 5432),
+        "POSTGRES_USER": str(params.get("user") or "postgres"),
+        "POSTGRES_PASSWORD": str(params.get("password") or ""),
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(max_overflow),
+        # Fail fast instead of queueing forever behind the event table's lock.
+        "POSTGRES_LOCK_TIMEOUT": "5",
+        "POSTGRES_CONNECT_TIMEOUT": "5",
+        # Check pooled connections, so a restarted server costs no failed request.
+        "POSTGRES_PRE_PING": "y",
+    }
+
+
+def ensure_schema(url: str, schema: str) -> None:
+    """Create a schema for a read model; eventsourcing never creates schemas."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+        )

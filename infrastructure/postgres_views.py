@@ -1,0 +1,220 @@
+"""PostgreSQL read models: each writes its rows and its tracking position in one transaction."""
+
+from __future__ import annotations
+
+from dataclasses import astuple, fields
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from uuid import UUID
+
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from psycopg.rows import class_row
+from psycopg.sql import SQL, Composed, Identifier, Placeholder
+
+from application.read_models import (
+    ActiveSessionsView,
+    LoginHistoryRow,
+    LoginHistoryView,
+    SessionRow,
+    UserDirectoryView,
+    UserRow,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from eventsourcing.persistence import Tracking
+    from psycopg import Cursor
+    from psycopg.rows import DictRow
+
+Row = TypeVar("Row")
+
+
+class PostgresReadModel(PostgresTrackingRecorder):
+    """Shared plumbing: DDL in the view's own schema, and row + tracking in one txn."""
+
+    table: ClassVar[str]
+    ddl: ClassVar[Sequence[str]]
+
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        self.sql_create_statements.extend(
+            SQL(statement).format(schema=Identifier(self.datastore.schema))  # type: ignore[arg-type]
+            for statement in self.ddl
+        )
+
+    def qualified(self, query: str) -> Composed:
+        """Format `{table}` in a query as this view's schema-qualified table."""
+        return SQL(query).format(  # type: ignore[arg-type]
+            table=Identifier(self.datastore.schema, self.table)
+        )
+
+    def write(self, tracking: Tracking, query: str, params: Sequence[Any] | dict[str, Any]) -> None:
+        """Apply one event: the rows and the position commit together or not at all.
+
+        synchronous_commit off is safe here: a crash loses at most a suffix of
+        view transactions, whose positions are lost with them and replayed.
+        """
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute("SET LOCAL synchronous_commit TO OFF")
+            self._insert_tracking(curs, tracking)
+            curs.execute(self.qualified(query), params)
+
+    def skip(self, tracking: Tracking) -> None:
+        """Record the position of an event this view does not need."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute("SET LOCAL synchronous_commit TO OFF")
+            self._insert_tracking(curs, tracking)
+
+    def row_count(self) -> int:
+        """Count the table's rows."""
+        with self.datastore.transaction() as curs:
+            curs.execute(self.qualified("SELECT count(*) AS n FROM {table}"))
+            row = curs.fetchone()
+        return int(row["n"]) if row else 0
+
+    def select(self, row_type: type[Row], query: str, params: Sequence[Any]) -> list[Row]:
+        """Run a query on this view's table and build `row_type` from each row."""
+        with self.datastore.get_connection() as conn, conn.cursor(
+            row_factory=class_row(row_type)
+        ) as curs:
+            curs.execute(self.qualified(query), params)
+            return curs.fetchall()
+
+
+def _columns(row_type: type[Any]) -> str:
+    return ", ".join(f.name for f in fields(row_type))
+
+
+def _placeholders(row_type: type[Any]) -> str:
+    return ", ".join("%s" for _ in fields(row_type))
+
+
+class PostgresUserDirectoryView(PostgresReadModel, UserDirectoryView):
+    table = "users"
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS {schema}.users ("
+        " id uuid PRIMARY KEY, email text NOT NULL, role text NOT NULL,"
+        " is_verified boolean NOT NULL, created_at timestamptz NOT NULL,"
+        " updated_at timestamptz NOT NULL, locked_until timestamptz,"
+        " failed_logins integer NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS users_email ON {schema}.users"
+        " (email text_pattern_ops)",
+    )
+    updatable: ClassVar = frozenset({"role", "is_verified", "locked_until", "failed_logins"})
+
+    def add_user(self, row: UserRow, tracking: Tracking) -> None:
+        self.write(
+            tracking,
+            f"INSERT INTO {{table}} ({_columns(UserRow)}) VALUES ({_placeholders(UserRow)})",
+            astuple(row),
+        )
+
+    def update_user(
+        self, user_id: UUID, at: datetime, tracking: Tracking, **changes: Any
+    ) -> None:
+        unknown = changes.keys() - self.updatable
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        assignments = "".join(f", {column} = %({column})s" for column in changes)
+        self.write(
+            tracking,
+            f"UPDATE {{table}} SET updated_at = %(at)s{assignments} WHERE id = %(id)s",
+            {"at": at, "id": user_id, **changes},
+        )
+
+    def get_user(self, user_id: UUID) -> UserRow | None:
+        rows = self.select(UserRow, f"SELECT {_columns(UserRow)} FROM {{table}} WHERE id = %s", (user_id,))
+        return rows[0] if rows else None
+
+    def list_users(self, email_prefix: str, limit: int, offset: int) -> list[UserRow]:
+        pattern = email_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        return self.select(
+            UserRow,
+            f"SELECT {_columns(UserRow)} FROM {{table}} WHERE email LIKE %s"
+            " ORDER BY email, id LIMIT %s OFFSET %s",
+            (pattern, limit, offset),
+        )
+
+
+class PostgresActiveSessionsView(PostgresReadModel, ActiveSessionsView):
+    table = "active_sessions"
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS {schema}.active_sessions ("
+        " session_id uuid PRIMARY KEY, user_id uuid NOT NULL,"
+        " generation integer NOT NULL, created_at timestamptz NOT NULL,"
+        " last_rotated_at timestamptz NOT NULL, expires_at timestamptz NOT NULL,"
+        " ip text NOT NULL, user_agent text NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS active_sessions_user"
+        " ON {schema}.active_sessions (user_id)",
+    )
+
+    def add_session(self, row: SessionRow, tracking: Tracking) -> None:
+        self.write(
+            tracking,
+            f"INSERT INTO {{table}} ({_columns(SessionRow)}) VALUES ({_placeholders(SessionRow)})",
+            astuple(row),
+        )
+
+    def rotate_session(  # noqa: PLR0913
+        self,
+        session_id: UUID,
+        generation: int,
+        at: datetime,
+        expires_at: datetime,
+        tracking: Tracking,
+    ) -> None:
+        self.write(
+            tracking,
+            "UPDATE {table} SET generation = %s, last_rotated_at = %s, expires_at = %s"
+            " WHERE session_id = %s",
+            (generation, at, expires_at, session_id),
+        )
+
+    def remove_session(self, session_id: UUID, tracking: Tracking) -> None:
+        self.write(tracking, "DELETE FROM {table} WHERE session_id = %s", (session_id,))
+
+    def get_session(self, session_id: UUID, now: datetime) -> SessionRow | None:
+        rows = self.select(
+            SessionRow,
+            f"SELECT {_columns(SessionRow)} FROM {{table}}"
+            " WHERE session_id = %s AND expires_at > %s",
+            (session_id, now),
+        )
+        return rows[0] if rows else None
+
+    def list_sessions(self, user_id: UUID, now: datetime) -> list[SessionRow]:
+        return self.select(
+            SessionRow,
+            f"SELECT {_columns(SessionRow)} FROM {{table}}"
+            " WHERE user_id = %s AND expires_at > %s ORDER BY created_at DESC",
+            (user_id, now),
+        )
+
+
+class PostgresLoginHistoryView(PostgresReadModel, LoginHistoryView):
+    table = "login_history"
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS {schema}.login_history ("
+        " position bigint PRIMARY KEY, user_id uuid NOT NULL, session_id uuid,"
+        " occurred_at timestamptz NOT NULL, kind text NOT NULL, detail text NOT NULL,"
+        " ip text NOT NULL, user_agent text NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS login_history_user"
+        " ON {schema}.login_history (user_id, position)",
+    )
+
+    def append(self, row: LoginHistoryRow, tracking: Tracking) -> None:
+        self.write(
+            tracking,
+            f"INSERT INTO {{table}} ({_columns(LoginHistoryRow)})"
+            f" VALUES ({_placeholders(LoginHistoryRow)})",
+            astuple(row),
+        )
+
+    def history(self, user_id: UUID, limit: int, offset: int) -> list[LoginHistoryRow]:
+        return self.select(
+            LoginHistoryRow,
+            f"SELECT {_columns(LoginHistoryRow)} FROM {{table}}"
+            " WHERE user_id = %s ORDER BY position LIMIT %s OFFSET %s",
+            (user_id, limit, offset),
+        )

@@ -1,0 +1,130 @@
+"""Settings from the environment (prefix AUTHLEDGER_) and the secrets derived from them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from application.auth import AuthPolicy
+from domain.session import RefreshPolicy
+from domain.user import LockoutPolicy
+
+MIN_SECRET_BYTES = 32
+# Placeholders people paste from examples; production refuses them even if long.
+KNOWN_DEFAULT_SECRETS = frozenset(
+    {"changethis", "change-me", "secret", "CHANGE_ME_TO_A_LONG_RANDOM_SECRET_VALUE"}
+)
+
+
+class InsecureSettingsError(RuntimeError):
+    """Production was asked to start with a missing, short or default secret."""
+
+
+class Settings(BaseSettings):
+    """Everything configurable, read from AUTHLEDGER_* environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="AUTHLEDGER_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    database_url: str | None = None
+    data_dir: Path = Path(".data")
+    bcrypt_rounds: int = Field(default=12, ge=4, le=31)
+    password_pepper: SecretStr | None = None
+    jwt_secret: SecretStr | None = None
+    jwt_issuer: str = "authledger"
+    jwt_audience: str = "authledger"
+    access_token_ttl_s: int = Field(default=15 * 60, gt=0)
+    refresh_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    session_max_age_s: int = Field(default=30 * 24 * 3600, gt=0)
+    refresh_reuse_interval_s: float = Field(default=0, ge=0, le=300)
+    lockout_max_failures: int = Field(default=5, ge=1)
+    lockout_window_s: int = Field(default=15 * 60, gt=0)
+    lockout_first_s: int = Field(default=60, gt=0)
+    lockout_longest_s: int = Field(default=3600, gt=0)
+    read_model_timeout_s: float = Field(default=5.0, gt=0)
+    run_projections: bool = True
+    db_pool_size: int = Field(default=4, ge=1)
+    db_max_overflow: int = Field(default=16, ge=0)
+
+    def auth_policy(self) -> AuthPolicy:
+        """Collect the use-case rules from the settings."""
+        return AuthPolicy(
+            lockout=LockoutPolicy(
+                max_failures=self.lockout_max_failures,
+                window=timedelta(seconds=self.lockout_window_s),
+                first_lock=timedelta(seconds=self.lockout_first_s),
+                longest_lock=timedelta(seconds=self.lockout_longest_s),
+            ),
+            refresh=RefreshPolicy(
+                token_ttl=timedelta(seconds=self.refresh_token_ttl_s),
+                max_session_age=timedelta(seconds=self.session_max_age_s),
+                reuse_interval=timedelta(seconds=self.refresh_reuse_interval_s),
+            ),
+            read_model_timeout_s=self.read_model_timeout_s,
+        )
+
+
+@dataclass(frozen=True)
+class Secrets:
+    jwt_secret: bytes
+    password_pepper: bytes
+
+
+def load_secrets(settings: Settings) -> Secrets:
+    """Return the JWT secret and password pepper, refusing weak ones in production.
+
+    In development, missing secrets are generated once and kept in the data
+    directory (mode 0600), so tokens and passwords survive a restart.
+    """
+    jwt_secret, pepper = settings.jwt_secret, settings.password_pepper
+    if settings.env == "production":
+        _check_strong("AUTHLEDGER_JWT_SECRET", jwt_secret)
+        _check_strong("AUTHLEDGER_PASSWORD_PEPPER", pepper)
+    stored = _development_secrets(settings.data_dir) if None in (jwt_secret, pepper) else {}
+    return Secrets(
+        jwt_secret=_reveal(jwt_secret) or stored["jwt_secret"].encode(),
+        password_pepper=_reveal(pepper) or stored["password_pepper"].encode(),
+    )
+
+
+def _reveal(secret: SecretStr | None) -> bytes:
+    return secret.get_secret_value().encode() if secret else b""
+
+
+def _check_strong(env_name: str, value: SecretStr | None) -> None:
+    if value is None:
+        raise InsecureSettingsError(f"{env_name} is required in production")
+    raw = value.get_secret_value()
+    if raw in KNOWN_DEFAULT_SECRETS:
+        raise InsecureSettingsError(f"{env_name} is a well-known default")
+    if len(raw.encode()) < MIN_SECRET_BYTES:
+        raise InsecureSettingsError(
+            f"{env_name} must be at least {MIN_SECRET_BYTES} bytes"
+        )
+
+
+def _development_secrets(data_dir: Path) -> dict[str, str]:
+    path = data_dir / "secrets.json"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fresh = {key: secrets.token_urlsafe(48) for key in ("jwt_secret", "password_pepper")}
+        draft = data_dir / f".secrets.{os.getpid()}.json"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(fresh, out)
+        # link() is atomic and refuses to overwrite: with several workers starting
+        # at once, exactly one file wins and every worker reads that one.
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, path)
+        draft.unlink()
+    stored: dict[str, str] = json.loads(path.read_text())
+    return stored

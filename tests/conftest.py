@@ -1,0 +1,63 @@
+"""Fixtures: a real PostgreSQL (embedded unless AUTHLEDGER_TEST_DATABASE_URL is set), a database per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from infrastructure.embedded_db import start_embedded_postgres
+from infrastructure.settings import Settings
+from interfaces.bootstrap import Services, build_services
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The server the suite runs on: the one named by the environment, or an embedded one."""
+    external = os.environ.get("AUTHLEDGER_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    server = start_embedded_postgres(tmp_path_factory.mktemp("embedded"))
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test, dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = conninfo_to_dict(postgres_server_url)
+    params["dbname"] = name
+    yield make_conninfo(**params)  # type: ignore[arg-type]
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Settings for a test: its own database and data directory, a cheap bcrypt cost."""
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        bcrypt_rounds=4,
+        read_model_timeout_s=10,
+    )
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    """The application wired as in production, projections running in-process."""
+    built = build_services(settings)
+    yield built
+    built.close()
