@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both set everything up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint pytest bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(BIN)/.installed  ## Serve the API on the embedded PostgreSQL.
+	$(BIN)/authledger serve
+
+test: lint pytest  ## Lint, type-check and run the whole test suite.
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+pytest: $(BIN)/.installed
+	$(BIN)/pytest
+
+bench: $(BIN)/.installed  ## Print the benchmark table.
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .data
