@@ -52,6 +52,10 @@ class Services:
     tokens: JwtTokens
     workers: list[ProjectionWorker] = field(default_factory=list)
 
+    @property
+    def views(self) -> tuple[PostgresReadModel, ...]:
+        return (self.users, self.sessions, self.history)
+
     def start_projections(self) -> None:
         """Start a standby-or-run worker per projection in this process."""
         env = {**eventsourcing_env(self.database_url, 1, 2), **RUNNER_ENV}
@@ -63,7 +67,7 @@ class Services:
         for worker in self.workers:
             worker.stop()
         self.app.close()
-        for view in (self.users, self.sessions, self.history):
+        for view in self.views:
             view.datastore.close()
 
 

@@ -1,0 +1,41 @@
+"""create_app(): the FastAPI application, its lifespan and its routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from anyio import to_thread
+from fastapi import FastAPI
+
+from infrastructure.settings import Settings
+from interfaces.bootstrap import build_services
+from interfaces.http.errors import install_error_handlers
+from interfaces.http.limits import BodySizeLimit
+from interfaces.http.routes import auth, health
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API; services are built at startup and closed at shutdown."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await to_thread.run_sync(build_services, settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await to_thread.run_sync(services.close)
+
+    app = FastAPI(
+        title="authledger",
+        summary="Event-sourced authentication: sessions you can trust, an audit trail you can replay.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit)
+    app.include_router(auth.router)
+    app.include_router(health.router)
+    return app

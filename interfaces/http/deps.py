@@ -1,0 +1,86 @@
+"""FastAPI dependencies: the services, the caller's address, the authenticated user."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from application.auth import Client
+from application.read_models import UserRow
+from infrastructure.tokens import AccessClaims, InvalidAccessTokenError
+from interfaces.bootstrap import Services
+
+# Control characters in a user agent could forge lines in logs or the audit trail.
+_UNPRINTABLE = {code: None for code in range(32)} | {127: None}
+MAX_USER_AGENT = 256
+
+bearer_scheme = HTTPBearer(auto_error=False)
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_client(request: Request) -> Client:
+    """Who is calling: the socket peer (trusted proxies are a later concern)."""
+    ip = request.client.host if request.client else ""
+    user_agent = request.headers.get("user-agent", "").translate(_UNPRINTABLE)
+    return Client(ip=ip, user_agent=user_agent[:MAX_USER_AGENT])
+
+
+ClientDep = Annotated[Client, Depends(get_client)]
+
+
+@dataclass(frozen=True)
+class CurrentUser:
+    user: UserRow
+    session_id: UUID
+
+
+def _authenticate(services: Services, token: str) -> CurrentUser:
+    claims: AccessClaims = services.tokens.verify(token)
+    # A valid signature is not enough: the session must still be active, so a
+    # logout takes effect at once rather than when the token expires.
+    session = services.sessions.get_session(claims.session_id, services.app.clock())
+    if session is None or session.user_id != claims.user_id:
+        raise InvalidAccessTokenError
+    user = services.users.get_user(claims.user_id)
+    if user is None:
+        raise InvalidAccessTokenError
+    return CurrentUser(user=user, session_id=claims.session_id)
+
+
+def get_current_user_optional(
+    request: Request,
+    services: ServicesDep,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> CurrentUser | None:
+    """Return the caller, None if no token is sent; 401 if one is sent but invalid."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _space, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidAccessTokenError
+    return _authenticate(services, token.strip())
+
+
+def get_current_user(
+    user: Annotated[CurrentUser | None, Depends(get_current_user_optional)],
+) -> CurrentUser:
+    """Return the caller; 401 with a Bearer challenge if absent or invalid."""
+    if user is None:
+        raise InvalidAccessTokenError
+    return user
+
+
+CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]
+OptionalUserDep = Annotated[CurrentUser | None, Depends(get_current_user_optional)]

@@ -1,0 +1,114 @@
+"""One table from error to status and code; every error answers with the same body shape."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from application.errors import (
+    EmailAlreadyRegisteredError,
+    InvalidCredentialsError,
+    InvalidRefreshTokenError,
+    ReadModelsLaggingError,
+    SessionNotFoundError,
+    UserNotFoundError,
+)
+from domain.errors import InvalidEmailError
+from infrastructure.tokens import InvalidAccessTokenError
+from interfaces.http.schemas import ErrorResponse
+
+log = logging.getLogger(__name__)
+
+BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+RETRY_SOON = {"Retry-After": "1"}
+
+
+class ForbiddenError(Exception):
+    """The caller is authenticated but lacks the role for this route."""
+
+
+# error class -> (status, code, detail, headers)
+ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
+    InvalidEmailError: (422, "validation_error", "The email address is not valid.", {}),
+    EmailAlreadyRegisteredError: (
+        409, "email_taken", "An account with this email already exists.", {}
+    ),
+    InvalidCredentialsError: (401, "invalid_credentials", "Invalid email or password.", {}),
+    InvalidRefreshTokenError: (
+        401, "invalid_refresh_token", "The refresh token is invalid or expired.", {}
+    ),
+    InvalidAccessTokenError: (
+        401, "not_authenticated", "Missing or invalid access token.", BEARER_CHALLENGE
+    ),
+    ForbiddenError: (403, "forbidden", "This requires another role.", {}),
+    SessionNotFoundError: (404, "session_not_found", "No such session.", {}),
+    UserNotFoundError: (404, "user_not_found", "No such user.", {}),
+    IntegrityError: (409, "conflict", "A concurrent change won; try again.", {}),
+    ReadModelsLaggingError: (
+        503, "read_models_lagging", "Saved, but not yet visible; retry shortly.", RETRY_SOON
+    ),
+    OperationalError: (503, "database_unavailable", "Service unavailable.", RETRY_SOON),
+    InterfaceError: (503, "database_unavailable", "Service unavailable.", RETRY_SOON),
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status, *_ in ERRORS.values()
+} | {422: {"model": ErrorResponse}}
+
+
+def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"detail": detail, "code": code, **extra}
+
+
+def _known_error(_: Request, error: Exception) -> JSONResponse:
+    for kind in type(error).__mro__:
+        if kind in ERRORS:
+            status, code, detail, headers = ERRORS[kind]
+            if status >= 500:
+                log.warning("answered %s: %s", status, type(error).__name__)
+            return JSONResponse(error_body(code, detail), status, headers=headers)
+    return _unexpected(_, error)
+
+
+def _unexpected(_: Request, error: Exception) -> JSONResponse:
+    log.error("unexpected error", exc_info=error)
+    return JSONResponse(error_body("internal_error", "Internal error."), 500)
+
+
+def _invalid_request(_: Request, error: Exception) -> JSONResponse:
+    """Say which fields are wrong, never echoing their values (they may be passwords)."""
+    assert isinstance(error, RequestValidationError)
+    fields = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "invalid"))}
+        for e in error.errors()
+    ]
+    body = error_body("validation_error", "The request is not valid.", errors=fields)
+    return JSONResponse(body, 422)
+
+
+def _http_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+        error.status_code, "http_error"
+    )
+    return JSONResponse(
+        error_body(code, str(error.detail)), error.status_code, headers=error.headers
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error to the one body shape; no stack trace ever leaves."""
+    for kind in ERRORS:
+        app.add_exception_handler(kind, _known_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,82 @@
+"""/api/auth: sign up, log in, refresh, log out, and who am I."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from fastapi import APIRouter, status
+
+from application.auth import SessionGrant
+from application.errors import ReadModelsLaggingError
+from interfaces.bootstrap import Services
+from interfaces.http.deps import ClientDep, CurrentUserDep, ServicesDep
+from interfaces.http.errors import ERROR_RESPONSES
+from interfaces.http.schemas import (
+    LoginRequest,
+    MessageResponse,
+    RefreshRequest,
+    SignupRequest,
+    TokenResponse,
+    UserResponse,
+)
+
+router = APIRouter(prefix="/api/auth", tags=["auth"], responses=ERROR_RESPONSES)
+
+
+class LogoutScope(StrEnum):
+    ALL = "all"
+    CURRENT = "current"
+
+
+def _token_response(services: Services, grant: SessionGrant) -> TokenResponse:
+    user = services.users.get_user(grant.user_id)
+    if user is None:  # the use case waited for the read models; this means lag
+        raise ReadModelsLaggingError(grant.user_id)
+    return TokenResponse(
+        access_token=services.tokens.issue(grant.user_id, grant.session_id, grant.role),
+        refresh_token=grant.refresh_token,
+        expires_in=services.tokens.ttl_s,
+        user=UserResponse.of(user),
+    )
+
+
+@router.post("/signup", status_code=status.HTTP_201_CREATED)
+def signup(body: SignupRequest, services: ServicesDep, client: ClientDep) -> TokenResponse:
+    """Create an account and log it in."""
+    grant = services.app.register(body.email, body.password, client)
+    return _token_response(services, grant)
+
+
+@router.post("/login")
+def login(body: LoginRequest, services: ServicesDep, client: ClientDep) -> TokenResponse:
+    """Exchange email and password for tokens; every refusal is the same 401."""
+    grant = services.app.login(body.email, body.password, client)
+    return _token_response(services, grant)
+
+
+@router.post("/refresh")
+def refresh(body: RefreshRequest, services: ServicesDep, client: ClientDep) -> TokenResponse:
+    """Rotate the refresh token: the one sent is dead from now on."""
+    grant = services.app.refresh(body.refresh_token, client)
+    return _token_response(services, grant)
+
+
+@router.post("/logout")
+def logout(
+    current: CurrentUserDep,
+    services: ServicesDep,
+    client: ClientDep,
+    scope: LogoutScope = LogoutScope.ALL,
+) -> MessageResponse:
+    """End every session of the caller, or with `scope=current` only this one."""
+    if scope is LogoutScope.CURRENT:
+        services.app.logout(current.user.id, current.session_id, client)
+    else:
+        services.app.logout_all(current.user.id, client)
+    return MessageResponse(detail="Logged out.")
+
+
+@router.get("/me")
+def me(current: CurrentUserDep) -> UserResponse:
+    """Return the caller's account."""
+    return UserResponse.of(current.user)

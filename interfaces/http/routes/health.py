@@ -1,0 +1,42 @@
+"""/healthz and /readyz: liveness of the process, readiness of database and read models."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from interfaces.http.deps import ServicesDep
+from interfaces.http.schemas import HealthResponse
+
+router = APIRouter(tags=["health"])
+
+# Readiness tolerates this many events not yet applied by a read model.
+MAX_READY_LAG = 1000
+
+
+@router.get("/healthz")
+def healthz() -> HealthResponse:
+    """Answer while the process is alive."""
+    return HealthResponse(status="ok")
+
+
+@router.get("/readyz", responses={503: {"model": HealthResponse}})
+def readyz(services: ServicesDep) -> JSONResponse:
+    """Answer 200 when the database answers and every read model is caught up."""
+    checks: dict[str, str] = {}
+    ready = True
+    try:
+        head = services.app.recorder.max_notification_id() or 0
+        for view in services.views:
+            lag = head - (view.max_tracking_id(services.app.name) or 0)
+            checks[view.tracking_table_name] = f"lag {lag}"
+            ready = ready and lag <= MAX_READY_LAG
+    except Exception as error:  # noqa: BLE001  (any failure means not ready)
+        checks["database"] = f"unreachable ({type(error).__name__})"
+        ready = False
+    for worker in services.workers:
+        if worker.last_error:
+            checks[worker.spec.projection.name] = f"failed: {worker.last_error}"
+            ready = False
+    body = HealthResponse(status="ok" if ready else "unavailable", checks=checks)
+    return JSONResponse(body.model_dump(), 200 if ready else 503)

@@ -1,0 +1,114 @@
+"""Request and response bodies of the HTTP API: what the OpenAPI document describes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
+
+from application.read_models import SessionRow, UserRow
+
+
+def _printable_text(value: str) -> str:
+    """Refuse NUL and lone surrogates: they cannot be hashed or stored faithfully."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+# Every character counts (the hasher pre-hashes, see ADR 0005), so no byte limit.
+NewPassword = Annotated[
+    str, Field(min_length=8, max_length=256), AfterValidator(_printable_text)
+]
+GivenPassword = Annotated[
+    str, Field(min_length=1, max_length=256), AfterValidator(_printable_text)
+]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SignupRequest(Body):
+    email: EmailStr
+    password: NewPassword
+
+
+class LoginRequest(Body):
+    email: EmailStr
+    password: GivenPassword
+
+
+class RefreshRequest(Body):
+    refresh_token: Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class UserResponse(BaseModel):
+    id: UUID
+    email: str
+    role: Literal["USER", "ADMIN"]
+    is_verified: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: UserRow) -> UserResponse:
+        return cls.model_validate(row, from_attributes=True)
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the access token expires.")
+    user: UserResponse
+
+
+class SessionResponse(BaseModel):
+    id: UUID
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    ip: str
+    user_agent: str
+    current: bool
+
+    @classmethod
+    def of(cls, row: SessionRow, current_session: UUID) -> SessionResponse:
+        return cls(
+            id=row.session_id,
+            created_at=row.created_at,
+            last_used_at=row.last_rotated_at,
+            expires_at=row.expires_at,
+            ip=row.ip,
+            user_agent=row.user_agent,
+            current=row.session_id == current_session,
+        )
+
+
+class MessageResponse(BaseModel):
+    detail: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="Human-readable explanation.")
+    code: str = Field(description="Stable machine-readable error code.")
+    errors: list[FieldError] | None = None
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+ErrorResponse.model_rebuild()
