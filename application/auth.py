@@ -151,11 +151,13 @@ class AuthApplication(AuthEventLog):
         password_matches = self.passwords.verify(password, user.password_hash)
         user.release_expired_lock(now)
         if not password_matches or user.is_locked(now):
+            # No read-your-writes here: the answer does not show the failure.
             self._update(
                 user.id,
                 lambda u: u.record_failed_login(
                     client.ip, client.user_agent, self.policy.lockout, now
                 ),
+                catch_up=False,
             )
             raise InvalidCredentialsError
         session, refresh_token = self._open_session(user, client, now)
@@ -303,7 +305,9 @@ class AuthApplication(AuthEventLog):
                 revoked.append(session)
         return revoked
 
-    def _update(self, user_id: UUID, command: Callable[[User], None]) -> None:
+    def _update(
+        self, user_id: UUID, command: Callable[[User], None], *, catch_up: bool = True
+    ) -> None:
         """Apply `command` to a fresh copy of the user, retrying on a stale version."""
         for _ in range(SAVE_ATTEMPTS):
             user = self._get(user_id, User, UserNotFoundError)
@@ -312,7 +316,8 @@ class AuthApplication(AuthEventLog):
                 recordings = self.save(user)
             except IntegrityError:
                 continue
-            self._catch_up(recordings)
+            if catch_up:
+                self._catch_up(recordings)
             return
         raise IntegrityError(f"user {user_id} kept changing under the command")
 

@@ -18,7 +18,7 @@ class RefreshPolicy:
 
     `token_ttl` is the idle lifetime of each refresh token, `max_session_age` the
     absolute lifetime that rotation never extends, and `reuse_interval` the grace
-    period (0 = strict) in which the immediate predecessor may be presented again.
+    period (0 = strict) in which a just-retired token may be presented again.
     """
 
     token_ttl: timedelta = timedelta(days=7)
@@ -139,17 +139,16 @@ class Session(Aggregate):
         (RFC 9700 §4.14.2). A revoked session is terminal, whichever token.
         """
         self.check_not_revoked()
-        if presented_hash == self.refresh_token_hash:
-            if now >= self.expires_at:
-                self.revoke(RevocationReason.EXPIRED, ip, user_agent, now)
-                return
-        elif presented_hash in self.retired_at:
-            retired_at = self.retired_at[presented_hash]
-            if now - retired_at > policy.reuse_interval or now >= self.ends_at:
+        if presented_hash in self.retired_at:
+            retired_for = now - self.retired_at[presented_hash]
+            if not policy.reuse_interval or retired_for > policy.reuse_interval:
                 self.revoke(RevocationReason.REUSE_DETECTED, ip, user_agent, now)
                 return
-        else:
+        elif presented_hash != self.refresh_token_hash:
             raise UnknownRefreshTokenError(self.id)
+        if now >= self.expires_at:
+            self.revoke(RevocationReason.EXPIRED, ip, user_agent, now)
+            return
         self.trigger_event(
             self.TokenRotated,
             timestamp=now,

@@ -24,7 +24,7 @@ class LockoutPolicy:
     def lock_period(self, earlier_lockouts: int) -> timedelta:
         """Double the lock with every lockout, capped so it can never overflow."""
         doublings = min(earlier_lockouts, 20)
-        return min(self.first_lock * 2**doublings, self.longest_lock)
+        return min(self.first_lock * (1 << doublings), self.longest_lock)
 
 
 class User(Aggregate):

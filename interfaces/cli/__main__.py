@@ -1,0 +1,5 @@
+"""Allow `python -m interfaces.cli`."""
+
+from interfaces.cli.main import main
+
+main()
