@@ -22,6 +22,8 @@ from infrastructure.database import database_url
 from infrastructure.settings import Settings
 from interfaces.bootstrap import build_services
 
+MAX_HEADER_BYTES = 256 * 1024
+
 
 def listening_socket(host: str, port: int) -> socket.socket:
     """Bind a TCP socket that other processes may bind too (SO_REUSEPORT)."""
@@ -41,6 +43,9 @@ def _serve_one(host: str, port: int, log_level: str) -> None:
         log_level=log_level,
         proxy_headers=False,  # client addresses come from the socket, never a header
         server_header=False,
+        # Let oversized headers (a 100 KB "token") reach the app, which answers
+        # them with its own 401 body instead of the server's bare 400.
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     )
     uvicorn.Server(config).run(sockets=[listening_socket(host, port)])
 
