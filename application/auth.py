@@ -102,7 +102,7 @@ class AuthApplication(AuthEventLog):
 
     name = "Auth"
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         env: EnvType | None = None,
         *,
@@ -205,7 +205,9 @@ class AuthApplication(AuthEventLog):
         session = self._get(session_id, Session, SessionNotFoundError)
         if session.user_id != user_id or session.is_revoked:
             raise SessionNotFoundError
-        session.revoke(RevocationReason.LOGOUT, client.ip, client.user_agent, self.clock())
+        session.revoke(
+            RevocationReason.LOGOUT, client.ip, client.user_agent, self.clock()
+        )
         self._catch_up(self.save(session))
 
     def logout_all(
@@ -218,7 +220,7 @@ class AuthApplication(AuthEventLog):
         """End every session of the user, except `keep`, in one atomic save."""
         self._catch_up(self.save(*self._revoke_all(user_id, client, reason, keep)))
 
-    def change_password(  # noqa: PLR0913
+    def change_password(
         self,
         user_id: UUID,
         current_password: str,
@@ -231,7 +233,9 @@ class AuthApplication(AuthEventLog):
         if not self.passwords.verify(current_password, user.password_hash):
             raise InvalidCredentialsError
         user.change_password(self.passwords.hash(new_password), self.clock())
-        revoked = self._revoke_all(user_id, client, RevocationReason.PASSWORD_CHANGED, keep)
+        revoked = self._revoke_all(
+            user_id, client, RevocationReason.PASSWORD_CHANGED, keep
+        )
         self._catch_up(self.save(user, *revoked))
 
     def verify_email(self, user_id: UUID) -> None:
@@ -264,7 +268,7 @@ class AuthApplication(AuthEventLog):
         missing: type[Exception],
     ) -> TAggregate:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate: BaseAggregate[UUID] = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise missing from None
         if not isinstance(aggregate, kind):

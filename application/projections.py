@@ -119,8 +119,13 @@ class LoginHistoryProjection(Projection[LoginHistoryView]):
     @process_event.register
     def _(self, event: User.LoginFailed, tracking: Tracking) -> None:
         self._append(
-            tracking, event, event.originator_id, "failure", detail=event.reason,
-            ip=event.ip, user_agent=event.user_agent,
+            tracking,
+            event,
+            event.originator_id,
+            "failure",
+            detail=event.reason,
+            ip=event.ip,
+            user_agent=event.user_agent,
         )
 
     @process_event.register
@@ -136,27 +141,42 @@ class LoginHistoryProjection(Projection[LoginHistoryView]):
     @process_event.register
     def _(self, event: Session.Opened, tracking: Tracking) -> None:
         self._append(
-            tracking, event, event.user_id, "success", session_id=event.originator_id,
-            ip=event.ip, user_agent=event.user_agent,
+            tracking,
+            event,
+            event.user_id,
+            "success",
+            session_id=event.originator_id,
+            ip=event.ip,
+            user_agent=event.user_agent,
         )
 
     @process_event.register
     def _(self, event: Session.TokenRotated, tracking: Tracking) -> None:
         self._append(
-            tracking, event, event.user_id, "rotation", session_id=event.originator_id,
-            detail=f"generation {event.generation}", ip=event.ip,
+            tracking,
+            event,
+            event.user_id,
+            "rotation",
+            session_id=event.originator_id,
+            detail=f"generation {event.generation}",
+            ip=event.ip,
             user_agent=event.user_agent,
         )
 
     @process_event.register
     def _(self, event: Session.Revoked, tracking: Tracking) -> None:
         self._append(
-            tracking, event, event.user_id, "revocation",
-            session_id=event.originator_id, detail=event.reason, ip=event.ip,
+            tracking,
+            event,
+            event.user_id,
+            "revocation",
+            session_id=event.originator_id,
+            detail=event.reason,
+            ip=event.ip,
             user_agent=event.user_agent,
         )
 
-    def _append(  # noqa: PLR0913  (one argument per column)
+    def _append(
         self,
         tracking: Tracking,
         event: User.Event | Session.Event,

@@ -92,7 +92,7 @@ class ActiveSessionsView(ReadModel):
         """Insert an opened session."""
 
     @abstractmethod
-    def rotate_session(  # noqa: PLR0913
+    def rotate_session(
         self,
         session_id: UUID,
         generation: int,

@@ -1,4 +1,4 @@
-"""EmailClaim aggregate: its id is derived from the email, so the store rejects a second claim."""
+"""EmailClaim aggregate: its id derives from the email, so a second claim collides."""
 
 from __future__ import annotations
 

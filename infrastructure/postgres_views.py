@@ -1,4 +1,4 @@
-"""PostgreSQL read models: each writes its rows and its tracking position in one transaction."""
+"""PostgreSQL read models: rows and tracking position commit in one transaction."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from uuid import UUID
 
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg.rows import class_row
-from psycopg.sql import SQL, Composed, Identifier, Placeholder
+from psycopg.sql import SQL, Composed, Identifier
 
 from application.read_models import (
     ActiveSessionsView,
@@ -21,11 +21,9 @@ from application.read_models import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
 
     from eventsourcing.persistence import Tracking
-    from psycopg import Cursor
-    from psycopg.rows import DictRow
 
 Row = TypeVar("Row")
 
@@ -39,17 +37,17 @@ class PostgresReadModel(PostgresTrackingRecorder):
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
         self.sql_create_statements.extend(
-            SQL(statement).format(schema=Identifier(self.datastore.schema))  # type: ignore[arg-type]
+            SQL(statement).format(schema=Identifier(self.datastore.schema))
             for statement in self.ddl
         )
 
     def qualified(self, query: str) -> Composed:
         """Format `{table}` in a query as this view's schema-qualified table."""
-        return SQL(query).format(  # type: ignore[arg-type]
-            table=Identifier(self.datastore.schema, self.table)
-        )
+        return SQL(query).format(table=Identifier(self.datastore.schema, self.table))
 
-    def write(self, tracking: Tracking, query: str, params: Sequence[Any] | dict[str, Any]) -> None:
+    def write(
+        self, tracking: Tracking, query: str, params: Sequence[Any] | dict[str, Any]
+    ) -> None:
         """Apply one event: the rows and the position commit together or not at all.
 
         synchronous_commit off is safe here: a crash loses at most a suffix of
@@ -59,6 +57,16 @@ class PostgresReadModel(PostgresTrackingRecorder):
             curs.execute("SET LOCAL synchronous_commit TO OFF")
             self._insert_tracking(curs, tracking)
             curs.execute(self.qualified(query), params)
+
+    def insert(self, row: Any, tracking: Tracking) -> None:
+        """Insert a dataclass row whose fields are the table's columns."""
+        columns = ", ".join(f.name for f in fields(row))
+        values = ", ".join("%s" for _ in fields(row))
+        self.write(
+            tracking,
+            f"INSERT INTO {{table}} ({columns}) VALUES ({values})",
+            astuple(row),
+        )
 
     def skip(self, tracking: Tracking) -> None:
         """Record the position of an event this view does not need."""
@@ -73,21 +81,20 @@ class PostgresReadModel(PostgresTrackingRecorder):
             row = curs.fetchone()
         return int(row["n"]) if row else 0
 
-    def select(self, row_type: type[Row], query: str, params: Sequence[Any]) -> list[Row]:
+    def select(
+        self, row_type: type[Row], query: str, params: Sequence[Any]
+    ) -> list[Row]:
         """Run a query on this view's table and build `row_type` from each row."""
-        with self.datastore.get_connection() as conn, conn.cursor(
-            row_factory=class_row(row_type)
-        ) as curs:
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(row_factory=class_row(row_type)) as curs,
+        ):
             curs.execute(self.qualified(query), params)
             return curs.fetchall()
 
 
 def _columns(row_type: type[Any]) -> str:
     return ", ".join(f.name for f in fields(row_type))
-
-
-def _placeholders(row_type: type[Any]) -> str:
-    return ", ".join("%s" for _ in fields(row_type))
 
 
 class PostgresUserDirectoryView(PostgresReadModel, UserDirectoryView):
@@ -101,14 +108,12 @@ class PostgresUserDirectoryView(PostgresReadModel, UserDirectoryView):
         "CREATE INDEX IF NOT EXISTS users_email ON {schema}.users"
         " (email text_pattern_ops)",
     )
-    updatable: ClassVar = frozenset({"role", "is_verified", "locked_until", "failed_logins"})
+    updatable: ClassVar = frozenset(
+        {"role", "is_verified", "locked_until", "failed_logins"}
+    )
 
     def add_user(self, row: UserRow, tracking: Tracking) -> None:
-        self.write(
-            tracking,
-            f"INSERT INTO {{table}} ({_columns(UserRow)}) VALUES ({_placeholders(UserRow)})",
-            astuple(row),
-        )
+        self.insert(row, tracking)
 
     def update_user(
         self, user_id: UUID, at: datetime, tracking: Tracking, **changes: Any
@@ -124,11 +129,18 @@ class PostgresUserDirectoryView(PostgresReadModel, UserDirectoryView):
         )
 
     def get_user(self, user_id: UUID) -> UserRow | None:
-        rows = self.select(UserRow, f"SELECT {_columns(UserRow)} FROM {{table}} WHERE id = %s", (user_id,))
+        rows = self.select(
+            UserRow,
+            f"SELECT {_columns(UserRow)} FROM {{table}} WHERE id = %s",
+            (user_id,),
+        )
         return rows[0] if rows else None
 
     def list_users(self, email_prefix: str, limit: int, offset: int) -> list[UserRow]:
-        pattern = email_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = (
+            email_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            + "%"
+        )
         return self.select(
             UserRow,
             f"SELECT {_columns(UserRow)} FROM {{table}} WHERE email LIKE %s"
@@ -150,13 +162,9 @@ class PostgresActiveSessionsView(PostgresReadModel, ActiveSessionsView):
     )
 
     def add_session(self, row: SessionRow, tracking: Tracking) -> None:
-        self.write(
-            tracking,
-            f"INSERT INTO {{table}} ({_columns(SessionRow)}) VALUES ({_placeholders(SessionRow)})",
-            astuple(row),
-        )
+        self.insert(row, tracking)
 
-    def rotate_session(  # noqa: PLR0913
+    def rotate_session(
         self,
         session_id: UUID,
         generation: int,
@@ -204,12 +212,7 @@ class PostgresLoginHistoryView(PostgresReadModel, LoginHistoryView):
     )
 
     def append(self, row: LoginHistoryRow, tracking: Tracking) -> None:
-        self.write(
-            tracking,
-            f"INSERT INTO {{table}} ({_columns(LoginHistoryRow)})"
-            f" VALUES ({_placeholders(LoginHistoryRow)})",
-            astuple(row),
-        )
+        self.insert(row, tracking)
 
     def history(self, user_id: UUID, limit: int, offset: int) -> list[LoginHistoryRow]:
         return self.select(

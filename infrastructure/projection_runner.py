@@ -6,7 +6,7 @@ import logging
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import psycopg
 from eventsourcing.projection import Projection, ProjectionRunner
@@ -21,12 +21,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+View = TypeVar("View", bound="PostgresReadModel")
+
+
 @dataclass(frozen=True)
-class ReadModelSpec:
+class ReadModelSpec(Generic[View]):
     """A projection, the view it writes, and the schema of its current version."""
 
     projection: type[Projection[Any]]
-    view: type[PostgresReadModel]
+    view: type[View]
 
     @property
     def schema(self) -> str:
@@ -35,7 +38,10 @@ class ReadModelSpec:
 
     def env(self, base_env: dict[str, str]) -> dict[str, str]:
         """Point this projection's view (only) at its versioned schema."""
-        return {**base_env, f"{self.projection.name.upper()}_POSTGRES_SCHEMA": self.schema}
+        return {
+            **base_env,
+            f"{self.projection.name.upper()}_POSTGRES_SCHEMA": self.schema,
+        }
 
 
 @contextmanager
@@ -55,7 +61,13 @@ class ProjectionWorker:
     status and readiness, and the runner restarts from its tracked position.
     """
 
-    def __init__(self, spec: ReadModelSpec, url: str, env: dict[str, str], retry_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        spec: ReadModelSpec[Any],
+        url: str,
+        env: dict[str, str],
+        retry_s: float = 1.0,
+    ) -> None:
         self.spec = spec
         self._url = url
         self._env = spec.env(env)
@@ -80,7 +92,7 @@ class ProjectionWorker:
                 with psycopg.connect(self._url, autocommit=True) as lock_conn:
                     if self._try_lock(lock_conn):
                         self._run_while_locked(lock_conn)
-            except Exception as error:  # noqa: BLE001  (any failure: record, back off, resume)
+            except Exception as error:
                 self.last_error = f"{type(error).__name__}: {error}"
                 log.exception("projection %s stopped", self.spec.projection.name)
             finally:
@@ -89,7 +101,9 @@ class ProjectionWorker:
 
     def _try_lock(self, conn: psycopg.Connection[Any]) -> bool:
         key = f"authledger.projection.{self.spec.schema}"
-        row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()
+        row = conn.execute(
+            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
+        ).fetchone()
         return bool(row and row[0])
 
     def _run_while_locked(self, lock_conn: psycopg.Connection[Any]) -> None:

@@ -1,4 +1,4 @@
-"""Settings from the environment (prefix AUTHLEDGER_) and the secrets derived from them."""
+"""Settings from AUTHLEDGER_* environment variables, and the secrets they lead to."""
 
 from __future__ import annotations
 
@@ -89,7 +89,9 @@ def load_secrets(settings: Settings) -> Secrets:
     if settings.env == "production":
         _check_strong("AUTHLEDGER_JWT_SECRET", jwt_secret)
         _check_strong("AUTHLEDGER_PASSWORD_PEPPER", pepper)
-    stored = _development_secrets(settings.data_dir) if None in (jwt_secret, pepper) else {}
+    stored = (
+        _development_secrets(settings.data_dir) if None in (jwt_secret, pepper) else {}
+    )
     return Secrets(
         jwt_secret=_reveal(jwt_secret) or stored["jwt_secret"].encode(),
         password_pepper=_reveal(pepper) or stored["password_pepper"].encode(),
@@ -116,7 +118,9 @@ def _development_secrets(data_dir: Path) -> dict[str, str]:
     path = data_dir / "secrets.json"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        fresh = {key: secrets.token_urlsafe(48) for key in ("jwt_secret", "password_pepper")}
+        fresh = {
+            key: secrets.token_urlsafe(48) for key in ("jwt_secret", "password_pepper")
+        }
         draft = data_dir / f".secrets.{os.getpid()}.json"
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:

@@ -1,4 +1,4 @@
-"""JWT access tokens (RFC 9068 profile): HS256 pinned; typ, iss, aud and exp enforced."""
+"""JWT access tokens (RFC 9068): HS256 pinned; typ, iss, aud and exp enforced."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from uuid import UUID
 import jwt
 
 ALGORITHM = "HS256"
-ACCESS_TOKEN_TYPE = "at+jwt"
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105  (a media type, not a secret)
 # Tolerated clock skew between this service and its clients, in seconds.
 LEEWAY_S = 10
 # No honest access token comes near this; refuse before parsing anything bigger.
@@ -51,7 +51,10 @@ class JwtTokens:
             "aud": self._audience,
         }
         return jwt.encode(
-            claims, self._secret, algorithm=ALGORITHM, headers={"typ": ACCESS_TOKEN_TYPE}
+            claims,
+            self._secret,
+            algorithm=ALGORITHM,
+            headers={"typ": ACCESS_TOKEN_TYPE},
         )
 
     def verify(self, token: str) -> AccessClaims:

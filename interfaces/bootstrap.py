@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment
@@ -24,6 +25,7 @@ from infrastructure.postgres_views import (
 from infrastructure.projection_runner import (
     ProjectionWorker,
     ReadModelSpec,
+    View,
     advisory_lock,
 )
 from infrastructure.settings import Settings, load_secrets
@@ -32,11 +34,19 @@ from infrastructure.tokens import JwtTokens
 USER_DIRECTORY = ReadModelSpec(UserDirectoryProjection, PostgresUserDirectoryView)
 ACTIVE_SESSIONS = ReadModelSpec(ActiveSessionsProjection, PostgresActiveSessionsView)
 LOGIN_HISTORY = ReadModelSpec(LoginHistoryProjection, PostgresLoginHistoryView)
-READ_MODELS = (USER_DIRECTORY, ACTIVE_SESSIONS, LOGIN_HISTORY)
+READ_MODELS: tuple[ReadModelSpec[Any], ...] = (
+    USER_DIRECTORY,
+    ACTIVE_SESSIONS,
+    LOGIN_HISTORY,
+)
 
 # Runners need few connections (a subscription and a writer each), and find
 # their tables made by build_services under the setup lock, not racing for it.
-RUNNER_ENV = {"POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "2", "CREATE_TABLE": "n"}
+RUNNER_ENV = {
+    "POSTGRES_POOL_SIZE": "1",
+    "POSTGRES_MAX_OVERFLOW": "2",
+    "CREATE_TABLE": "n",
+}
 
 
 @dataclass
@@ -59,7 +69,9 @@ class Services:
     def start_projections(self) -> None:
         """Start a standby-or-run worker per projection in this process."""
         env = {**eventsourcing_env(self.database_url, 1, 2), **RUNNER_ENV}
-        self.workers = [ProjectionWorker(spec, self.database_url, env) for spec in READ_MODELS]
+        self.workers = [
+            ProjectionWorker(spec, self.database_url, env) for spec in READ_MODELS
+        ]
         for worker in self.workers:
             worker.start()
 
@@ -71,10 +83,15 @@ class Services:
             view.datastore.close()
 
 
-def build_view(spec: ReadModelSpec, env: dict[str, str]) -> PostgresReadModel:
-    """Construct a projection's view the way its runner does (same schema, same table)."""
-    factory = InfrastructureFactory.construct(Environment(spec.projection.name, spec.env(env)))
-    return factory.tracking_recorder(spec.view)
+def build_view(spec: ReadModelSpec[View], env: dict[str, str]) -> View:
+    """Construct a projection's view as its runner does: same schema, same table."""
+    factory = InfrastructureFactory[View].construct(
+        Environment(spec.projection.name, spec.env(env))
+    )
+    view = factory.tracking_recorder(spec.view)
+    if not isinstance(view, spec.view):
+        raise TypeError(f"{spec.projection.name}: expected a {spec.view.__name__}")
+    return view
 
 
 def build_services(settings: Settings) -> Services:
@@ -86,19 +103,23 @@ def build_services(settings: Settings) -> Services:
     with advisory_lock(url, "authledger.setup"):
         for spec in READ_MODELS:
             ensure_schema(url, spec.schema)
-        users, sessions, history = (build_view(spec, env) for spec in READ_MODELS)
+        users = build_view(USER_DIRECTORY, env)
+        sessions = build_view(ACTIVE_SESSIONS, env)
+        history = build_view(LOGIN_HISTORY, env)
         app = AuthApplication(
             env,
-            passwords=BcryptPasswordHasher(secrets.password_pepper, settings.bcrypt_rounds),
+            passwords=BcryptPasswordHasher(
+                secrets.password_pepper, settings.bcrypt_rounds
+            ),
             read_models=(users, sessions, history),
             sessions=sessions,
             policy=settings.auth_policy(),
         )
-    assert isinstance(users, PostgresUserDirectoryView)
-    assert isinstance(sessions, PostgresActiveSessionsView)
-    assert isinstance(history, PostgresLoginHistoryView)
     tokens = JwtTokens(
-        secrets.jwt_secret, settings.jwt_issuer, settings.jwt_audience, settings.access_token_ttl_s
+        secrets.jwt_secret,
+        settings.jwt_issuer,
+        settings.jwt_audience,
+        settings.access_token_ttl_s,
     )
     services = Services(settings, url, app, users, sessions, history, tokens)
     if settings.run_projections:

@@ -1,4 +1,4 @@
-"""Fixtures: a real PostgreSQL (embedded unless AUTHLEDGER_TEST_DATABASE_URL is set), a database per test."""
+"""Fixtures: a real PostgreSQL (embedded by default) and a fresh database per test."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from interfaces.bootstrap import Services, build_services
 
 @pytest.fixture(scope="session")
 def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The server the suite runs on: the one named by the environment, or an embedded one."""
+    """The suite's server: AUTHLEDGER_TEST_DATABASE_URL, or an embedded one."""
     external = os.environ.get("AUTHLEDGER_TEST_DATABASE_URL")
     if external:
         yield external

@@ -12,7 +12,9 @@ import typer
 from infrastructure.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Event-sourced authentication service.")
-projections = typer.Typer(no_args_is_help=True, help="Read models built from the event log.")
+projections = typer.Typer(
+    no_args_is_help=True, help="Read models built from the event log."
+)
 app.add_typer(projections, name="projections")
 
 
@@ -24,7 +26,7 @@ def serve(
         int, typer.Option(help="Worker processes; 0 means one per core.")
     ] = 0,
 ) -> None:
-    """Serve the HTTP API (embedded PostgreSQL unless AUTHLEDGER_DATABASE_URL is set)."""
+    """Serve the HTTP API; on the embedded PostgreSQL unless a database is set."""
     from interfaces.http.serve import serve as run  # noqa: PLC0415
 
     run(host, port, workers or os.cpu_count() or 1)
@@ -32,7 +34,7 @@ def serve(
 
 @projections.command("run")
 def run_projections() -> None:
-    """Run the projections in this process until SIGTERM (API replicas then need none)."""
+    """Run the projections here until SIGTERM, so API replicas need not."""
     from interfaces.bootstrap import build_services  # noqa: PLC0415
 
     services = build_services(Settings(run_projections=True))

@@ -30,7 +30,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="authledger",
-        summary="Event-sourced authentication: sessions you can trust, an audit trail you can replay.",
+        summary=(
+            "Event-sourced authentication: sessions you can trust, "
+            "an audit trail you can replay."
+        ),
         version="0.1.0",
         lifespan=lifespan,
     )

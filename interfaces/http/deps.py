@@ -15,7 +15,7 @@ from infrastructure.tokens import AccessClaims, InvalidAccessTokenError
 from interfaces.bootstrap import Services
 
 # Control characters in a user agent could forge lines in logs or the audit trail.
-_UNPRINTABLE = {code: None for code in range(32)} | {127: None}
+_UNPRINTABLE = dict.fromkeys(range(32)) | {127: None}
 MAX_USER_AGENT = 256
 
 bearer_scheme = HTTPBearer(auto_error=False)

@@ -1,4 +1,4 @@
-"""One table from error to status and code; every error answers with the same body shape."""
+"""One table from error to status and code; every error has the same body shape."""
 
 from __future__ import annotations
 
@@ -41,28 +41,46 @@ class ForbiddenError(Exception):
 ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
     InvalidEmailError: (422, "validation_error", "The email address is not valid.", {}),
     EmailAlreadyRegisteredError: (
-        409, "email_taken", "An account with this email already exists.", {}
+        409,
+        "email_taken",
+        "An account with this email already exists.",
+        {},
     ),
-    InvalidCredentialsError: (401, "invalid_credentials", "Invalid email or password.", {}),
+    InvalidCredentialsError: (
+        401,
+        "invalid_credentials",
+        "Invalid email or password.",
+        {},
+    ),
     InvalidRefreshTokenError: (
-        401, "invalid_refresh_token", "The refresh token is invalid or expired.", {}
+        401,
+        "invalid_refresh_token",
+        "The refresh token is invalid or expired.",
+        {},
     ),
     InvalidAccessTokenError: (
-        401, "not_authenticated", "Missing or invalid access token.", BEARER_CHALLENGE
+        401,
+        "not_authenticated",
+        "Missing or invalid access token.",
+        BEARER_CHALLENGE,
     ),
     ForbiddenError: (403, "forbidden", "This requires another role.", {}),
     SessionNotFoundError: (404, "session_not_found", "No such session.", {}),
     UserNotFoundError: (404, "user_not_found", "No such user.", {}),
     IntegrityError: (409, "conflict", "A concurrent change won; try again.", {}),
     ReadModelsLaggingError: (
-        503, "read_models_lagging", "Saved, but not yet visible; retry shortly.", RETRY_SOON
+        503,
+        "read_models_lagging",
+        "Saved, but not yet visible; retry shortly.",
+        RETRY_SOON,
     ),
     OperationalError: (503, "database_unavailable", "Service unavailable.", RETRY_SOON),
     InterfaceError: (503, "database_unavailable", "Service unavailable.", RETRY_SOON),
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status, *_ in ERRORS.values()
-} | {422: {"model": ErrorResponse}}
+    status: {"model": ErrorResponse}
+    for status in {422, *(e[0] for e in ERRORS.values())}
+}
 
 
 def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
@@ -84,9 +102,10 @@ def _unexpected(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse(error_body("internal_error", "Internal error."), 500)
 
 
-def _invalid_request(_: Request, error: Exception) -> JSONResponse:
-    """Say which fields are wrong, never echoing their values (they may be passwords)."""
-    assert isinstance(error, RequestValidationError)
+def _invalid_request(request: Request, error: Exception) -> JSONResponse:
+    """Say which fields are wrong, never echoing their values (may be passwords)."""
+    if not isinstance(error, RequestValidationError):
+        return _unexpected(request, error)
     fields = [
         {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "invalid"))}
         for e in error.errors()
@@ -95,8 +114,9 @@ def _invalid_request(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse(body, 422)
 
 
-def _http_error(_: Request, error: Exception) -> JSONResponse:
-    assert isinstance(error, StarletteHTTPException)
+def _http_error(request: Request, error: Exception) -> JSONResponse:
+    if not isinstance(error, StarletteHTTPException):
+        return _unexpected(request, error)
     code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
         error.status_code, "http_error"
     )

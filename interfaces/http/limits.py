@@ -24,7 +24,9 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and (
+            not declared.isdigit() or int(declared) > self.max_bytes
+        ):
             await self._too_large(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -54,4 +56,6 @@ class BodySizeLimit:
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = {"detail": "The request body is too large.", "code": "payload_too_large"}
-        await JSONResponse(body, 413, headers={"Connection": "close"})(scope, receive, send)
+        await JSONResponse(body, 413, headers={"Connection": "close"})(
+            scope, receive, send
+        )

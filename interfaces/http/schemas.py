@@ -64,7 +64,7 @@ class UserResponse(BaseModel):
 class TokenResponse(BaseModel):
     access_token: str
     refresh_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105  (RFC 6750 type)
     expires_in: int = Field(description="Seconds until the access token expires.")
     user: UserResponse
 

@@ -59,7 +59,9 @@ def serve(host: str, port: int, workers: int, log_level: str = "info") -> None:
     settings = Settings()
     url = database_url(settings)
     os.environ["AUTHLEDGER_DATABASE_URL"] = url
-    build_services(settings.model_copy(update={"database_url": url, "run_projections": False})).close()
+    build_services(
+        settings.model_copy(update={"database_url": url, "run_projections": False})
+    ).close()
     if workers <= 1:
         _serve_one(host, port, log_level)
         return

@@ -20,7 +20,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(database_url: str, data_dir: Path, **extra_env: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    database_url: str, data_dir: Path, **extra_env: str
+) -> tuple[subprocess.Popen[bytes], str]:
     """Start the service as a user would, and wait until it answers /healthz."""
     port = free_port()
     env = {
@@ -34,7 +36,16 @@ def start_server(database_url: str, data_dir: Path, **extra_env: str) -> tuple[s
     log_path = data_dir / f"server-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(port), "--workers", "1"],
+            [
+                sys.executable,
+                "-m",
+                "interfaces.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

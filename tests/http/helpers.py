@@ -18,8 +18,12 @@ def bearer(tokens: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
-def signup(client: httpx.Client, email: str | None = None, password: str = PASSWORD) -> dict[str, Any]:
-    response = client.post("/api/auth/signup", json={"email": email or new_email(), "password": password})
+def signup(
+    client: httpx.Client, email: str | None = None, password: str = PASSWORD
+) -> dict[str, Any]:
+    response = client.post(
+        "/api/auth/signup", json={"email": email or new_email(), "password": password}
+    )
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body

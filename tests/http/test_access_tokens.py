@@ -19,29 +19,38 @@ pytestmark = [pytest.mark.http, pytest.mark.postgres]
 
 
 @pytest.fixture(scope="module")
-def jwt_secret(server: str, server_data_dir: Path) -> bytes:
+def jwt_secret(server_data_dir: Path) -> bytes:
     """The development secret the server generated in its data directory."""
     secrets: dict[str, str] = json.loads((server_data_dir / "secrets.json").read_text())
     return secrets["jwt_secret"].encode()
 
 
 def claims_of(tokens: dict[str, Any]) -> dict[str, Any]:
-    claims: dict[str, Any] = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    claims: dict[str, Any] = jwt.decode(
+        tokens["access_token"], options={"verify_signature": False}
+    )
     return claims
 
 
 def forge(secret: bytes, claims: dict[str, Any], **headers: Any) -> str:
-    return jwt.encode(claims, secret, algorithm="HS256", headers={"typ": "at+jwt", **headers})
+    return jwt.encode(
+        claims, secret, algorithm="HS256", headers={"typ": "at+jwt", **headers}
+    )
 
 
 def unsigned(claims: dict[str, Any]) -> str:
     header = {"alg": "none", "typ": "at+jwt"}
     encode = jwt.utils.base64url_encode
-    return b".".join(encode(json.dumps(part).encode()) for part in (header, claims)).decode() + "."
+    return (
+        b".".join(
+            encode(json.dumps(part).encode()) for part in (header, claims)
+        ).decode()
+        + "."
+    )
 
 
 def tampered(tokens: dict[str, Any], _: bytes) -> str:
-    head, payload, signature = tokens["access_token"].split(".")
+    head, _, signature = tokens["access_token"].split(".")
     claims = claims_of(tokens) | {"role": "ADMIN"}
     forged_payload = jwt.utils.base64url_encode(json.dumps(claims).encode()).decode()
     return f"{head}.{forged_payload}.{signature}"
@@ -76,7 +85,9 @@ BAD_TOKENS: dict[str, Callable[[dict[str, Any], bytes], str]] = {
 
 
 @pytest.mark.parametrize("kind", BAD_TOKENS)
-def test_a_bad_access_token_is_refused(client: httpx.Client, jwt_secret: bytes, kind: str) -> None:
+def test_a_bad_access_token_is_refused(
+    client: httpx.Client, jwt_secret: bytes, kind: str
+) -> None:
     tokens = signup(client)
     assert client.get("/api/auth/me", headers=bearer(tokens)).status_code == 200
 
@@ -85,11 +96,16 @@ def test_a_bad_access_token_is_refused(client: httpx.Client, jwt_secret: bytes, 
 
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
-    assert response.json() == {"detail": "Missing or invalid access token.", "code": "not_authenticated"}
+    assert response.json() == {
+        "detail": "Missing or invalid access token.",
+        "code": "not_authenticated",
+    }
 
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Basic dXNlcjpwYXNz", "Token abc"])
-def test_a_missing_or_malformed_authorization_header_is_refused(client: httpx.Client, header: str | None) -> None:
+def test_a_missing_or_malformed_authorization_header_is_refused(
+    client: httpx.Client, header: str | None
+) -> None:
     headers = {"Authorization": header} if header is not None else {}
 
     response = client.get("/api/auth/me", headers=headers)
@@ -98,7 +114,9 @@ def test_a_missing_or_malformed_authorization_header_is_refused(client: httpx.Cl
     assert response.headers["www-authenticate"] == "Bearer"
 
 
-def test_the_access_token_carries_the_rfc_9068_header_and_claims(client: httpx.Client) -> None:
+def test_the_access_token_carries_the_rfc_9068_header_and_claims(
+    client: httpx.Client,
+) -> None:
     tokens = signup(client)
 
     header = jwt.get_unverified_header(tokens["access_token"])

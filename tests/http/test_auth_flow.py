@@ -24,19 +24,28 @@ def test_signup_me_refresh_logout_flow(client: httpx.Client) -> None:
     assert me.status_code == 200
     assert me.json() == tokens["user"]
 
-    refreshed = client.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    refreshed = client.post(
+        "/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
     assert refreshed.status_code == 200
     new_tokens = refreshed.json()
     assert new_tokens["refresh_token"] != tokens["refresh_token"]
     assert client.get("/api/auth/me", headers=bearer(new_tokens)).status_code == 200
 
-    replay = client.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    replay = client.post(
+        "/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
     assert replay.status_code == 401
     assert replay.json()["code"] == "invalid_refresh_token"
 
     # The replay revoked the whole session (reuse detection): its newest tokens die too.
     assert client.get("/api/auth/me", headers=bearer(new_tokens)).status_code == 401
-    assert client.post("/api/auth/refresh", json={"refresh_token": new_tokens["refresh_token"]}).status_code == 401
+    assert (
+        client.post(
+            "/api/auth/refresh", json={"refresh_token": new_tokens["refresh_token"]}
+        ).status_code
+        == 401
+    )
 
 
 def test_logout_revokes_every_session_at_once(client: httpx.Client) -> None:
@@ -52,7 +61,12 @@ def test_logout_revokes_every_session_at_once(client: httpx.Client) -> None:
         rejected = client.get("/api/auth/me", headers=bearer(tokens))
         assert rejected.status_code == 401
         assert rejected.headers["www-authenticate"] == "Bearer"
-        assert client.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+        assert (
+            client.post(
+                "/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+            ).status_code
+            == 401
+        )
 
 
 def test_logout_with_current_scope_keeps_other_sessions(client: httpx.Client) -> None:
@@ -60,7 +74,9 @@ def test_logout_with_current_scope_keeps_other_sessions(client: httpx.Client) ->
     first = signup(client, email)
     second = login(client, email).json()
 
-    response = client.post("/api/auth/logout", params={"scope": "current"}, headers=bearer(first))
+    response = client.post(
+        "/api/auth/logout", params={"scope": "current"}, headers=bearer(first)
+    )
 
     assert response.status_code == 200
     assert client.get("/api/auth/me", headers=bearer(first)).status_code == 401
@@ -75,10 +91,14 @@ def test_login_returns_tokens_for_the_right_password(client: httpx.Client) -> No
 
     assert response.status_code == 200
     assert response.json()["user"]["email"] == email
-    assert client.get("/api/auth/me", headers=bearer(response.json())).status_code == 200
+    assert (
+        client.get("/api/auth/me", headers=bearer(response.json())).status_code == 200
+    )
 
 
-def test_wrong_password_and_unknown_email_get_the_same_answer(client: httpx.Client) -> None:
+def test_wrong_password_and_unknown_email_get_the_same_answer(
+    client: httpx.Client,
+) -> None:
     email = new_email()
     signup(client, email)
 
@@ -86,34 +106,51 @@ def test_wrong_password_and_unknown_email_get_the_same_answer(client: httpx.Clie
     unknown_email = login(client, new_email(), "not the password")
 
     assert wrong_password.status_code == unknown_email.status_code == 401
-    assert wrong_password.json() == unknown_email.json() == {
-        "detail": "Invalid email or password.",
-        "code": "invalid_credentials",
-    }
+    assert (
+        wrong_password.json()
+        == unknown_email.json()
+        == {
+            "detail": "Invalid email or password.",
+            "code": "invalid_credentials",
+        }
+    )
 
 
-def test_duplicate_signup_is_a_conflict_with_a_stable_body(client: httpx.Client) -> None:
+def test_duplicate_signup_is_a_conflict_with_a_stable_body(
+    client: httpx.Client,
+) -> None:
     email = new_email()
     signup(client, email)
 
     same_address = "  " + email.replace("example.com", "EXAMPLE.com") + " "
-    response = client.post("/api/auth/signup", json={"email": same_address, "password": PASSWORD})
+    response = client.post(
+        "/api/auth/signup", json={"email": same_address, "password": PASSWORD}
+    )
 
     assert response.status_code == 409
-    assert response.json() == {"detail": "An account with this email already exists.", "code": "email_taken"}
+    assert response.json() == {
+        "detail": "An account with this email already exists.",
+        "code": "email_taken",
+    }
 
 
 @pytest.mark.parametrize(
     ("password", "status"),
     [("x" * 7, 422), ("x" * 8, 201), ("é" * 256, 201), ("x" * 257, 422)],
 )
-def test_password_length_is_counted_in_characters(client: httpx.Client, password: str, status: int) -> None:
-    response = client.post("/api/auth/signup", json={"email": new_email(), "password": password})
+def test_password_length_is_counted_in_characters(
+    client: httpx.Client, password: str, status: int
+) -> None:
+    response = client.post(
+        "/api/auth/signup", json={"email": new_email(), "password": password}
+    )
 
     assert response.status_code == status, response.text
 
 
-def test_long_passwords_sharing_their_first_72_bytes_are_different_passwords(client: httpx.Client) -> None:
+def test_long_passwords_sharing_their_first_72_bytes_are_different_passwords(
+    client: httpx.Client,
+) -> None:
     email = new_email()
     common = "a" * 72
     signup(client, email, common + "first-suffix")

@@ -30,18 +30,27 @@ def openapi(server: str) -> dict[str, Any]:
 
 
 def assert_matches(openapi: dict[str, Any], component: str, body: Any) -> None:
-    schema = {"$ref": f"#/components/schemas/{component}", "components": openapi["components"]}
+    schema = {
+        "$ref": f"#/components/schemas/{component}",
+        "components": openapi["components"],
+    }
     Draft202012Validator(schema).validate(body)
 
 
 def test_every_route_is_described(openapi: dict[str, Any]) -> None:
-    described = {(method, path) for path, item in openapi["paths"].items() for method in item}
+    described = {
+        (method, path) for path, item in openapi["paths"].items() for method in item
+    }
 
     assert described >= ROUTES
 
 
-@pytest.mark.parametrize(("method", "path"), sorted(r for r in ROUTES if r[1].startswith("/api")))
-def test_every_auth_route_describes_its_errors(openapi: dict[str, Any], method: str, path: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path"), sorted(r for r in ROUTES if r[1].startswith("/api"))
+)
+def test_every_auth_route_describes_its_errors(
+    openapi: dict[str, Any], method: str, path: str
+) -> None:
     responses = openapi["paths"][path][method]["responses"]
 
     for status in ("401", "422", "503"):
@@ -50,11 +59,15 @@ def test_every_auth_route_describes_its_errors(openapi: dict[str, Any], method: 
         }
 
 
-def test_success_bodies_match_their_schemas(client: httpx.Client, openapi: dict[str, Any]) -> None:
+def test_success_bodies_match_their_schemas(
+    client: httpx.Client, openapi: dict[str, Any]
+) -> None:
     email = new_email()
     signed_up = signup(client, email)
     logged_in = login(client, email).json()
-    refreshed = client.post("/api/auth/refresh", json={"refresh_token": logged_in["refresh_token"]}).json()
+    refreshed = client.post(
+        "/api/auth/refresh", json={"refresh_token": logged_in["refresh_token"]}
+    ).json()
     me = client.get("/api/auth/me", headers=bearer(refreshed)).json()
     logged_out = client.post("/api/auth/logout", headers=bearer(refreshed)).json()
 
@@ -64,15 +77,25 @@ def test_success_bodies_match_their_schemas(client: httpx.Client, openapi: dict[
     assert_matches(openapi, "MessageResponse", logged_out)
 
 
-def test_error_bodies_match_the_error_schema(client: httpx.Client, openapi: dict[str, Any]) -> None:
+def test_error_bodies_match_the_error_schema(
+    client: httpx.Client, openapi: dict[str, Any]
+) -> None:
     email = new_email()
     signup(client, email)
     errors = [
         client.post("/api/auth/signup", json={"email": email, "password": PASSWORD}),
-        client.post("/api/auth/login", json={"email": email, "password": "wrong password"}),
+        client.post(
+            "/api/auth/login", json={"email": email, "password": "wrong password"}
+        ),
         client.post("/api/auth/refresh", json={"refresh_token": "nope"}),
-        client.post("/api/auth/signup", json={"email": "not-an-email", "password": "short"}),
-        client.post("/api/auth/signup", content=b"{" * 20_000, headers={"Content-Type": "application/json"}),
+        client.post(
+            "/api/auth/signup", json={"email": "not-an-email", "password": "short"}
+        ),
+        client.post(
+            "/api/auth/signup",
+            content=b"{" * 20_000,
+            headers={"Content-Type": "application/json"},
+        ),
         client.get("/api/auth/me"),
         client.get("/api/nowhere"),
     ]
@@ -83,10 +106,14 @@ def test_error_bodies_match_the_error_schema(client: httpx.Client, openapi: dict
         assert "Traceback" not in error.text
 
 
-def test_validation_errors_never_echo_the_submitted_values(client: httpx.Client) -> None:
+def test_validation_errors_never_echo_the_submitted_values(
+    client: httpx.Client,
+) -> None:
     secret = "short\x00pw"
 
-    response = client.post("/api/auth/signup", json={"email": "x@example.com", "password": secret})
+    response = client.post(
+        "/api/auth/signup", json={"email": "x@example.com", "password": secret}
+    )
 
     assert response.status_code == 422
     assert "short" not in response.text

@@ -41,21 +41,27 @@ def _token_response(services: Services, grant: SessionGrant) -> TokenResponse:
 
 
 @router.post("/signup", status_code=status.HTTP_201_CREATED)
-def signup(body: SignupRequest, services: ServicesDep, client: ClientDep) -> TokenResponse:
+def signup(
+    body: SignupRequest, services: ServicesDep, client: ClientDep
+) -> TokenResponse:
     """Create an account and log it in."""
     grant = services.app.register(body.email, body.password, client)
     return _token_response(services, grant)
 
 
 @router.post("/login")
-def login(body: LoginRequest, services: ServicesDep, client: ClientDep) -> TokenResponse:
+def login(
+    body: LoginRequest, services: ServicesDep, client: ClientDep
+) -> TokenResponse:
     """Exchange email and password for tokens; every refusal is the same 401."""
     grant = services.app.login(body.email, body.password, client)
     return _token_response(services, grant)
 
 
 @router.post("/refresh")
-def refresh(body: RefreshRequest, services: ServicesDep, client: ClientDep) -> TokenResponse:
+def refresh(
+    body: RefreshRequest, services: ServicesDep, client: ClientDep
+) -> TokenResponse:
     """Rotate the refresh token: the one sent is dead from now on."""
     grant = services.app.refresh(body.refresh_token, client)
     return _token_response(services, grant)

@@ -1,4 +1,4 @@
-"""/healthz and /readyz: liveness of the process, readiness of database and read models."""
+"""/healthz: the process is alive; /readyz: the database and read models are ready."""
 
 from __future__ import annotations
 
