@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -20,12 +21,15 @@ from application.errors import (
     InvalidRefreshTokenError,
     ReadModelsLaggingError,
     SessionNotFoundError,
+    TooManyAttemptsError,
     UserNotFoundError,
+    WrongPasswordError,
 )
 from application.ports import Clock, PasswordHasher, utc_now
 from domain.email_claim import EmailClaim
 from domain.errors import DomainError
 from domain.session import RefreshPolicy, Session
+from domain.throttle import ClientThrottle, ThrottlePolicy
 from domain.user import LockoutPolicy, User
 from domain.values import RevocationReason, Role, normalise_email
 
@@ -41,13 +45,15 @@ TAggregate = TypeVar("TAggregate", bound="BaseAggregate[UUID]")
 # A refresh token is "<session id hex>.<256 random bits>"; anything longer is junk.
 REFRESH_TOKEN_MAX_LENGTH = 128
 SAVE_ATTEMPTS = 3
+# Failed logins race more (a stuffing attack hits one address in parallel).
+FAILURE_SAVE_ATTEMPTS = 10
 
 
 class AuthEventLog(Application[UUID]):
     """The auth event store, as the projection runners subscribe to it."""
 
     name = "Auth"
-    snapshotting_intervals: ClassVar = {User: 50, Session: 50}
+    snapshotting_intervals: ClassVar = {User: 50, Session: 50, ClientThrottle: 50}
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class AuthPolicy:
     """The rules of the use cases that come from configuration."""
 
     lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
+    throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
     refresh: RefreshPolicy = field(default_factory=RefreshPolicy)
     read_model_timeout_s: float = 5.0
 
@@ -141,24 +148,23 @@ class AuthApplication(AuthEventLog):
         return self._grant(user, session, refresh_token)
 
     def login(self, email: str, password: str, client: Client) -> SessionGrant:
-        """Check the password and open a session; every refusal is the same error."""
+        """Check the password and open a session; every refusal is the same error.
+
+        A blocked client address is refused before any hashing. Otherwise an
+        unknown email, a wrong password and a locked account all cost one
+        bcrypt check and one save, and end in the same InvalidCredentialsError.
+        """
+        now = self.clock()
+        self._check_client_not_blocked(client, now)
         user = self._find_user_by_email(email)
         if user is None:
             self.passwords.verify_dummy(password)
+            self._record_failure(client, None, now)
             raise InvalidCredentialsError
-        now = self.clock()
-        # Always pay for the hash, so a locked account answers in the same time.
         password_matches = self.passwords.verify(password, user.password_hash)
         user.release_expired_lock(now)
         if not password_matches or user.is_locked(now):
-            # No read-your-writes here: the answer does not show the failure.
-            self._update(
-                user.id,
-                lambda u: u.record_failed_login(
-                    client.ip, client.user_agent, self.policy.lockout, now
-                ),
-                catch_up=False,
-            )
+            self._record_failure(client, user.id, now)
             raise InvalidCredentialsError
         session, refresh_token = self._open_session(user, client, now)
         self._catch_up(self.save(user, session))
@@ -229,10 +235,14 @@ class AuthApplication(AuthEventLog):
         keep: UUID | None = None,
     ) -> None:
         """Replace the password and end every other session of the user."""
+        now = self.clock()
+        self._check_client_not_blocked(client, now)
         user = self._get(user_id, User, UserNotFoundError)
         if not self.passwords.verify(current_password, user.password_hash):
-            raise InvalidCredentialsError
-        user.change_password(self.passwords.hash(new_password), self.clock())
+            # A stolen access token must not become a password-guessing oracle.
+            self._record_failure(client, user_id, now)
+            raise WrongPasswordError
+        user.change_password(self.passwords.hash(new_password), now)
         revoked = self._revoke_all(
             user_id, client, RevocationReason.PASSWORD_CHANGED, keep
         )
@@ -251,6 +261,46 @@ class AuthApplication(AuthEventLog):
         self._update(user_id, lambda u: u.unlock(unlocked_by, self.clock()))
 
     # Helpers ---------------------------------------------------------------
+
+    def _check_client_not_blocked(self, client: Client, now: datetime) -> None:
+        throttle_id = ClientThrottle.create_id(client.ip)
+        try:
+            throttle: ClientThrottle = self.repository.get(throttle_id)
+        except AggregateNotFoundError:
+            return
+        wait = throttle.retry_after(now)
+        if wait is not None:
+            raise TooManyAttemptsError(math.ceil(wait.total_seconds()))
+
+    def _record_failure(
+        self, client: Client, user_id: UUID | None, now: datetime
+    ) -> None:
+        """Count a failed login against the address and, if known, the account.
+
+        Both counts go in one save, retried on a concurrent change. No
+        read-your-writes: the answer does not show the failure.
+        """
+        for _ in range(FAILURE_SAVE_ATTEMPTS):
+            try:
+                throttle: ClientThrottle = self.repository.get(
+                    ClientThrottle.create_id(client.ip)
+                )
+            except AggregateNotFoundError:
+                throttle = ClientThrottle.start(client.ip, now)
+            throttle.count_failure(self.policy.throttle, now)
+            changed: list[BaseAggregate[UUID]] = [throttle]
+            if user_id is not None:
+                user = self._get(user_id, User, UserNotFoundError)
+                user.record_failed_login(
+                    client.ip, client.user_agent, self.policy.lockout, now
+                )
+                changed.append(user)
+            try:
+                self.save(*changed)
+            except IntegrityError:
+                continue
+            return
+        raise IntegrityError("failed-login counters kept changing")
 
     def _find_user_by_email(self, email: str) -> User | None:
         try:
@@ -309,9 +359,7 @@ class AuthApplication(AuthEventLog):
                 revoked.append(session)
         return revoked
 
-    def _update(
-        self, user_id: UUID, command: Callable[[User], None], *, catch_up: bool = True
-    ) -> None:
+    def _update(self, user_id: UUID, command: Callable[[User], None]) -> None:
         """Apply `command` to a fresh copy of the user, retrying on a stale version."""
         for _ in range(SAVE_ATTEMPTS):
             user = self._get(user_id, User, UserNotFoundError)
@@ -320,8 +368,7 @@ class AuthApplication(AuthEventLog):
                 recordings = self.save(user)
             except IntegrityError:
                 continue
-            if catch_up:
-                self._catch_up(recordings)
+            self._catch_up(recordings)
             return
         raise IntegrityError(f"user {user_id} kept changing under the command")
 

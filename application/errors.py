@@ -13,6 +13,18 @@ class InvalidCredentialsError(ApplicationError):
     """Unknown email, wrong password or locked account: deliberately one error."""
 
 
+class WrongPasswordError(ApplicationError):
+    """The current password given to confirm a change is wrong."""
+
+
+class TooManyAttemptsError(ApplicationError):
+    """This client address failed too often; it must wait before trying again."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
 class InvalidRefreshTokenError(ApplicationError):
     """The refresh token is malformed, unknown, expired, reused or revoked."""
 

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from application.auth import AuthPolicy
 from domain.session import RefreshPolicy
+from domain.throttle import ThrottlePolicy
 from domain.user import LockoutPolicy
 
 MIN_SECRET_BYTES = 32
@@ -50,6 +51,9 @@ class Settings(BaseSettings):
     lockout_window_s: int = Field(default=15 * 60, gt=0)
     lockout_first_s: int = Field(default=60, gt=0)
     lockout_longest_s: int = Field(default=3600, gt=0)
+    client_max_failures: int = Field(default=20, ge=1)
+    client_window_s: int = Field(default=15 * 60, gt=0)
+    trusted_proxies: list[str] = Field(default_factory=list)
     read_model_timeout_s: float = Field(default=5.0, gt=0)
     run_projections: bool = True
     db_pool_size: int = Field(default=4, ge=1)
@@ -63,6 +67,10 @@ class Settings(BaseSettings):
                 window=timedelta(seconds=self.lockout_window_s),
                 first_lock=timedelta(seconds=self.lockout_first_s),
                 longest_lock=timedelta(seconds=self.lockout_longest_s),
+            ),
+            throttle=ThrottlePolicy(
+                max_failures=self.client_max_failures,
+                window=timedelta(seconds=self.client_window_s),
             ),
             refresh=RefreshPolicy(
                 token_ttl=timedelta(seconds=self.refresh_token_ttl_s),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Annotated
 from uuid import UUID
@@ -29,9 +30,42 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_client(request: Request) -> Client:
-    """Who is calling: the socket peer (trusted proxies are a later concern)."""
-    ip = request.client.host if request.client else ""
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def client_ip(peer: str, forwarded_for: str | None, trusted: list[str]) -> str:
+    """The caller's address: the socket peer, unless that peer is a trusted proxy.
+
+    Behind trusted proxies, X-Forwarded-For is read from the right, skipping
+    the trusted hops; the first untrusted address is the client. Entries to
+    its left were written by the client itself and are never believed.
+    """
+    networks = [ipaddress.ip_network(t, strict=False) for t in trusted]
+
+    def is_trusted(address: str) -> bool:
+        ip = _parse_ip(address)
+        return ip is not None and any(ip in network for network in networks)
+
+    if not forwarded_for or not is_trusted(peer):
+        return peer
+    for hop in reversed([hop.strip() for hop in forwarded_for.split(",")]):
+        if not is_trusted(hop):
+            return hop if _parse_ip(hop) else peer
+    return peer
+
+
+def get_client(request: Request, services: ServicesDep) -> Client:
+    """Who is calling: address (see client_ip) and a sanitised user agent."""
+    peer = request.client.host if request.client else ""
+    ip = client_ip(
+        peer,
+        request.headers.get("x-forwarded-for"),
+        services.settings.trusted_proxies,
+    )
     user_agent = request.headers.get("user-agent", "").translate(_UNPRINTABLE)
     return Client(ip=ip, user_agent=user_agent[:MAX_USER_AGENT])
 

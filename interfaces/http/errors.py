@@ -21,7 +21,9 @@ from application.errors import (
     InvalidRefreshTokenError,
     ReadModelsLaggingError,
     SessionNotFoundError,
+    TooManyAttemptsError,
     UserNotFoundError,
+    WrongPasswordError,
 )
 from domain.errors import InvalidEmailError
 from infrastructure.tokens import InvalidAccessTokenError
@@ -64,6 +66,18 @@ ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
         "Missing or invalid access token.",
         BEARER_CHALLENGE,
     ),
+    WrongPasswordError: (
+        400,
+        "wrong_password",
+        "The current password is not correct.",
+        {},
+    ),
+    TooManyAttemptsError: (
+        429,
+        "too_many_attempts",
+        "Too many failed attempts; try again later.",
+        {},
+    ),
     ForbiddenError: (403, "forbidden", "This requires another role.", {}),
     SessionNotFoundError: (404, "session_not_found", "No such session.", {}),
     UserNotFoundError: (404, "user_not_found", "No such user.", {}),
@@ -87,14 +101,16 @@ def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {"detail": detail, "code": code, **extra}
 
 
-def _known_error(_: Request, error: Exception) -> JSONResponse:
+def _known_error(request: Request, error: Exception) -> JSONResponse:
     for kind in type(error).__mro__:
         if kind in ERRORS:
             status, code, detail, headers = ERRORS[kind]
+            if isinstance(error, TooManyAttemptsError):
+                headers = {"Retry-After": str(error.retry_after_s)}
             if status >= 500:
                 log.warning("answered %s: %s", status, type(error).__name__)
             return JSONResponse(error_body(code, detail), status, headers=headers)
-    return _unexpected(_, error)
+    return _unexpected(request, error)
 
 
 def _unexpected(_: Request, error: Exception) -> JSONResponse:

@@ -45,6 +45,11 @@ class LoginRequest(Body):
     password: GivenPassword
 
 
+class ChangePasswordRequest(Body):
+    current_password: GivenPassword
+    new_password: NewPassword
+
+
 class RefreshRequest(Body):
     refresh_token: Annotated[str, Field(min_length=1, max_length=512)]
 

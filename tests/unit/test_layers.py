@@ -23,7 +23,7 @@ ALLOWED_EVENTSOURCING = {
 
 
 def imported_modules(package: str) -> set[str]:
-    found = set()
+    found: set[str] = set()
     for path in (ROOT / package).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
