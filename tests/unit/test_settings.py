@@ -1,0 +1,78 @@
+"""Secrets: production refuses weak ones; development generates and keeps its own."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from infrastructure.settings import InsecureSettingsError, Settings, load_secrets
+
+STRONG = "x" * 48
+
+
+@pytest.mark.parametrize(
+    ("jwt_secret", "pepper"),
+    [
+        (None, STRONG),
+        (STRONG, None),
+        ("too short", STRONG),
+        ("changethis", STRONG),
+        (STRONG, "short"),
+    ],
+)
+def test_production_refuses_missing_short_or_default_secrets(
+    tmp_path: Path, jwt_secret: str | None, pepper: str | None
+) -> None:
+    settings = Settings(
+        env="production",
+        data_dir=tmp_path,
+        jwt_secret=SecretStr(jwt_secret) if jwt_secret else None,
+        password_pepper=SecretStr(pepper) if pepper else None,
+    )
+
+    with pytest.raises(InsecureSettingsError):
+        load_secrets(settings)
+    assert not (tmp_path / "secrets.json").exists()
+
+
+def test_production_accepts_strong_secrets(tmp_path: Path) -> None:
+    settings = Settings(
+        env="production",
+        data_dir=tmp_path,
+        jwt_secret=SecretStr(STRONG),
+        password_pepper=SecretStr("p" * 32),
+    )
+
+    secrets = load_secrets(settings)
+
+    assert secrets.jwt_secret == STRONG.encode()
+    assert secrets.password_pepper == b"p" * 32
+
+
+def test_development_generates_secrets_once_and_keeps_them_private(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+
+    first = load_secrets(settings)
+    second = load_secrets(settings)
+
+    assert first == second
+    assert len(first.jwt_secret) >= 32
+    assert first.jwt_secret != first.password_pepper
+    mode = (tmp_path / "data" / "secrets.json").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
+
+
+def test_a_secret_from_the_environment_wins_over_the_generated_one(
+    tmp_path: Path,
+) -> None:
+    generated = load_secrets(Settings(data_dir=tmp_path))
+
+    configured = load_secrets(Settings(data_dir=tmp_path, jwt_secret=SecretStr(STRONG)))
+
+    assert configured.jwt_secret == STRONG.encode()
+    assert configured.password_pepper == generated.password_pepper
