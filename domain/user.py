@@ -63,6 +63,15 @@ class User(Aggregate):
         def apply(self, user: User) -> None:
             user.role = Role(self.role)
 
+    class LoggedIn(Event):
+        TOPIC = "authledger:User.LoggedIn"
+        session_id: UUID
+        ip: str
+        user_agent: str
+
+        def apply(self, user: User) -> None:
+            user.last_login_at = self.timestamp
+
     class LoginFailed(Event):
         TOPIC = "authledger:User.LoginFailed"
         ip: str
@@ -103,6 +112,7 @@ class User(Aggregate):
         self.window_started_at: datetime | None = None
         self.locked_until: datetime | None = None
         self.lockouts = 0
+        self.last_login_at: datetime | None = None
 
     @classmethod
     def register(
@@ -132,6 +142,18 @@ class User(Aggregate):
             self.trigger_event(
                 self.RoleChanged, timestamp=now, role=role.value, changed_by=changed_by
             )
+
+    def record_login(
+        self, session_id: UUID, ip: str, user_agent: str, now: datetime
+    ) -> None:
+        """Note the session a login opened: the user's stream indexes its sessions."""
+        self.trigger_event(
+            self.LoggedIn,
+            timestamp=now,
+            session_id=session_id,
+            ip=ip,
+            user_agent=user_agent,
+        )
 
     def is_locked(self, now: datetime) -> bool:
         return self.locked_until is not None and now < self.locked_until
