@@ -13,12 +13,18 @@ if TYPE_CHECKING:
 
 
 def database_url(settings: Settings) -> str:
-    """Return the configured database, or start the embedded one."""
+    """Return the configured database, or start the embedded one (not in production)."""
     if settings.database_url:
         return settings.database_url
+    if settings.env == "production":
+        raise MissingDatabaseError("AUTHLEDGER_DATABASE_URL is required in production")
     from infrastructure.embedded_db import start_embedded_postgres  # noqa: PLC0415
 
     return start_embedded_postgres(settings.data_dir / "db").get_uri()
+
+
+class MissingDatabaseError(RuntimeError):
+    """Production must name its database; the embedded one is for development."""
 
 
 def eventsourcing_env(url: str, pool_size: int, max_overflow: int) -> dict[str, str]:
@@ -38,6 +44,8 @@ def eventsourcing_env(url: str, pool_size: int, max_overflow: int) -> dict[str, 
         "POSTGRES_CONNECT_TIMEOUT": "5",
         # Check pooled connections, so a restarted server costs no failed request.
         "POSTGRES_PRE_PING": "y",
+        # Its insert function writes to the wrong table in 9.5.6 (ADR 2): never.
+        "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
     }
 
 

@@ -92,6 +92,8 @@ class ProjectionWorker:
                 with psycopg.connect(self._url, autocommit=True) as lock_conn:
                     if self._try_lock(lock_conn):
                         self._run_while_locked(lock_conn)
+                    else:  # standing by is healthy: another process runs it
+                        self.last_error = None
             except Exception as error:
                 self.last_error = f"{type(error).__name__}: {error}"
                 log.exception("projection %s stopped", self.spec.projection.name)

@@ -56,8 +56,8 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = Field(default_factory=list)
     read_model_timeout_s: float = Field(default=5.0, gt=0)
     run_projections: bool = True
-    db_pool_size: int = Field(default=4, ge=1)
-    db_max_overflow: int = Field(default=16, ge=0)
+    db_pool_size: int = Field(default=2, ge=1)
+    db_max_overflow: int = Field(default=8, ge=0)
 
     def auth_policy(self) -> AuthPolicy:
         """Collect the use-case rules from the settings."""

@@ -99,13 +99,15 @@ def build_services(settings: Settings) -> Services:
     url = database_url(settings)
     secrets = load_secrets(settings)
     env = eventsourcing_env(url, settings.db_pool_size, settings.db_max_overflow)
+    # Each view has its own pool; reads are short, so one kept connection each.
+    view_env = {**env, "POSTGRES_POOL_SIZE": "1"}
     # Concurrent CREATE TABLE IF NOT EXISTS can still collide: one process at a time.
     with advisory_lock(url, "authledger.setup"):
         for spec in READ_MODELS:
             ensure_schema(url, spec.schema)
-        users = build_view(USER_DIRECTORY, env)
-        sessions = build_view(ACTIVE_SESSIONS, env)
-        history = build_view(LOGIN_HISTORY, env)
+        users = build_view(USER_DIRECTORY, view_env)
+        sessions = build_view(ACTIVE_SESSIONS, view_env)
+        history = build_view(LOGIN_HISTORY, view_env)
         app = AuthApplication(
             env,
             passwords=BcryptPasswordHasher(

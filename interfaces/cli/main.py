@@ -10,12 +10,16 @@ from typing import Annotated, Any
 import typer
 
 from infrastructure.settings import Settings
+from interfaces.cli.audit import audit
+from interfaces.cli.users import users
 
 app = typer.Typer(no_args_is_help=True, help="Event-sourced authentication service.")
 projections = typer.Typer(
     no_args_is_help=True, help="Read models built from the event log."
 )
 app.add_typer(projections, name="projections")
+app.add_typer(audit, name="audit")
+app.add_typer(users, name="users")
 
 
 @app.command()

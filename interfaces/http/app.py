@@ -12,7 +12,7 @@ from infrastructure.settings import Settings
 from interfaces.bootstrap import build_services
 from interfaces.http.errors import install_error_handlers
 from interfaces.http.limits import BodySizeLimit
-from interfaces.http.routes import auth, health, sessions
+from interfaces.http.routes import admin, auth, health, sessions
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,5 +41,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit)
     app.include_router(auth.router)
     app.include_router(sessions.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
     return app

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
+from application.audit import TimelineEntry
 from application.read_models import SessionRow, UserRow
 
 
@@ -62,8 +63,32 @@ class UserResponse(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, row: UserRow) -> UserResponse:
+    def of(cls, row: UserRow) -> Self:
         return cls.model_validate(row, from_attributes=True)
+
+
+class AdminUserResponse(UserResponse):
+    updated_at: datetime
+    locked_until: datetime | None
+    failed_logins: int
+
+
+class UpdateUserRequest(Body):
+    role: Literal["USER", "ADMIN"] | None = None
+    unlock: bool = False
+
+
+class TimelineEntryResponse(BaseModel):
+    at: datetime
+    event: str
+    session_id: UUID | None
+    ip: str
+    user_agent: str
+    detail: str
+
+    @classmethod
+    def of(cls, entry: TimelineEntry) -> TimelineEntryResponse:
+        return cls.model_validate(entry, from_attributes=True)
 
 
 class TokenResponse(BaseModel):

@@ -88,7 +88,7 @@ def server(module_database_url: str, server_data_dir: Path) -> Iterator[str]:
     stop_server(process)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def client(server: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server, timeout=30) as http:
         yield http

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httpx
 
+T = TypeVar("T")
+
 PASSWORD = "correct horse battery"
+
+
+def eventually(
+    read: Callable[[], T], until: Callable[[T], bool], timeout: float = 10
+) -> T:
+    """Read until the value satisfies `until`: failed logins are not read-your-writes."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while not until(value) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        value = read()
+    return value
 
 
 def new_email() -> str:

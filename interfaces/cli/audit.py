@@ -1,0 +1,111 @@
+"""`authledger audit`: replay history from the event store, export it, past states."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from application.audit import Auditor
+from application.errors import UserNotFoundError
+from infrastructure.settings import Settings
+from interfaces.bootstrap import build_services
+
+audit = typer.Typer(no_args_is_help=True, help="Replay the event store for auditors.")
+
+When = Annotated[
+    datetime | None, typer.Option(help="ISO 8601 time, e.g. 2026-11-25T12:00:00+00:00")
+]
+
+
+@contextmanager
+def _auditor() -> Iterator[Auditor]:
+    services = build_services(Settings(run_projections=False))
+    try:
+        yield Auditor(services.app)
+    finally:
+        services.close()
+
+
+def _json_value(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    return json.dumps(record, default=_json_value, ensure_ascii=False)
+
+
+def _utc(moment: datetime) -> datetime:
+    """Read a time without a zone as UTC: the store's times are all UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _user_id(auditor: Auditor, user: str) -> Any:
+    try:
+        return auditor.find_user(user)
+    except UserNotFoundError:
+        typer.echo(f"no such user: {user}", err=True)
+        raise typer.Exit(1) from None
+
+
+@audit.command()
+def history(
+    user: Annotated[str, typer.Argument(help="Email or user id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False,
+    since: When = None,
+    until: When = None,
+) -> None:
+    """Print a user's whole login history, replayed from the event store."""
+    with _auditor() as auditor:
+        entries = auditor.timeline(
+            _user_id(auditor, user),
+            _utc(since) if since else None,
+            _utc(until) if until else None,
+        )
+    if as_json:
+        for entry in entries:
+            typer.echo(_json_line(vars(entry)))
+        return
+    table = Table("time (UTC)", "event", "session", "ip", "user agent", "detail")
+    for entry in entries:
+        table.add_row(
+            entry.at.isoformat(timespec="seconds"),
+            entry.event,
+            str(entry.session_id or ""),
+            entry.ip,
+            entry.user_agent,
+            entry.detail,
+            style="red" if entry.event in {"login_failed", "locked_out"} else None,
+        )
+    Console(width=200).print(table)
+
+
+@audit.command()
+def export(since: When = None) -> None:
+    """Stream every stored event as JSON lines, in order; progress on stderr."""
+    count = 0
+    with _auditor() as auditor:
+        records = auditor.export(_utc(since) if since else None)
+        for count, record in enumerate(records, start=1):
+            sys.stdout.write(_json_line(record) + "\n")
+            if count % 10_000 == 0:
+                typer.echo(f"{count} events exported", err=True)
+    typer.echo(f"{count} events exported", err=True)
+
+
+@audit.command()
+def state(
+    user: Annotated[str, typer.Argument(help="Email or user id.")],
+    at: Annotated[datetime, typer.Option(help="The moment to look at (ISO 8601).")],
+) -> None:
+    """Print the user as it was at a moment, replayed from its events."""
+    with _auditor() as auditor:
+        past = auditor.user_at(_user_id(auditor, user), _utc(at))
+    typer.echo(_json_line(past))

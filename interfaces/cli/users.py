@@ -1,0 +1,46 @@
+"""`authledger users`: bootstrap and manage accounts from the command line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from application.audit import Auditor
+from application.auth import Client
+from application.errors import EmailAlreadyRegisteredError
+from domain.values import Role
+from infrastructure.settings import Settings
+from interfaces.bootstrap import build_services
+
+users = typer.Typer(no_args_is_help=True, help="Manage accounts.")
+
+
+@users.command("create-admin")
+def create_admin(
+    email: Annotated[str, typer.Argument(help="The administrator's email.")],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="AUTHLEDGER_ADMIN_PASSWORD",
+            help="Asked for when not given; 8 to 256 characters.",
+        ),
+    ],
+) -> None:
+    """Create an ADMIN account, or promote the existing account with this email."""
+    if not 8 <= len(password) <= 256:
+        raise typer.BadParameter("the password must have 8 to 256 characters")
+    services = build_services(Settings())
+    try:
+        try:
+            services.app.register(email, password, Client(user_agent="cli"), Role.ADMIN)
+            typer.echo(f"created administrator {email}")
+        except EmailAlreadyRegisteredError:
+            user_id = Auditor(services.app).find_user(email)
+            services.app.change_role(user_id, Role.ADMIN, changed_by=None)
+            typer.echo(f"promoted {email} to administrator")
+    finally:
+        services.close()

@@ -1,0 +1,74 @@
+"""/api/admin: users and their histories, for callers whose role is ADMIN."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query
+
+from application.audit import Auditor
+from application.errors import UserNotFoundError
+from domain.values import Role
+from interfaces.http.deps import CurrentUser, CurrentUserDep, ServicesDep
+from interfaces.http.errors import ERROR_RESPONSES, ForbiddenError
+from interfaces.http.schemas import (
+    AdminUserResponse,
+    TimelineEntryResponse,
+    UpdateUserRequest,
+)
+
+PageSize = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+def require_admin(current: CurrentUserDep) -> CurrentUser:
+    """The caller, if their role now (in the read model, not the token) is ADMIN."""
+    if current.user.role != Role.ADMIN:
+        raise ForbiddenError
+    return current
+
+
+AdminDep = Annotated[CurrentUser, Depends(require_admin)]
+router = APIRouter(prefix="/api/admin", tags=["admin"], responses=ERROR_RESPONSES)
+
+
+@router.get("/users")
+def list_users(
+    _: AdminDep,
+    services: ServicesDep,
+    email_prefix: Annotated[str, Query(max_length=254)] = "",
+    limit: PageSize = 50,
+    offset: Offset = 0,
+) -> list[AdminUserResponse]:
+    """Page through users in email order, optionally those whose email starts so."""
+    rows = services.users.list_users(email_prefix, limit, offset)
+    return [AdminUserResponse.of(row) for row in rows]
+
+
+@router.get("/users/{user_id}/history")
+def user_history(
+    user_id: UUID,
+    _: AdminDep,
+    services: ServicesDep,
+    limit: PageSize = 100,
+    offset: Offset = 0,
+) -> list[TimelineEntryResponse]:
+    """The user's timeline, replayed from the event store (as `authledger audit`)."""
+    entries = Auditor(services.app).timeline(user_id)[offset : offset + limit]
+    return [TimelineEntryResponse.of(entry) for entry in entries]
+
+
+@router.patch("/users/{user_id}")
+def update_user(
+    user_id: UUID, body: UpdateUserRequest, admin: AdminDep, services: ServicesDep
+) -> AdminUserResponse:
+    """Change a user's role or lift a lock; the events name the acting admin."""
+    if body.role is not None:
+        services.app.change_role(user_id, Role(body.role), changed_by=admin.user.id)
+    if body.unlock:
+        services.app.unlock(user_id, unlocked_by=admin.user.id)
+    row = services.users.get_user(user_id)
+    if row is None:
+        raise UserNotFoundError(user_id)
+    return AdminUserResponse.of(row)

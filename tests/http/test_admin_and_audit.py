@@ -1,0 +1,287 @@
+"""Auditors replay exactly what happened; admins manage users over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.http.helpers import PASSWORD, bearer, login, new_email, signup
+
+pytestmark = [pytest.mark.http, pytest.mark.postgres]
+
+ADMIN_PASSWORD = "an admin's long password"
+
+
+def cli(
+    database_url: str, data_dir: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "AUTHLEDGER_DATABASE_URL": database_url,
+        "AUTHLEDGER_DATA_DIR": str(data_dir),
+        "AUTHLEDGER_BCRYPT_ROUNDS": "4",
+        "AUTHLEDGER_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "interfaces.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def admin(
+    client: httpx.Client, module_database_url: str, server_data_dir: Path
+) -> dict[str, Any]:
+    email = new_email()
+    created = cli(module_database_url, server_data_dir, "users", "create-admin", email)
+    assert f"created administrator {email}" in created.stdout
+    tokens: dict[str, Any] = login(client, email, ADMIN_PASSWORD).json()
+    assert tokens["user"]["role"] == "ADMIN"
+    return tokens
+
+
+@pytest.fixture(scope="module")
+def scripted_user(client: httpx.Client) -> dict[str, Any]:
+    """A user who signs up, fails twice, logs in, refreshes, replays, logs out."""
+    email = new_email()
+    first = signup(client, email)
+    login(client, email, "wrong one")
+    login(client, email, "wrong two")
+    second = login(client, email).json()
+    rotated = client.post(
+        "/api/auth/refresh", json={"refresh_token": second["refresh_token"]}
+    )
+    client.post("/api/auth/refresh", json={"refresh_token": second["refresh_token"]})
+    client.post("/api/auth/logout", headers=bearer(first))
+    assert rotated.status_code == 200
+    return {"email": email, "id": first["user"]["id"], "first": first, "second": second}
+
+
+EXPECTED_TIMELINE = [
+    ("registered", None, ""),
+    ("session_opened", "first", ""),
+    ("login_failed", None, "bad_password"),
+    ("login_failed", None, "bad_password"),
+    ("session_opened", "second", ""),
+    ("token_rotated", "second", "generation 1"),
+    ("session_revoked", "second", "reuse_detected"),
+    ("session_revoked", "first", "logout_all"),
+]
+
+
+def as_steps(
+    entries: list[dict[str, Any]], user: dict[str, Any]
+) -> list[tuple[str, Any, str]]:
+    sessions = {
+        user["first"]["refresh_token"].split(".")[0]: "first",
+        user["second"]["refresh_token"].split(".")[0]: "second",
+    }
+    steps = []
+    for entry in entries:
+        session = entry["session_id"].replace("-", "") if entry["session_id"] else None
+        detail = (
+            ""
+            if entry["event"] in {"registered", "session_opened"}
+            else entry["detail"]
+        )
+        steps.append(
+            (entry["event"], sessions.get(session) if session else None, detail)
+        )
+    return steps
+
+
+def test_the_admin_history_replays_the_scripted_calls_event_by_event(
+    client: httpx.Client, admin: dict[str, Any], scripted_user: dict[str, Any]
+) -> None:
+    response = client.get(
+        f"/api/admin/users/{scripted_user['id']}/history", headers=bearer(admin)
+    )
+
+    assert response.status_code == 200
+    entries = response.json()
+    assert as_steps(entries, scripted_user) == EXPECTED_TIMELINE
+    assert {e["ip"] for e in entries if e["event"] != "registered"} == {"127.0.0.1"}
+    assert [e["at"] for e in entries] == sorted(e["at"] for e in entries)
+
+
+def test_the_cli_history_is_the_same_timeline(
+    module_database_url: str, server_data_dir: Path, scripted_user: dict[str, Any]
+) -> None:
+    result = cli(
+        module_database_url,
+        server_data_dir,
+        "audit",
+        "history",
+        scripted_user["email"],
+        "--json",
+    )
+
+    entries = [json.loads(line) for line in result.stdout.splitlines()]
+    assert as_steps(entries, scripted_user) == EXPECTED_TIMELINE
+
+
+def test_the_history_can_be_paged(
+    client: httpx.Client, admin: dict[str, Any], scripted_user: dict[str, Any]
+) -> None:
+    url = f"/api/admin/users/{scripted_user['id']}/history"
+
+    page = client.get(
+        url, params={"limit": 3, "offset": 2}, headers=bearer(admin)
+    ).json()
+
+    assert [e["event"] for e in page] == [
+        "login_failed",
+        "login_failed",
+        "session_opened",
+    ]
+
+
+def test_the_export_streams_every_event_without_secrets(
+    module_database_url: str, server_data_dir: Path, scripted_user: dict[str, Any]
+) -> None:
+    result = cli(module_database_url, server_data_dir, "audit", "export")
+
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    positions = [r["position"] for r in records]
+    assert positions == sorted(positions)
+    assert f"{len(records)} events exported" in result.stderr
+    assert "hash" not in result.stdout
+    assert scripted_user["second"]["refresh_token"].split(".")[1] not in result.stdout
+    assert {r["topic"] for r in records} >= {
+        "authledger:User.Registered",
+        "authledger:Session.Revoked",
+    }
+
+
+def test_the_state_at_a_moment_is_replayed_from_the_events(
+    client: httpx.Client,
+    admin: dict[str, Any],
+    module_database_url: str,
+    server_data_dir: Path,
+    scripted_user: dict[str, Any],
+) -> None:
+    entries = client.get(
+        f"/api/admin/users/{scripted_user['id']}/history", headers=bearer(admin)
+    ).json()
+    after_failures = entries[3]["at"]
+
+    result = cli(
+        module_database_url,
+        server_data_dir,
+        "audit",
+        "state",
+        scripted_user["id"],
+        "--at",
+        after_failures,
+    )
+
+    state = json.loads(result.stdout)
+    assert state["email"] == scripted_user["email"]
+    assert state["failed_logins"] == 2
+    assert "password_hash" not in state
+
+
+def test_non_admins_are_forbidden(
+    client: httpx.Client, scripted_user: dict[str, Any]
+) -> None:
+    someone = signup(client)
+
+    for response in (
+        client.get("/api/admin/users", headers=bearer(someone)),
+        client.get(
+            f"/api/admin/users/{scripted_user['id']}/history", headers=bearer(someone)
+        ),
+        client.patch(
+            f"/api/admin/users/{scripted_user['id']}",
+            json={"role": "ADMIN"},
+            headers=bearer(someone),
+        ),
+    ):
+        assert response.status_code == 403
+        assert response.json()["code"] == "forbidden"
+
+
+def test_admins_list_users_by_email_prefix(
+    client: httpx.Client, admin: dict[str, Any]
+) -> None:
+    prefix = f"listing-{new_email()[5:13]}"
+    for n in range(3):
+        signup(client, f"{prefix}-{n}@example.com")
+
+    page = client.get(
+        "/api/admin/users",
+        params={"email_prefix": prefix, "limit": 2},
+        headers=bearer(admin),
+    ).json()
+    rest = client.get(
+        "/api/admin/users",
+        params={"email_prefix": prefix, "offset": 2},
+        headers=bearer(admin),
+    ).json()
+
+    assert [u["email"] for u in page + rest] == [
+        f"{prefix}-{n}@example.com" for n in range(3)
+    ]
+    assert page[0]["failed_logins"] == 0
+
+
+def test_an_admin_changes_a_role_and_unlocks_an_account(
+    client: httpx.Client, admin: dict[str, Any]
+) -> None:
+    email = new_email()
+    user = signup(client, email)
+    for n in range(5):
+        login(client, email, f"bad {n}")
+    assert login(client, email).status_code == 401
+
+    unlocked = client.patch(
+        f"/api/admin/users/{user['user']['id']}",
+        json={"unlock": True},
+        headers=bearer(admin),
+    )
+    promoted = client.patch(
+        f"/api/admin/users/{user['user']['id']}",
+        json={"role": "ADMIN"},
+        headers=bearer(admin),
+    )
+
+    assert unlocked.status_code == 200
+    assert unlocked.json()["locked_until"] is None
+    assert promoted.json()["role"] == "ADMIN"
+    assert login(client, email, PASSWORD).status_code == 200
+    history = client.get(
+        f"/api/admin/users/{user['user']['id']}/history", headers=bearer(admin)
+    ).json()
+    details = {e["event"]: e["detail"] for e in history}
+    assert details["unlocked"] == f"by {admin['user']['id']}"
+    assert details["role_changed"] == f"to ADMIN by {admin['user']['id']}"
+
+
+def test_an_unknown_user_is_404_for_admins(
+    client: httpx.Client, admin: dict[str, Any]
+) -> None:
+    missing = "00000000-0000-4000-8000-000000000000"
+
+    assert (
+        client.get(
+            f"/api/admin/users/{missing}/history", headers=bearer(admin)
+        ).status_code
+        == 404
+    )
+    assert (
+        client.patch(
+            f"/api/admin/users/{missing}", json={"unlock": True}, headers=bearer(admin)
+        ).status_code
+        == 404
+    )
