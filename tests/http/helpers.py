@@ -17,7 +17,7 @@ PASSWORD = "correct horse battery"
 def eventually(
     read: Callable[[], T], until: Callable[[T], bool], timeout: float = 10
 ) -> T:
-    """Read until the value satisfies `until`: failed logins are not read-your-writes."""
+    """Read until `until` holds: failed logins are not read-your-writes."""
     deadline = time.monotonic() + timeout
     value = read()
     while not until(value) and time.monotonic() < deadline:
