@@ -25,7 +25,7 @@ from application.errors import (
     UserNotFoundError,
     WrongPasswordError,
 )
-from application.ports import Clock, PasswordHasher, utc_now
+from application.ports import Clock, PasswordHasher, ReadModelPositions, utc_now
 from domain.email_claim import EmailClaim
 from domain.errors import DomainError
 from domain.session import RefreshPolicy, Session
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from eventsourcing.persistence import Recording
     from eventsourcing.utils import EnvType
 
-    from application.read_models import ActiveSessionsView, ReadModel
+    from application.read_models import ActiveSessionsView
 
 TAggregate = TypeVar("TAggregate", bound="BaseAggregate[UUID]")
 
@@ -116,14 +116,14 @@ class AuthApplication(AuthEventLog):
         env: EnvType | None = None,
         *,
         passwords: PasswordHasher,
-        read_models: Sequence[ReadModel],
+        positions: ReadModelPositions,
         sessions: ActiveSessionsView,
         policy: AuthPolicy | None = None,
         clock: Clock = utc_now,
     ) -> None:
         super().__init__(env)
         self.passwords = passwords
-        self.read_models = read_models
+        self.positions = positions
         self.sessions = sessions
         self.policy = policy or AuthPolicy()
         self.clock = clock
@@ -300,6 +300,7 @@ class AuthApplication(AuthEventLog):
             changed: list[BaseAggregate[UUID]] = [throttle]
             if user_id is not None:
                 user = self._get(user_id, User, UserNotFoundError)
+                user.release_expired_lock(now)
                 user.record_failed_login(
                     client.ip, client.user_agent, self.policy.lockout, now
                 )
@@ -393,21 +394,17 @@ class AuthApplication(AuthEventLog):
         )
 
     def _catch_up(self, recordings: Sequence[Recording[UUID]]) -> None:
-        """Return once every read model has applied these events (read-your-writes).
+        """Return once every live read model has applied these events.
 
-        Poll from 1 ms: the library's own wait() starts at 100 ms, far above
-        the few milliseconds a projection needs.
+        That is read-your-writes for the caller. Poll from 1 ms: the library's
+        own wait() starts at 100 ms, far above what a projection needs.
         """
         if not recordings:
             return
         position = max(r.notification.id for r in recordings)
         deadline = time.monotonic() + self.policy.read_model_timeout_s
         pause = 0.001
-        pending = list(self.read_models)
-        while pending:
-            pending = [m for m in pending if not m.has_tracking_id(self.name, position)]
-            if not pending:
-                return
+        while not self.positions.reached(self.name, position):
             if time.monotonic() > deadline:
                 raise ReadModelsLaggingError(position)
             time.sleep(pause)

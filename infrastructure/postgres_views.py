@@ -19,6 +19,7 @@ from application.read_models import (
     UserDirectoryView,
     UserRow,
 )
+from infrastructure.read_model_registry import READ_SCHEMA
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -84,13 +85,38 @@ class PostgresReadModel(PostgresTrackingRecorder):
     def select(
         self, row_type: type[Row], query: str, params: Sequence[Any]
     ) -> list[Row]:
-        """Run a query on this view's table and build `row_type` from each row."""
+        """Query the live version of this table and build `row_type` from each row.
+
+        Reads go through `read_models.<table>`, which a switch repoints at a
+        rebuilt schema, so readers never need to know which version is live.
+        """
+        live_table = Identifier(READ_SCHEMA, self.table)
         with (
             self.datastore.get_connection() as conn,
             conn.cursor(row_factory=class_row(row_type)) as curs,
         ):
-            curs.execute(self.qualified(query), params)
+            curs.execute(SQL(query).format(table=live_table), params)
             return curs.fetchall()
+
+
+class LivePositions:
+    """ReadModelPositions over the registry: one round trip per question."""
+
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        self._datastore = datastore
+
+    def reached(self, application_name: str, position: int) -> bool:
+        """Tell whether the slowest live read model has applied `position`."""
+        return self.position(application_name) >= position
+
+    def position(self, application_name: str) -> int:
+        """The position of the slowest live read model."""
+        with self._datastore.transaction() as curs:
+            curs.execute(
+                "SELECT authledger.live_position(%s) AS position", (application_name,)
+            )
+            row = curs.fetchone()
+        return int(row["position"]) if row else 0
 
 
 def _columns(row_type: type[Any]) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
+import psycopg
 from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment
 
@@ -17,6 +20,7 @@ from application.projections import (
 from infrastructure.database import database_url, ensure_schema, eventsourcing_env
 from infrastructure.passwords import BcryptPasswordHasher
 from infrastructure.postgres_views import (
+    LivePositions,
     PostgresActiveSessionsView,
     PostgresLoginHistoryView,
     PostgresReadModel,
@@ -27,13 +31,18 @@ from infrastructure.projection_runner import (
     ReadModelSpec,
     View,
     advisory_lock,
+    version_of,
 )
+from infrastructure.read_model_registry import live_schemas, setup_registry, switch_live
 from infrastructure.settings import Settings, load_secrets
 from infrastructure.tokens import JwtTokens
 
-USER_DIRECTORY = ReadModelSpec(UserDirectoryProjection, PostgresUserDirectoryView)
-ACTIVE_SESSIONS = ReadModelSpec(ActiveSessionsProjection, PostgresActiveSessionsView)
-LOGIN_HISTORY = ReadModelSpec(LoginHistoryProjection, PostgresLoginHistoryView)
+USER_DIRECTORY = ReadModelSpec.of(UserDirectoryProjection, PostgresUserDirectoryView)
+ACTIVE_SESSIONS = ReadModelSpec.of(ActiveSessionsProjection, PostgresActiveSessionsView)
+LOGIN_HISTORY = ReadModelSpec.of(LoginHistoryProjection, PostgresLoginHistoryView)
+# Every version of each read model the code can build, oldest first. To change
+# a read model, add its next version here and keep the previous one for one
+# release: the new one is built beside it and switched to once caught up.
 READ_MODELS: tuple[ReadModelSpec[Any], ...] = (
     USER_DIRECTORY,
     ACTIVE_SESSIONS,
@@ -59,19 +68,36 @@ class Services:
     users: PostgresUserDirectoryView
     sessions: PostgresActiveSessionsView
     history: PostgresLoginHistoryView
+    positions: LivePositions
     tokens: JwtTokens
+    read_models: tuple[ReadModelSpec[Any], ...] = READ_MODELS
     workers: list[ProjectionWorker] = field(default_factory=list)
 
     @property
     def views(self) -> tuple[PostgresReadModel, ...]:
         return (self.users, self.sessions, self.history)
 
+    def live_spec(self, name: str) -> ReadModelSpec[Any] | None:
+        """The spec that writes the live schema of `name`, if this code has it."""
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            live = live_schemas(conn).get(name)
+        for spec in self.read_models:
+            if live and spec.name == name and spec.version == version_of(live):
+                return replace(spec, schema=live)
+        return None
+
     def start_projections(self) -> None:
-        """Start a standby-or-run worker per projection in this process."""
+        """Start workers: one per live read model, one per newer version to build."""
         env = {**eventsourcing_env(self.database_url, 1, 2), **RUNNER_ENV}
-        self.workers = [
-            ProjectionWorker(spec, self.database_url, env) for spec in READ_MODELS
-        ]
+        url = self.database_url
+        for name, newest in newest_versions(self.read_models).items():
+            self.workers.append(
+                ProjectionWorker(partial(self.live_spec, name), url, env)
+            )
+            live = self.live_spec(name)
+            if live is None or newest.version > live.version:
+                build = ProjectionWorker(partial(_same, newest), url, env, builds=True)
+                self.workers.append(build)
         for worker in self.workers:
             worker.start()
 
@@ -81,6 +107,21 @@ class Services:
         self.app.close()
         for view in self.views:
             view.datastore.close()
+
+
+def _same(spec: ReadModelSpec[Any]) -> ReadModelSpec[Any]:
+    return spec
+
+
+def newest_versions(
+    specs: Sequence[ReadModelSpec[Any]],
+) -> dict[str, ReadModelSpec[Any]]:
+    """The newest version of each read model."""
+    newest: dict[str, ReadModelSpec[Any]] = {}
+    for spec in specs:
+        if spec.name not in newest or spec.version > newest[spec.name].version:
+            newest[spec.name] = spec
+    return newest
 
 
 def build_view(spec: ReadModelSpec[View], env: dict[str, str]) -> View:
@@ -94,26 +135,46 @@ def build_view(spec: ReadModelSpec[View], env: dict[str, str]) -> View:
     return view
 
 
-def build_services(settings: Settings) -> Services:
+def prepare_read_models(
+    url: str, env: dict[str, str], specs: Sequence[ReadModelSpec[Any]]
+) -> None:
+    """Create the registry and the tables of each newest version.
+
+    On a fresh database the newest versions go live at once; otherwise they
+    are built beside the live ones by the workers. Call it holding the setup lock.
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        setup_registry(conn)
+        live = live_schemas(conn)
+        for spec in newest_versions(specs).values():
+            ensure_schema(url, spec.schema)
+            build_view(spec, env).datastore.close()
+            if spec.name not in live:
+                switch_live(conn, spec.name, spec.view.table, spec.schema)
+
+
+def build_services(
+    settings: Settings, read_models: tuple[ReadModelSpec[Any], ...] = READ_MODELS
+) -> Services:
     """Connect to the database (embedded by default), create tables, wire use cases."""
     url = database_url(settings)
     secrets = load_secrets(settings)
     env = eventsourcing_env(url, settings.db_pool_size, settings.db_max_overflow)
-    # Each view has its own pool; reads are short, so one kept connection each.
-    view_env = {**env, "POSTGRES_POOL_SIZE": "1"}
+    # Views here only query read_models.<table>, whichever schema is live.
+    query_env = {**env, "POSTGRES_POOL_SIZE": "1", "CREATE_TABLE": "n"}
+    users = build_view(USER_DIRECTORY, query_env)
+    sessions = build_view(ACTIVE_SESSIONS, query_env)
+    history = build_view(LOGIN_HISTORY, query_env)
+    positions = LivePositions(users.datastore)
     # Concurrent CREATE TABLE IF NOT EXISTS can still collide: one process at a time.
     with advisory_lock(url, "authledger.setup"):
-        for spec in READ_MODELS:
-            ensure_schema(url, spec.schema)
-        users = build_view(USER_DIRECTORY, view_env)
-        sessions = build_view(ACTIVE_SESSIONS, view_env)
-        history = build_view(LOGIN_HISTORY, view_env)
+        prepare_read_models(url, env, read_models)
         app = AuthApplication(
             env,
             passwords=BcryptPasswordHasher(
                 secrets.password_pepper, settings.bcrypt_rounds
             ),
-            read_models=(users, sessions, history),
+            positions=positions,
             sessions=sessions,
             policy=settings.auth_policy(),
         )
@@ -123,7 +184,9 @@ def build_services(settings: Settings) -> Services:
         settings.jwt_audience,
         settings.access_token_ttl_s,
     )
-    services = Services(settings, url, app, users, sessions, history, tokens)
+    services = Services(
+        settings, url, app, users, sessions, history, positions, tokens, read_models
+    )
     if settings.run_projections:
         services.start_projections()
     return services

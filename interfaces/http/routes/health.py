@@ -27,16 +27,15 @@ def readyz(services: ServicesDep) -> JSONResponse:
     ready = True
     try:
         head = services.app.recorder.max_notification_id() or 0
-        for view in services.views:
-            lag = head - (view.max_tracking_id(services.app.name) or 0)
-            checks[view.tracking_table_name] = f"lag {lag}"
-            ready = ready and lag <= MAX_READY_LAG
+        lag = head - services.positions.position(services.app.name)
+        checks["read_models"] = f"lag {lag}"
+        ready = lag <= MAX_READY_LAG
     except Exception as error:  # noqa: BLE001  (any failure means not ready)
         checks["database"] = f"unreachable ({type(error).__name__})"
         ready = False
     for worker in services.workers:
-        if worker.last_error:
-            checks[worker.spec.projection.name] = f"failed: {worker.last_error}"
+        if worker.last_error and worker.spec:
+            checks[worker.spec.schema] = f"failed: {worker.last_error}"
             ready = False
     body = HealthResponse(status="ok" if ready else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), 200 if ready else 503)
