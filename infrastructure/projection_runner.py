@@ -106,6 +106,13 @@ class ProjectionWorker:
         self.is_running = False
         self.last_error: str | None = None
 
+    @classmethod
+    def building(
+        cls, spec: ReadModelSpec[Any], url: str, env: dict[str, str]
+    ) -> ProjectionWorker:
+        """A worker that builds `spec`'s schema and switches it live when caught up."""
+        return cls(lambda: spec, url, env, builds=True)
+
     def start(self) -> None:
         self._thread.start()
 

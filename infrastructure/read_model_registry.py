@@ -93,3 +93,31 @@ def switch_live(
 def drop_schema(conn: psycopg.Connection[Any], schema: str) -> None:
     """Drop a replaced read model's schema and everything in it."""
     conn.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(Identifier(schema)))
+
+
+def schemas_of(conn: psycopg.Connection[Any], name: str) -> list[str]:
+    """Every schema holding a version (or rebuild) of read model `name`."""
+    rows = conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s ORDER BY nspname",
+        (f"{name}\\_v%",),
+    )
+    return [str(schema) for (schema,) in rows.fetchall()]
+
+
+def position_in(conn: psycopg.Connection[Any], schema: str, name: str, app: str) -> int:
+    """How far the read model in `schema` has applied the log of `app`."""
+    row = conn.execute(
+        SQL("SELECT notification_id FROM {} WHERE application_name = %s").format(
+            Identifier(schema, f"{name}_tracking")
+        ),
+        (app,),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def row_count(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
+    """Count the rows of one version's table."""
+    row = conn.execute(
+        SQL("SELECT count(*) FROM {}").format(Identifier(schema, table))
+    ).fetchone()
+    return int(row[0]) if row else 0

@@ -96,7 +96,7 @@ class Services:
             )
             live = self.live_spec(name)
             if live is None or newest.version > live.version:
-                build = ProjectionWorker(partial(_same, newest), url, env, builds=True)
+                build = ProjectionWorker.building(newest, url, env)
                 self.workers.append(build)
         for worker in self.workers:
             worker.start()
@@ -107,10 +107,6 @@ class Services:
         self.app.close()
         for view in self.views:
             view.datastore.close()
-
-
-def _same(spec: ReadModelSpec[Any]) -> ReadModelSpec[Any]:
-    return spec
 
 
 def newest_versions(
@@ -147,6 +143,8 @@ def prepare_read_models(
         setup_registry(conn)
         live = live_schemas(conn)
         for spec in newest_versions(specs).values():
+            if spec.name in live and spec.version <= version_of(live[spec.name]):
+                continue
             ensure_schema(url, spec.schema)
             build_view(spec, env).datastore.close()
             if spec.name not in live:

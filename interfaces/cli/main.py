@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import os
-import signal
-import threading
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from infrastructure.settings import Settings
 from interfaces.cli.audit import audit
+from interfaces.cli.projections import projections
 from interfaces.cli.users import users
 
 app = typer.Typer(no_args_is_help=True, help="Event-sourced authentication service.")
-projections = typer.Typer(
-    no_args_is_help=True, help="Read models built from the event log."
-)
 app.add_typer(projections, name="projections")
 app.add_typer(audit, name="audit")
 app.add_typer(users, name="users")
@@ -34,24 +29,6 @@ def serve(
     from interfaces.http.serve import serve as run  # noqa: PLC0415
 
     run(host, port, workers or os.cpu_count() or 1)
-
-
-@projections.command("run")
-def run_projections() -> None:
-    """Run the projections here until SIGTERM, so API replicas need not."""
-    from interfaces.bootstrap import build_services  # noqa: PLC0415
-
-    services = build_services(Settings(run_projections=True))
-    stopped = threading.Event()
-
-    def stop(*_: Any) -> None:
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    typer.echo("projections running; SIGTERM or Ctrl-C stops them")
-    stopped.wait()
-    services.close()
 
 
 def main() -> None:
