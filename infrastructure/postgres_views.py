@@ -33,7 +33,7 @@ class PostgresReadModel(PostgresTrackingRecorder):
     """Shared plumbing: DDL in the view's own schema, and row + tracking in one txn."""
 
     table: ClassVar[str]
-    ddl: ClassVar[Sequence[str]]
+    ddl: ClassVar[tuple[str, ...]]
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
@@ -125,7 +125,7 @@ def _columns(row_type: type[Any]) -> str:
 
 class PostgresUserDirectoryView(PostgresReadModel, UserDirectoryView):
     table = "users"
-    ddl = (
+    ddl: ClassVar[tuple[str, ...]] = (
         "CREATE TABLE IF NOT EXISTS {schema}.users ("
         " id uuid PRIMARY KEY, email text NOT NULL, role text NOT NULL,"
         " is_verified boolean NOT NULL, created_at timestamptz NOT NULL,"
