@@ -55,3 +55,31 @@ def ensure_schema(url: str, schema: str) -> None:
         conn.execute(
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
         )
+
+
+APPEND_ONLY = (
+    "CREATE SCHEMA IF NOT EXISTS authledger",
+    """
+    CREATE OR REPLACE FUNCTION authledger.refuse_rewrite() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'the event log is append-only: % on % refused',
+            TG_OP, TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+    END $$
+    """,
+    "CREATE OR REPLACE TRIGGER append_only BEFORE UPDATE OR DELETE ON {table}"
+    " FOR EACH ROW EXECUTE FUNCTION authledger.refuse_rewrite()",
+    "CREATE OR REPLACE TRIGGER no_truncate BEFORE TRUNCATE ON {table}"
+    " FOR EACH STATEMENT EXECUTE FUNCTION authledger.refuse_rewrite()",
+)
+
+
+def protect_event_log(url: str, schema: str, table: str) -> None:
+    """Make the events table append-only: UPDATE, DELETE, TRUNCATE all fail.
+
+    No code path, bug or injected SQL can then rewrite history; only someone
+    who may drop triggers (the table owner, a superuser) could.
+    """
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        for statement in APPEND_ONLY:
+            conn.execute(sql.SQL(statement).format(table=sql.Identifier(schema, table)))

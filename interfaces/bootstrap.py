@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 from eventsourcing.persistence import InfrastructureFactory
+from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import Environment
 
 from application.auth import AuthApplication
@@ -17,7 +18,12 @@ from application.projections import (
     LoginHistoryProjection,
     UserDirectoryProjection,
 )
-from infrastructure.database import database_url, ensure_schema, eventsourcing_env
+from infrastructure.database import (
+    database_url,
+    ensure_schema,
+    eventsourcing_env,
+    protect_event_log,
+)
 from infrastructure.passwords import BcryptPasswordHasher
 from infrastructure.postgres_views import (
     LivePositions,
@@ -176,6 +182,10 @@ def build_services(
             sessions=sessions,
             policy=settings.auth_policy(),
         )
+        recorder = app.recorder
+        if not isinstance(recorder, PostgresApplicationRecorder):
+            raise TypeError("authledger keeps its events in PostgreSQL")
+        protect_event_log(url, recorder.datastore.schema, recorder.events_table_name)
     tokens = JwtTokens(
         secrets.jwt_secret,
         settings.jwt_issuer,
