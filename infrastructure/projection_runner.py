@@ -11,7 +11,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import psycopg
+from eventsourcing.persistence import InfrastructureFactory, Tracking
 from eventsourcing.projection import Projection, ProjectionRunner
+from eventsourcing.utils import Environment
 
 from application.auth import AuthEventLog
 from infrastructure.read_model_registry import drop_schema, live_schemas, switch_live
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 View = TypeVar("View", bound="PostgresReadModel")
+CATCH_UP_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,45 @@ class ProjectionWorker:
             # Let the old schema's runner notice the switch and stop first.
             self._stopping.wait(self._retry_s * 3)
             drop_schema(conn, replaced)
+
+
+def catch_up_in_batches(
+    spec: ReadModelSpec[Any],
+    env: dict[str, str],
+    stopping: threading.Event,
+    batch_size: int = CATCH_UP_BATCH,
+) -> None:
+    """Apply the log up to its current head, many events per transaction.
+
+    The live runner applies one event per transaction, which is right for a
+    trickle and slow for a backlog (a rebuild, a long outage): this reads the
+    backlog page by page and commits each page with its last position.
+    """
+    app = AuthEventLog(env)
+    view = (
+        InfrastructureFactory[Any]
+        .construct(Environment(spec.name, env))
+        .tracking_recorder(spec.view)
+    )
+    try:
+        projection = spec.projection(view=view)
+        position = view.max_tracking_id(app.name) or 0
+        while not stopping.is_set():
+            page = app.recorder.select_notifications(
+                start=position + 1, limit=batch_size
+            )
+            if not page:
+                return
+            with view.batch():
+                for notification in page:
+                    projection.process_event(
+                        app.mapper.to_domain_event(notification),
+                        Tracking(app.name, notification.id),
+                    )
+            position = page[-1].id
+    finally:
+        view.datastore.close()
+        app.close()
 
 
 def _caught_up(runner: ProjectionRunner[Any, Any]) -> bool:
