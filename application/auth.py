@@ -168,12 +168,18 @@ class AuthApplication(AuthEventLog):
         if not password_matches or user.is_locked(now):
             self._record_failure(client, user.id, now)
             raise InvalidCredentialsError
+        checked_hash = user.password_hash
         for _ in range(SAVE_ATTEMPTS):
             session, refresh_token = self._open_session(user, client, now)
             try:
                 recordings = self.save(user, session)
-            except IntegrityError:  # a concurrent login of the same user
+            except IntegrityError:
+                # The user changed since the check: another login is harmless,
+                # but a new password or a lock must refuse this one.
                 user = self._get(user.id, User, InvalidCredentialsError)
+                user.release_expired_lock(now)
+                if user.password_hash != checked_hash or user.is_locked(now):
+                    raise InvalidCredentialsError from None
                 continue
             self._catch_up(recordings)
             return self._grant(user, session, refresh_token)
