@@ -394,7 +394,8 @@ class AuthApplication(AuthEventLog):
         return SessionGrant(
             user_id=user.id,
             session_id=session.id,
-            role=user.role,
+            # A snapshot restores the role as a plain str: make it a Role again.
+            role=Role(user.role),
             refresh_token=refresh_token,
             refresh_expires_at=session.expires_at,
         )

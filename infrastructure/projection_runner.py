@@ -119,9 +119,11 @@ class ProjectionWorker:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
+        """Ask the worker to stop; with `wait`, return once it has."""
         self._stopping.set()
-        self._thread.join()
+        if wait and self._thread.is_alive():
+            self._thread.join()
 
     def _loop(self) -> None:
         while not self._stopping.is_set():

@@ -96,18 +96,19 @@ class Services:
         """Start workers: one per live read model, one per newer version to build."""
         env = {**eventsourcing_env(self.database_url, 1, 2), **RUNNER_ENV}
         url = self.database_url
+        started = []
         for name, newest in newest_versions(self.read_models).items():
-            self.workers.append(
-                ProjectionWorker(partial(self.live_spec, name), url, env)
-            )
+            started.append(ProjectionWorker(partial(self.live_spec, name), url, env))
             live = self.live_spec(name)
             if live is None or newest.version > live.version:
-                build = ProjectionWorker.building(newest, url, env)
-                self.workers.append(build)
-        for worker in self.workers:
+                started.append(ProjectionWorker.building(newest, url, env))
+        for worker in started:
             worker.start()
+        self.workers.extend(started)
 
     def close(self) -> None:
+        for worker in self.workers:
+            worker.stop(wait=False)
         for worker in self.workers:
             worker.stop()
         self.app.close()
