@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from abc import abstractmethod
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.dispatch import singledispatchmethod
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import Tracking, TrackingRecorder
 from eventsourcing.projection import Projection
 
 from application.read_models import (
@@ -20,16 +21,41 @@ from application.read_models import (
 from domain.session import Session
 from domain.user import User
 
+TView = TypeVar("TView", bound=TrackingRecorder)
 
-class UserDirectoryProjection(Projection[UserDirectoryView]):
+
+class ProjectionFailedError(Exception):
+    """A projection could not apply an event; it stops there until fixed."""
+
+
+class ReadModelProjection(Projection[TView]):
+    """A projection whose failures name the event they stopped at."""
+
+    @singledispatchmethod
+    @abstractmethod
+    def apply(self, event: Any, tracking: Tracking) -> None:
+        """Apply one event to the view (dispatched on the event's class)."""
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        """Apply the event; on failure, say which projection and which position."""
+        try:
+            self.apply(domain_event, tracking)
+        except Exception as error:
+            raise ProjectionFailedError(
+                f"{self.name} stopped at position {tracking.notification_id}"
+                f" ({type(domain_event).__qualname__}): {error!r}"
+            ) from error
+
+
+class UserDirectoryProjection(ReadModelProjection[UserDirectoryView]):
     name = "user_directory"
     version = 1
 
     @singledispatchmethod
-    def process_event(self, _: Any, tracking: Tracking) -> None:
+    def apply(self, _: Any, tracking: Tracking) -> None:
         self.view.skip(tracking)
 
-    @process_event.register
+    @apply.register
     def _(self, event: User.Registered, tracking: Tracking) -> None:
         row = UserRow(
             id=event.originator_id,
@@ -43,27 +69,27 @@ class UserDirectoryProjection(Projection[UserDirectoryView]):
         )
         self.view.add_user(row, tracking)
 
-    @process_event.register
+    @apply.register
     def _(self, event: User.EmailVerified, tracking: Tracking) -> None:
         self._update(event, tracking, is_verified=True)
 
-    @process_event.register
+    @apply.register
     def _(self, event: User.PasswordChanged, tracking: Tracking) -> None:
         self._update(event, tracking)
 
-    @process_event.register
+    @apply.register
     def _(self, event: User.RoleChanged, tracking: Tracking) -> None:
         self._update(event, tracking, role=event.role)
 
-    @process_event.register
+    @apply.register
     def _(self, event: User.LoginFailed, tracking: Tracking) -> None:
         self._update(event, tracking, failed_logins=event.failures_in_window)
 
-    @process_event.register
+    @apply.register
     def _(self, event: User.LockedOut, tracking: Tracking) -> None:
         self._update(event, tracking, locked_until=event.until, failed_logins=0)
 
-    @process_event.register
+    @apply.register
     def _(self, event: User.Unlocked, tracking: Tracking) -> None:
         self._update(event, tracking, locked_until=None, failed_logins=0)
 
@@ -71,15 +97,15 @@ class UserDirectoryProjection(Projection[UserDirectoryView]):
         self.view.update_user(event.originator_id, event.timestamp, tracking, **changes)
 
 
-class ActiveSessionsProjection(Projection[ActiveSessionsView]):
+class ActiveSessionsProjection(ReadModelProjection[ActiveSessionsView]):
     name = "active_sessions"
     version = 1
 
     @singledispatchmethod
-    def process_event(self, _: Any, tracking: Tracking) -> None:
+    def apply(self, _: Any, tracking: Tracking) -> None:
         self.view.skip(tracking)
 
-    @process_event.register
+    @apply.register
     def _(self, event: Session.Opened, tracking: Tracking) -> None:
         row = SessionRow(
             session_id=event.originator_id,
@@ -93,7 +119,7 @@ class ActiveSessionsProjection(Projection[ActiveSessionsView]):
         )
         self.view.add_session(row, tracking)
 
-    @process_event.register
+    @apply.register
     def _(self, event: Session.TokenRotated, tracking: Tracking) -> None:
         self.view.rotate_session(
             event.originator_id,
@@ -103,20 +129,20 @@ class ActiveSessionsProjection(Projection[ActiveSessionsView]):
             tracking,
         )
 
-    @process_event.register
+    @apply.register
     def _(self, event: Session.Revoked, tracking: Tracking) -> None:
         self.view.remove_session(event.originator_id, tracking)
 
 
-class LoginHistoryProjection(Projection[LoginHistoryView]):
+class LoginHistoryProjection(ReadModelProjection[LoginHistoryView]):
     name = "login_history"
     version = 1
 
     @singledispatchmethod
-    def process_event(self, _: Any, tracking: Tracking) -> None:
+    def apply(self, _: Any, tracking: Tracking) -> None:
         self.view.skip(tracking)
 
-    @process_event.register
+    @apply.register
     def _(self, event: User.LoginFailed, tracking: Tracking) -> None:
         self._append(
             tracking,
@@ -128,17 +154,17 @@ class LoginHistoryProjection(Projection[LoginHistoryView]):
             user_agent=event.user_agent,
         )
 
-    @process_event.register
+    @apply.register
     def _(self, event: User.LockedOut, tracking: Tracking) -> None:
         detail = f"until {event.until.isoformat()}"
         self._append(tracking, event, event.originator_id, "locked_out", detail=detail)
 
-    @process_event.register
+    @apply.register
     def _(self, event: User.Unlocked, tracking: Tracking) -> None:
         by = f"by {event.unlocked_by}" if event.unlocked_by else "expired"
         self._append(tracking, event, event.originator_id, "unlocked", detail=by)
 
-    @process_event.register
+    @apply.register
     def _(self, event: Session.Opened, tracking: Tracking) -> None:
         self._append(
             tracking,
@@ -150,7 +176,7 @@ class LoginHistoryProjection(Projection[LoginHistoryView]):
             user_agent=event.user_agent,
         )
 
-    @process_event.register
+    @apply.register
     def _(self, event: Session.TokenRotated, tracking: Tracking) -> None:
         self._append(
             tracking,
@@ -163,7 +189,7 @@ class LoginHistoryProjection(Projection[LoginHistoryView]):
             user_agent=event.user_agent,
         )
 
-    @process_event.register
+    @apply.register
     def _(self, event: Session.Revoked, tracking: Tracking) -> None:
         self._append(
             tracking,

@@ -97,12 +97,14 @@ class ProjectionWorker:
         *,
         builds: bool = False,
         retry_s: float = 1.0,
+        batch_size: int = CATCH_UP_BATCH,
     ) -> None:
         self._target = target
         self._url = url
         self._env = env
         self._builds = builds
         self._retry_s = retry_s
+        self._batch_size = batch_size
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self.spec: ReadModelSpec[Any] | None = None
@@ -152,13 +154,15 @@ class ProjectionWorker:
     def _run(
         self, spec: ReadModelSpec[Any], lock_conn: psycopg.Connection[Any]
     ) -> None:
+        self.is_running = True
+        catch_up_in_batches(spec, spec.env(self._env), self._stopping, self._batch_size)
+        self.last_error = None  # whatever failed before, the backlog is applied
         with ProjectionRunner(
             application_class=AuthEventLog,
             projection_class=spec.projection,
             view_class=spec.view,
             env=spec.env(self._env),
         ) as runner:
-            self.is_running = True
             while not self._stopping.is_set() and not runner.is_interrupted.is_set():
                 runner.run_forever(timeout=0.5)
                 self.last_error = None

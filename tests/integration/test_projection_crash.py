@@ -220,11 +220,11 @@ def test_a_projection_killed_after_writing_its_rows_but_before_commit_recovers(
         assert after[spec.name][1] == before[spec.name][1], spec.name
         rows_kept = digest(url, spec.schema, spec.view.table)
         assert rows_seen_by_doomed_transaction != rows_kept, spec.name
-        # and only the events it had nothing to write for were committed
+        # and its position did not move either
         before_position = before[spec.name][0]
         assert before_position is not None
         assert before_position < died_at
-        assert after[spec.name][0] == died_at - 1, spec.name
+        assert after[spec.name][0] == before_position, spec.name
 
     # When the projections restart
     services.start_projections()
@@ -239,7 +239,7 @@ SLOW_S = 0.02
 
 
 class SlowToCommit(PostgresReadModel):
-    """A view that dawdles inside each transaction: a kill lands before its COMMIT."""
+    """A view that dawdles inside each transaction: a kill lands before COMMIT."""
 
     def _insert_tracking(self, curs: Cursor[DictRow], tracking: Tracking) -> None:
         super()._insert_tracking(curs, tracking)
@@ -269,7 +269,11 @@ def project_slowly(url: str, specs: list[ReadModelSpec[Any]]) -> None:
     """In a process of its own: run the projections as an API process does."""
     env = {**eventsourcing_env(url, 1, 2), **RUNNER_ENV}
     slow_specs = [replace(spec, view=SLOW_VIEWS[spec.name]) for spec in specs]
-    workers = [ProjectionWorker(partial(_same, spec), url, env) for spec in slow_specs]
+    # Small batches, each slow to commit: a kill lands in the middle of the backlog.
+    workers = [
+        ProjectionWorker(partial(_same, spec), url, env, batch_size=5)
+        for spec in slow_specs
+    ]
     for worker in workers:
         worker.start()
     threading.Event().wait()

@@ -44,10 +44,10 @@ class UserDirectoryProjectionV2(UserDirectoryProjection):
     version = 2
 
     @singledispatchmethod
-    def process_event(self, event: Any, tracking: Tracking) -> None:
-        super().process_event(event, tracking)
+    def apply(self, event: Any, tracking: Tracking) -> None:
+        super().apply(event, tracking)
 
-    @process_event.register
+    @apply.register
     def _(self, event: User.LoggedIn, tracking: Tracking) -> None:
         self._update(event, tracking, last_login_at=event.timestamp)
 
