@@ -133,9 +133,12 @@ def _invalid_request(request: Request, error: Exception) -> JSONResponse:
 def _http_error(request: Request, error: Exception) -> JSONResponse:
     if not isinstance(error, StarletteHTTPException):
         return _unexpected(request, error)
-    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
-        error.status_code, "http_error"
-    )
+    code = {
+        400: "malformed_body",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "payload_too_large",
+    }.get(error.status_code, "http_error")
     return JSONResponse(
         error_body(code, str(error.detail)), error.status_code, headers=error.headers
     )
