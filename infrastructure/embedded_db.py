@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +40,6 @@ def _forget_dead_users(pgdata: Path) -> None:
     if not pids_file.exists():
         return
     pids = json.loads(pids_file.read_text() or "[]")
-    alive = [pid for pid in pids if psutil.pid_exists(pid) and pid != os.getpid()]
+    alive = [pid for pid in pids if psutil.pid_exists(pid)]
     if alive != pids:
         pids_file.write_text(json.dumps(alive))

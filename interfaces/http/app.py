@@ -8,24 +8,28 @@ from contextlib import asynccontextmanager
 from anyio import to_thread
 from fastapi import FastAPI
 
+from infrastructure.database import DatabaseProbe
 from infrastructure.settings import Settings
 from interfaces.bootstrap import build_services
 from interfaces.http.errors import install_error_handlers
-from interfaces.http.limits import BodySizeLimit
+from interfaces.http.limits import BodySizeLimit, DatabaseGate
 from interfaces.http.routes import admin, auth, health, sessions
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API; services are built at startup and closed at shutdown."""
     settings = settings or Settings()
+    probe = DatabaseProbe()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await to_thread.run_sync(build_services, settings)
         app.state.services = services
+        probe.start(services.database_url)
         try:
             yield
         finally:
+            await to_thread.run_sync(probe.stop)
             await to_thread.run_sync(services.close)
 
     app = FastAPI(
@@ -39,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(DatabaseGate, probe=probe)
     app.include_router(auth.router)
     app.include_router(sessions.router)
     app.include_router(admin.router)

@@ -1,9 +1,12 @@
-"""Refuse request bodies over a fixed size with 413, before anything parses them."""
+"""Guards in front of the routes: a body size limit, and fast 503s while the
+database is down."""
 
 from __future__ import annotations
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from infrastructure.database import DatabaseProbe
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -59,3 +62,27 @@ class BodySizeLimit:
         await JSONResponse(body, 413, headers={"Connection": "close"})(
             scope, receive, send
         )
+
+
+class DatabaseGate:
+    """Answer 503 at once while the probe sees the database down.
+
+    /healthz still answers: the process is alive, and an orchestrator should
+    not restart it for an outage it will recover from by itself.
+    """
+
+    def __init__(self, app: ASGIApp, probe: DatabaseProbe) -> None:
+        self.app = app
+        self.probe = probe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and self.probe.is_down
+            and scope["path"] != "/healthz"
+        ):
+            body = {"detail": "Service unavailable.", "code": "database_unavailable"}
+            response = JSONResponse(body, 503, headers={"Retry-After": "1"})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

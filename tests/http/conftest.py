@@ -21,10 +21,10 @@ def free_port() -> int:
 
 
 def start_server(
-    database_url: str, data_dir: Path, **extra_env: str
+    database_url: str, data_dir: Path, *, port: int | None = None, **extra_env: str
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the service as a user would, and wait until it answers /healthz."""
-    port = free_port()
+    """Start the service as a user would, and wait until it answers /readyz."""
+    port = port or free_port()
     env = {
         **os.environ,
         "AUTHLEDGER_DATABASE_URL": database_url,
