@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.cli import run_cli
 from tests.http.helpers import PASSWORD, bearer, login, new_email, signup
 
 pytestmark = [pytest.mark.http, pytest.mark.postgres]
@@ -22,20 +21,8 @@ ADMIN_PASSWORD = "an admin's long password"
 def cli(
     database_url: str, data_dir: Path, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "AUTHLEDGER_DATABASE_URL": database_url,
-        "AUTHLEDGER_DATA_DIR": str(data_dir),
-        "AUTHLEDGER_BCRYPT_ROUNDS": "4",
-        "AUTHLEDGER_ADMIN_PASSWORD": ADMIN_PASSWORD,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "interfaces.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+    return run_cli(
+        database_url, data_dir, *args, AUTHLEDGER_ADMIN_PASSWORD=ADMIN_PASSWORD
     )
 
 

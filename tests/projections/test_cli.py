@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from dataclasses import replace
 
@@ -23,27 +20,13 @@ from interfaces.bootstrap import (
     build_services,
     build_view,
 )
+from tests.cli import run_cli
 
 pytestmark = pytest.mark.postgres
 
 
 def cli(settings: Settings, *args: str) -> str:
-    env = {
-        **os.environ,
-        "AUTHLEDGER_DATABASE_URL": str(settings.database_url),
-        "AUTHLEDGER_DATA_DIR": str(settings.data_dir),
-        "AUTHLEDGER_BCRYPT_ROUNDS": "4",
-        "COLUMNS": "200",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "interfaces.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return done.stdout
+    return run_cli(str(settings.database_url), settings.data_dir, *args).stdout
 
 
 @pytest.fixture

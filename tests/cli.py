@@ -1,0 +1,29 @@
+"""Run the `authledger` command as a user would, against a test's database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_cli(
+    database_url: str, data_dir: Path, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m interfaces.cli ARGS`; raise if it fails."""
+    return subprocess.run(
+        [sys.executable, "-m", "interfaces.cli", *args],
+        env={
+            **os.environ,
+            "AUTHLEDGER_DATABASE_URL": database_url,
+            "AUTHLEDGER_DATA_DIR": str(data_dir),
+            "AUTHLEDGER_BCRYPT_ROUNDS": "4",
+            "COLUMNS": "200",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
