@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,16 +20,32 @@ from infrastructure.settings import Settings
 from interfaces.bootstrap import Services, build_services
 
 
+@contextmanager
+def embedded_postgres() -> Iterator[tuple[str, Path]]:
+    """A throwaway embedded server: its URL and data directory.
+
+    Not under pytest's temp root: the server runs as another user, and every
+    new pytest session resets that root to mode 0700, which would cut a
+    running server off from its own files.
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix="authledger-test-pg-"))
+    server = start_embedded_postgres(data_dir)
+    try:
+        yield server.get_uri(), data_dir
+    finally:
+        server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server_url() -> Iterator[str]:
     """The suite's server: AUTHLEDGER_TEST_DATABASE_URL, or an embedded one."""
     external = os.environ.get("AUTHLEDGER_TEST_DATABASE_URL")
     if external:
         yield external
         return
-    server = start_embedded_postgres(tmp_path_factory.mktemp("embedded"))
-    yield server.get_uri()
-    server.cleanup()
+    with embedded_postgres() as (url, _):
+        yield url
 
 
 @contextmanager

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from infrastructure.embedded_db import start_embedded_postgres
+from tests.conftest import embedded_postgres
 from tests.http.conftest import start_server, stop_server
 from tests.http.helpers import PASSWORD, bearer, new_email
 
@@ -114,11 +115,10 @@ def test_a_server_killed_at_random_moments_loses_nothing_it_acknowledged(
 
 
 @pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def own_postgres() -> Iterator[tuple[str, Path]]:
     """A PostgreSQL server of this test's own, since the test restarts it."""
-    server = start_embedded_postgres(tmp_path / "pg")
-    yield server.get_uri(), tmp_path / "pg"
-    server.cleanup()
+    with embedded_postgres() as server:
+        yield server
 
 
 def test_a_database_restart_under_load_answers_503_then_recovers_losing_nothing(
