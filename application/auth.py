@@ -87,8 +87,8 @@ class SessionGrant:
     refresh_expires_at: datetime
 
 
-def hash_refresh_token(token: str) -> str:
-    """Hash a refresh token for storage: it has 256 random bits, so SHA-256 suffices."""
+def hash_token(token: str) -> str:
+    """Hash a token for storage: it has 256 random bits, so SHA-256 suffices."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -158,7 +158,7 @@ class AuthApplication(AuthEventLog):
         """
         now = self.clock()
         self._check_client_not_blocked(client, now)
-        user = self._find_user_by_email(email)
+        user = self.find_user_by_email(email)
         if user is None:
             self.passwords.verify_dummy(password)
             self._record_failure(client, None, now)
@@ -195,7 +195,7 @@ class AuthApplication(AuthEventLog):
         on the new version and gets a newer token.
         """
         session_id = _session_id_of(refresh_token)
-        presented = hash_refresh_token(refresh_token)
+        presented = hash_token(refresh_token)
         attempts = RACE_ATTEMPTS if self.policy.refresh.reuse_interval else 1
         for _ in range(attempts):
             session = self._get(session_id, Session, InvalidRefreshTokenError)
@@ -203,7 +203,7 @@ class AuthApplication(AuthEventLog):
             try:
                 session.refresh(
                     presented,
-                    hash_refresh_token(successor),
+                    hash_token(successor),
                     client.ip,
                     client.user_agent,
                     self.policy.refresh,
@@ -229,7 +229,7 @@ class AuthApplication(AuthEventLog):
         session.revoke(
             RevocationReason.LOGOUT, client.ip, client.user_agent, self.clock()
         )
-        self._catch_up(self.save(session))
+        self.commit(session)
 
     def logout_all(
         self,
@@ -239,7 +239,7 @@ class AuthApplication(AuthEventLog):
         keep: UUID | None = None,
     ) -> None:
         """End every session of the user, except `keep`, in one atomic save."""
-        self._catch_up(self.save(*self._revoke_all(user_id, client, reason, keep)))
+        self.commit(*self.revoke_all_sessions(user_id, client, reason, keep))
 
     def change_password(
         self,
@@ -258,32 +258,43 @@ class AuthApplication(AuthEventLog):
             self._record_failure(client, user_id, now)
             raise WrongPasswordError
         user.change_password(self.passwords.hash(new_password), now)
-        revoked = self._revoke_all(
+        revoked = self.revoke_all_sessions(
             user_id, client, RevocationReason.PASSWORD_CHANGED, keep
         )
-        self._catch_up(self.save(user, *revoked))
+        self.commit(user, *revoked)
 
     def verify_email(self, user_id: UUID) -> None:
         """Mark the user's email as verified."""
-        self._update(user_id, lambda u: u.verify_email(self.clock()))
+        self.update_user(user_id, lambda u: u.verify_email(self.clock()))
 
     def change_role(self, user_id: UUID, role: Role, changed_by: UUID | None) -> None:
         """Give the user another role, recording who did it."""
-        self._update(user_id, lambda u: u.change_role(role, changed_by, self.clock()))
+        self.update_user(
+            user_id, lambda u: u.change_role(role, changed_by, self.clock())
+        )
 
     def unlock(self, user_id: UUID, unlocked_by: UUID) -> None:
         """Lift a brute-force lock by hand."""
-        self._update(user_id, lambda u: u.unlock(unlocked_by, self.clock()))
+        self.update_user(user_id, lambda u: u.unlock(unlocked_by, self.clock()))
 
     # Helpers ---------------------------------------------------------------
 
     def _check_client_not_blocked(self, client: Client, now: datetime) -> None:
-        throttle_id = ClientThrottle.create_id(client.ip)
+        self.check_not_blocked(client.ip, now)
+
+    def throttle(self, key: str, now: datetime) -> ClientThrottle:
+        """The attempt counter of `key`: a client address, perhaps with a purpose."""
         try:
-            throttle: ClientThrottle = self.repository.get(throttle_id)
+            throttle: ClientThrottle = self.repository.get(
+                ClientThrottle.create_id(key)
+            )
         except AggregateNotFoundError:
-            return
-        wait = throttle.retry_after(now)
+            return ClientThrottle.start(key, now)
+        return throttle
+
+    def check_not_blocked(self, key: str, now: datetime) -> None:
+        """Refuse with TooManyAttemptsError while `key` is blocked."""
+        wait = self.throttle(key, now).retry_after(now)
         if wait is not None:
             raise TooManyAttemptsError(math.ceil(wait.total_seconds()))
 
@@ -296,13 +307,8 @@ class AuthApplication(AuthEventLog):
         read-your-writes: the answer does not show the failure.
         """
         for _ in range(RACE_ATTEMPTS):
-            try:
-                throttle: ClientThrottle = self.repository.get(
-                    ClientThrottle.create_id(client.ip)
-                )
-            except AggregateNotFoundError:
-                throttle = ClientThrottle.start(client.ip, now)
-            throttle.count_failure(self.policy.throttle, now)
+            throttle = self.throttle(client.ip, now)
+            throttle.count_attempt(self.policy.throttle, now)
             changed: list[BaseAggregate[UUID]] = [throttle]
             if user_id is not None:
                 user = self._get(user_id, User, UserNotFoundError)
@@ -318,7 +324,12 @@ class AuthApplication(AuthEventLog):
             return
         raise IntegrityError("failed-login counters kept changing")
 
-    def _find_user_by_email(self, email: str) -> User | None:
+    def get_user(self, user_id: UUID) -> User:
+        """The user, replayed from the event store."""
+        return self._get(user_id, User, UserNotFoundError)
+
+    def find_user_by_email(self, email: str) -> User | None:
+        """The user holding this email's claim, read from the event store."""
         try:
             claim_id = EmailClaim.create_id(normalise_email(email))
             claim: EmailClaim = self.repository.get(claim_id)
@@ -350,7 +361,7 @@ class AuthApplication(AuthEventLog):
         session = Session.open(
             session_id,
             user.id,
-            hash_refresh_token(token),
+            hash_token(token),
             client.ip,
             client.user_agent,
             self.policy.refresh,
@@ -359,13 +370,14 @@ class AuthApplication(AuthEventLog):
         user.record_login(session_id, client.ip, client.user_agent, now)
         return session, token
 
-    def _revoke_all(
+    def revoke_all_sessions(
         self,
         user_id: UUID,
         client: Client,
         reason: RevocationReason,
         keep: UUID | None,
     ) -> list[Session]:
+        """Revoke the user's active sessions (but `keep`); the caller saves them."""
         now = self.clock()
         revoked = []
         for row in self.sessions.list_sessions(user_id, now):
@@ -377,7 +389,7 @@ class AuthApplication(AuthEventLog):
                 revoked.append(session)
         return revoked
 
-    def _update(self, user_id: UUID, command: Callable[[User], None]) -> None:
+    def update_user(self, user_id: UUID, command: Callable[[User], None]) -> None:
         """Apply `command` to a fresh copy of the user, retrying on a stale version."""
         for _ in range(SAVE_ATTEMPTS):
             user = self._get(user_id, User, UserNotFoundError)
@@ -399,6 +411,10 @@ class AuthApplication(AuthEventLog):
             refresh_token=refresh_token,
             refresh_expires_at=session.expires_at,
         )
+
+    def commit(self, *aggregates: BaseAggregate[UUID]) -> None:
+        """Save the aggregates' new events in one transaction; read-your-writes."""
+        self._catch_up(self.save(*aggregates))
 
     def _catch_up(self, recordings: Sequence[Recording[UUID]]) -> None:
         """Return once every live read model has applied these events.

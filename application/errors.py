@@ -39,3 +39,7 @@ class SessionNotFoundError(ApplicationError):
 
 class ReadModelsLaggingError(ApplicationError):
     """The events were stored but the read models did not catch up in time."""
+
+
+class InvalidMailTokenError(ApplicationError):
+    """The mailed link's token is unknown, used, superseded or expired."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
+from uuid import UUID
 
 Clock = Callable[[], datetime]
 
@@ -35,4 +36,16 @@ class PasswordHasher(Protocol):
 
     def verify_dummy(self, password: str) -> None:
         """Spend the time of a real check, for an email that has no account."""
+        ...
+
+
+class MailTokens(Protocol):
+    """Mint the tokens of mailed links, and say whose account one names."""
+
+    def mint(self, purpose: str, user_id: UUID, request_id: UUID) -> str:
+        """The same token every time for the same request: nothing stores it."""
+        ...
+
+    def user_of(self, token: str) -> UUID | None:
+        """The account a token claims to be for (its hash proves the claim)."""
         ...

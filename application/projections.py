@@ -10,10 +10,13 @@ from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking, TrackingRecorder
 from eventsourcing.projection import Projection
 
+from application.account_mail import RESET, VERIFY
 from application.read_models import (
     ActiveSessionsView,
     LoginHistoryRow,
     LoginHistoryView,
+    MailOutboxView,
+    MailRow,
     SessionRow,
     UserDirectoryView,
     UserRow,
@@ -227,8 +230,37 @@ class LoginHistoryProjection(ReadModelProjection[LoginHistoryView]):
         self.view.append(row, tracking)
 
 
-PROJECTIONS: tuple[type[Projection[Any]], ...] = (
-    UserDirectoryProjection,
-    ActiveSessionsProjection,
-    LoginHistoryProjection,
-)
+class MailOutboxProjection(ReadModelProjection[MailOutboxView]):
+    """Mails to send, from the events that ask for them: the transactional outbox."""
+
+    name = "mail_outbox"
+    version = 1
+
+    @singledispatchmethod
+    def apply(self, _: Any, tracking: Tracking) -> None:
+        self.view.skip(tracking)
+
+    @apply.register
+    def _(self, event: User.VerificationRequested, tracking: Tracking) -> None:
+        self._add(event, VERIFY, tracking)
+
+    @apply.register
+    def _(self, event: User.PasswordResetRequested, tracking: Tracking) -> None:
+        self._add(event, RESET, tracking)
+
+    def _add(
+        self,
+        event: User.VerificationRequested | User.PasswordResetRequested,
+        purpose: str,
+        tracking: Tracking,
+    ) -> None:
+        row = MailRow(
+            position=tracking.notification_id,
+            purpose=purpose,
+            user_id=event.originator_id,
+            request_id=event.request_id,
+            email=event.email,
+            requested_at=event.timestamp,
+            expires_at=event.expires_at,
+        )
+        self.view.add_mail(row, tracking)

@@ -125,3 +125,22 @@ class LoginHistoryView(ReadModel):
     @abstractmethod
     def history(self, user_id: UUID, limit: int, offset: int) -> list[LoginHistoryRow]:
         """Page through a user's entries, oldest first."""
+
+
+@dataclass(frozen=True)
+class MailRow:
+    position: int
+    purpose: str
+    user_id: UUID
+    request_id: UUID
+    email: str
+    requested_at: datetime
+    expires_at: datetime
+
+
+class MailOutboxView(ReadModel):
+    """The `outbox` table: every mail the events ask for, sent or not."""
+
+    @abstractmethod
+    def add_mail(self, row: MailRow, tracking: Tracking) -> None:
+        """Record a mail to send."""

@@ -19,3 +19,15 @@ class SessionRevokedError(DomainError):
 
 class UnknownRefreshTokenError(DomainError):
     """The presented refresh token was never issued for this session."""
+
+
+class EmailAlreadyVerifiedError(DomainError):
+    """The email is verified already; there is nothing to confirm."""
+
+
+class InvalidMailTokenError(DomainError):
+    """The mailed token is unknown, used, superseded or expired."""
+
+
+class RequestedTooSoonError(DomainError):
+    """A mail of this kind went out moments ago; wait before asking again."""

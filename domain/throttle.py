@@ -1,4 +1,4 @@
-"""ClientThrottle aggregate: failed logins per client address, across all accounts."""
+"""ClientThrottle aggregate: attempts per client address (or keyed purpose)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from eventsourcing.domain import Aggregate
 
 @dataclass(frozen=True)
 class ThrottlePolicy:
-    """Block an address after `max_failures` failed logins within one `window`."""
+    """Block a key after `max_attempts` attempts within one `window`."""
 
-    max_failures: int = 20
+    max_attempts: int = 20
     window: timedelta = timedelta(minutes=15)
 
 
@@ -28,7 +28,7 @@ class ClientThrottle(Aggregate):
 
     class Started(Created):
         TOPIC = "authledger:ClientThrottle.Started"
-        ip: str
+        key: str
 
     class FailureCounted(Event):
         TOPIC = "authledger:ClientThrottle.FailureCounted"
@@ -46,20 +46,20 @@ class ClientThrottle(Aggregate):
         def apply(self, throttle: ClientThrottle) -> None:
             throttle.blocked_until = self.until
 
-    def __init__(self, ip: str) -> None:
-        self.ip = ip
+    def __init__(self, key: str) -> None:
+        self.key = key
         self.failures = 0
         self.window_started_at: datetime | None = None
         self.blocked_until: datetime | None = None
 
     @staticmethod
-    def create_id(ip: str) -> UUID:
-        """One stream per client address."""
-        return uuid5(NAMESPACE_URL, f"/authledger/clients/{ip}")
+    def create_id(key: str) -> UUID:
+        """One stream per key: a client address, or a purpose and an address."""
+        return uuid5(NAMESPACE_URL, f"/authledger/clients/{key}")
 
     @classmethod
-    def start(cls, ip: str, now: datetime) -> ClientThrottle:
-        return cls._create(cls.Started, id=cls.create_id(ip), timestamp=now, ip=ip)
+    def start(cls, key: str, now: datetime) -> ClientThrottle:
+        return cls._create(cls.Started, id=cls.create_id(key), timestamp=now, key=key)
 
     def retry_after(self, now: datetime) -> timedelta | None:
         """How long the address must wait, or None if it may try now."""
@@ -67,8 +67,8 @@ class ClientThrottle(Aggregate):
             return None
         return self.blocked_until - now
 
-    def count_failure(self, policy: ThrottlePolicy, now: datetime) -> None:
-        """Count one failed login; block the address when the window fills up."""
+    def count_attempt(self, policy: ThrottlePolicy, now: datetime) -> None:
+        """Count one attempt; block the key when the window fills up."""
         in_window = (
             self.window_started_at is not None
             and now - self.window_started_at < policy.window
@@ -77,6 +77,6 @@ class ClientThrottle(Aggregate):
         self.trigger_event(
             self.FailureCounted, timestamp=now, failures_in_window=failures
         )
-        if failures >= policy.max_failures and self.retry_after(now) is None:
+        if failures >= policy.max_attempts and self.retry_after(now) is None:
             until = (self.window_started_at or now) + policy.window
             self.trigger_event(self.Blocked, timestamp=now, until=until)

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import AccountLockedError
+from domain.errors import (
+    AccountLockedError,
+    EmailAlreadyVerifiedError,
+    InvalidMailTokenError,
+    RequestedTooSoonError,
+)
 from domain.values import LoginFailure, Role
+
+
+@dataclass(frozen=True)
+class MailPolicy:
+    """How long mailed links live, and how often one may be asked for."""
+
+    verification_ttl: timedelta = timedelta(hours=24)
+    reset_ttl: timedelta = timedelta(minutes=30)
+    cooldown: timedelta = timedelta(minutes=1)
+
+    def check_not_too_soon(self, pending: dict[str, Any] | None, now: datetime) -> None:
+        if pending is not None and now - pending["requested_at"] < self.cooldown:
+            raise RequestedTooSoonError
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,27 @@ class User(Aggregate):
 
         def apply(self, user: User) -> None:
             user.is_verified = True
+            user.pending_verification = None
+
+    class VerificationRequested(Event):
+        TOPIC = "authledger:User.VerificationRequested"
+        request_id: UUID
+        email: str
+        token_hash: str
+        expires_at: datetime
+
+        def apply(self, user: User) -> None:
+            user.pending_verification = _pending(self)
+
+    class PasswordResetRequested(Event):
+        TOPIC = "authledger:User.PasswordResetRequested"
+        request_id: UUID
+        email: str
+        token_hash: str
+        expires_at: datetime
+
+        def apply(self, user: User) -> None:
+            user.pending_reset = _pending(self)
 
     class PasswordChanged(Event):
         TOPIC = "authledger:User.PasswordChanged"
@@ -54,6 +95,8 @@ class User(Aggregate):
 
         def apply(self, user: User) -> None:
             user.password_hash = self.password_hash
+            # Any new password makes an outstanding reset link worthless.
+            user.pending_reset = None
 
     class RoleChanged(Event):
         TOPIC = "authledger:User.RoleChanged"
@@ -113,6 +156,8 @@ class User(Aggregate):
         self.locked_until: datetime | None = None
         self.lockouts = 0
         self.last_login_at: datetime | None = None
+        self.pending_verification: dict[str, Any] | None = None
+        self.pending_reset: dict[str, Any] | None = None
 
     @classmethod
     def register(
@@ -131,6 +176,48 @@ class User(Aggregate):
     def verify_email(self, now: datetime) -> None:
         if not self.is_verified:
             self.trigger_event(self.EmailVerified, timestamp=now)
+
+    def request_verification(
+        self, request_id: UUID, token_hash: str, policy: MailPolicy, now: datetime
+    ) -> None:
+        """Record that a verification link is mailed; it replaces any earlier one."""
+        if self.is_verified:
+            raise EmailAlreadyVerifiedError(self.id)
+        policy.check_not_too_soon(self.pending_verification, now)
+        self.trigger_event(
+            self.VerificationRequested,
+            timestamp=now,
+            request_id=request_id,
+            email=self.email,
+            token_hash=token_hash,
+            expires_at=now + policy.verification_ttl,
+        )
+
+    def verify_email_with(self, token_hash: str, now: datetime) -> None:
+        """Verify the email with the mailed token: once, before it expires."""
+        _check_token(self.pending_verification, token_hash, now)
+        self.trigger_event(self.EmailVerified, timestamp=now)
+
+    def request_password_reset(
+        self, request_id: UUID, token_hash: str, policy: MailPolicy, now: datetime
+    ) -> None:
+        """Record that a reset link is mailed; it replaces any earlier one."""
+        policy.check_not_too_soon(self.pending_reset, now)
+        self.trigger_event(
+            self.PasswordResetRequested,
+            timestamp=now,
+            request_id=request_id,
+            email=self.email,
+            token_hash=token_hash,
+            expires_at=now + policy.reset_ttl,
+        )
+
+    def reset_password(
+        self, token_hash: str, password_hash: str, now: datetime
+    ) -> None:
+        """Set a new password with the mailed token: once, before it expires."""
+        _check_token(self.pending_reset, token_hash, now)
+        self.change_password(password_hash, now)
 
     def change_password(self, password_hash: str, now: datetime) -> None:
         self.trigger_event(
@@ -206,3 +293,24 @@ class User(Aggregate):
         if failures >= policy.max_failures:
             until = now + policy.lock_period(self.lockouts)
             self.trigger_event(self.LockedOut, timestamp=now, until=until)
+
+
+def _pending(
+    event: User.VerificationRequested | User.PasswordResetRequested,
+) -> dict[str, Any]:
+    return {
+        "token_hash": event.token_hash,
+        "requested_at": event.timestamp,
+        "expires_at": event.expires_at,
+    }
+
+
+def _check_token(
+    pending: dict[str, Any] | None, token_hash: str, now: datetime
+) -> None:
+    if (
+        pending is None
+        or not hmac.compare_digest(pending["token_hash"], token_hash)
+        or now >= pending["expires_at"]
+    ):
+        raise InvalidMailTokenError

@@ -17,6 +17,8 @@ from application.read_models import (
     ActiveSessionsView,
     LoginHistoryRow,
     LoginHistoryView,
+    MailOutboxView,
+    MailRow,
     SessionRow,
     UserDirectoryView,
     UserRow,
@@ -285,3 +287,17 @@ class PostgresLoginHistoryView(PostgresReadModel, LoginHistoryView):
             " WHERE user_id = %s ORDER BY position LIMIT %s OFFSET %s",
             (user_id, limit, offset),
         )
+
+
+class PostgresMailOutboxView(PostgresReadModel, MailOutboxView):
+    table = "outbox"
+    ddl = (
+        "CREATE TABLE IF NOT EXISTS {schema}.outbox ("
+        " position bigint PRIMARY KEY, purpose text NOT NULL, user_id uuid NOT NULL,"
+        " request_id uuid NOT NULL, email text NOT NULL,"
+        " requested_at timestamptz NOT NULL, expires_at timestamptz NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS outbox_user ON {schema}.outbox (user_id, purpose)",
+    )
+
+    def add_mail(self, row: MailRow, tracking: Tracking) -> None:
+        self.insert(row, tracking)

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from application.auth import AuthPolicy
 from domain.session import RefreshPolicy
 from domain.throttle import ThrottlePolicy
-from domain.user import LockoutPolicy
+from domain.user import LockoutPolicy, MailPolicy
 
 MIN_SECRET_BYTES = 32
 # Placeholders people paste from examples; production refuses them even if long.
@@ -56,8 +56,36 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = Field(default_factory=list)
     read_model_timeout_s: float = Field(default=5.0, gt=0)
     run_projections: bool = True
+    run_mailer: bool = True
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, gt=0, lt=65536)
+    smtp_tls: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    mail_from: str = "authledger <no-reply@localhost>"
+    public_url: str = "http://127.0.0.1:8000"
+    mail_verification_ttl_s: int = Field(default=24 * 3600, gt=0)
+    mail_reset_ttl_s: int = Field(default=30 * 60, gt=0)
+    mail_cooldown_s: int = Field(default=60, ge=0)
+    mail_max_per_address: int = Field(default=10, ge=1)
+    mail_window_s: int = Field(default=3600, gt=0)
     db_pool_size: int = Field(default=2, ge=1)
     db_max_overflow: int = Field(default=8, ge=0)
+
+    def mail_policy(self) -> MailPolicy:
+        """How long mailed links live and how often they may be asked for."""
+        return MailPolicy(
+            verification_ttl=timedelta(seconds=self.mail_verification_ttl_s),
+            reset_ttl=timedelta(seconds=self.mail_reset_ttl_s),
+            cooldown=timedelta(seconds=self.mail_cooldown_s),
+        )
+
+    def mail_throttle(self) -> ThrottlePolicy:
+        """How many mail requests one client address may make per window."""
+        return ThrottlePolicy(
+            max_attempts=self.mail_max_per_address,
+            window=timedelta(seconds=self.mail_window_s),
+        )
 
     def auth_policy(self) -> AuthPolicy:
         """Collect the use-case rules from the settings."""
@@ -69,7 +97,7 @@ class Settings(BaseSettings):
                 longest_lock=timedelta(seconds=self.lockout_longest_s),
             ),
             throttle=ThrottlePolicy(
-                max_failures=self.client_max_failures,
+                max_attempts=self.client_max_failures,
                 window=timedelta(seconds=self.client_window_s),
             ),
             refresh=RefreshPolicy(

@@ -12,10 +12,12 @@ from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import Environment
 
+from application.account_mail import AccountMail
 from application.auth import AuthApplication
 from application.projections import (
     ActiveSessionsProjection,
     LoginHistoryProjection,
+    MailOutboxProjection,
     UserDirectoryProjection,
 )
 from infrastructure.database import (
@@ -24,11 +26,20 @@ from infrastructure.database import (
     eventsourcing_env,
     protect_event_log,
 )
+from infrastructure.mail_tokens import HmacMailTokens
+from infrastructure.mailer import (
+    FileSender,
+    Mailer,
+    MailSender,
+    SmtpSender,
+    setup_deliveries,
+)
 from infrastructure.passwords import BcryptPasswordHasher
 from infrastructure.postgres_views import (
     LivePositions,
     PostgresActiveSessionsView,
     PostgresLoginHistoryView,
+    PostgresMailOutboxView,
     PostgresReadModel,
     PostgresUserDirectoryView,
 )
@@ -40,12 +51,13 @@ from infrastructure.projection_runner import (
     version_of,
 )
 from infrastructure.read_model_registry import live_schemas, setup_registry, switch_live
-from infrastructure.settings import Settings, load_secrets
+from infrastructure.settings import InsecureSettingsError, Settings, load_secrets
 from infrastructure.tokens import JwtTokens
 
 USER_DIRECTORY = ReadModelSpec.of(UserDirectoryProjection, PostgresUserDirectoryView)
 ACTIVE_SESSIONS = ReadModelSpec.of(ActiveSessionsProjection, PostgresActiveSessionsView)
 LOGIN_HISTORY = ReadModelSpec.of(LoginHistoryProjection, PostgresLoginHistoryView)
+MAIL_OUTBOX = ReadModelSpec.of(MailOutboxProjection, PostgresMailOutboxView)
 # Every version of each read model the code can build, oldest first. To change
 # a read model, add its next version here and keep the previous one for one
 # release: the new one is built beside it and switched to once caught up.
@@ -53,6 +65,7 @@ READ_MODELS: tuple[ReadModelSpec[Any], ...] = (
     USER_DIRECTORY,
     ACTIVE_SESSIONS,
     LOGIN_HISTORY,
+    MAIL_OUTBOX,
 )
 
 # Runners need few connections (a subscription and a writer each), and find
@@ -76,7 +89,9 @@ class Services:
     history: PostgresLoginHistoryView
     positions: LivePositions
     tokens: JwtTokens
+    mail: AccountMail
     read_models: tuple[ReadModelSpec[Any], ...] = READ_MODELS
+    mailer: Mailer | None = None
     workers: list[ProjectionWorker] = field(default_factory=list)
 
     @property
@@ -106,7 +121,20 @@ class Services:
             worker.start()
         self.workers.extend(started)
 
+    def start_mailer(self) -> None:
+        """Send the outbox's mail from here, when no other process does."""
+        self.mailer = Mailer(
+            self.database_url,
+            mail_sender(self.settings),
+            self.mail.tokens,
+            self.settings.mail_from,
+            self.settings.public_url,
+        )
+        self.mailer.start()
+
     def close(self) -> None:
+        if self.mailer:
+            self.mailer.stop()
         for worker in self.workers:
             worker.stop(wait=False)
         for worker in self.workers:
@@ -148,6 +176,7 @@ def prepare_read_models(
     """
     with psycopg.connect(url, autocommit=True) as conn:
         setup_registry(conn)
+        setup_deliveries(conn)
         live = live_schemas(conn)
         for spec in newest_versions(specs).values():
             if spec.name in live and spec.version <= version_of(live[spec.name]):
@@ -193,9 +222,42 @@ def build_services(
         settings.jwt_audience,
         settings.access_token_ttl_s,
     )
+    mail = AccountMail(
+        app,
+        HmacMailTokens(secrets.jwt_secret),
+        settings.mail_policy(),
+        settings.mail_throttle(),
+    )
     services = Services(
-        settings, url, app, users, sessions, history, positions, tokens, read_models
+        settings,
+        url,
+        app,
+        users,
+        sessions,
+        history,
+        positions,
+        tokens,
+        mail,
+        read_models,
     )
     if settings.run_projections:
         services.start_projections()
+    if settings.run_mailer:
+        services.start_mailer()
     return services
+
+
+def mail_sender(settings: Settings) -> MailSender:
+    """SMTP when a host is set; else, outside production, .eml files in the data dir."""
+    if settings.smtp_host:
+        password = settings.smtp_password
+        return SmtpSender(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_tls,
+            settings.smtp_user,
+            password.get_secret_value() if password else None,
+        )
+    if settings.env == "production":
+        raise InsecureSettingsError("AUTHLEDGER_SMTP_HOST is required in production")
+    return FileSender(settings.data_dir / "mail")

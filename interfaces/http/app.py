@@ -13,7 +13,7 @@ from infrastructure.settings import Settings
 from interfaces.bootstrap import build_services
 from interfaces.http.errors import install_error_handlers
 from interfaces.http.limits import BodySizeLimit, DatabaseGate
-from interfaces.http.routes import admin, auth, health, sessions
+from interfaces.http.routes import account, admin, auth, health, sessions
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(DatabaseGate, probe=probe)
     app.include_router(auth.router)
     app.include_router(sessions.router)
+    app.include_router(account.router)
     app.include_router(admin.router)
     app.include_router(health.router)
     return app

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from application.errors import (
     EmailAlreadyRegisteredError,
     InvalidCredentialsError,
+    InvalidMailTokenError,
     InvalidRefreshTokenError,
     ReadModelsLaggingError,
     SessionNotFoundError,
@@ -25,7 +26,11 @@ from application.errors import (
     UserNotFoundError,
     WrongPasswordError,
 )
-from domain.errors import InvalidEmailError
+from domain.errors import (
+    EmailAlreadyVerifiedError,
+    InvalidEmailError,
+    RequestedTooSoonError,
+)
 from infrastructure.tokens import InvalidAccessTokenError
 from interfaces.http.schemas import ErrorResponse
 
@@ -65,6 +70,24 @@ ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
         "not_authenticated",
         "Missing or invalid access token.",
         BEARER_CHALLENGE,
+    ),
+    InvalidMailTokenError: (
+        400,
+        "invalid_token",
+        "The link is invalid, used or expired.",
+        {},
+    ),
+    EmailAlreadyVerifiedError: (
+        409,
+        "already_verified",
+        "The email is already verified.",
+        {},
+    ),
+    RequestedTooSoonError: (
+        429,
+        "too_soon",
+        "A link was sent moments ago; check your mail.",
+        RETRY_SOON,
     ),
     WrongPasswordError: (
         400,

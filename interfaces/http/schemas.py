@@ -51,6 +51,22 @@ class ChangePasswordRequest(Body):
     new_password: NewPassword
 
 
+MailToken = Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class VerifyEmailRequest(Body):
+    token: MailToken
+
+
+class ForgotPasswordRequest(Body):
+    email: EmailStr
+
+
+class ResetPasswordRequest(Body):
+    token: MailToken
+    new_password: NewPassword
+
+
 class RefreshRequest(Body):
     refresh_token: Annotated[str, Field(min_length=1, max_length=512)]
 

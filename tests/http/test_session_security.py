@@ -11,7 +11,7 @@ import httpx
 import psycopg
 import pytest
 
-from application.auth import hash_refresh_token
+from application.auth import hash_token
 from tests.http.conftest import start_server, stop_server
 from tests.http.helpers import (
     PASSWORD,
@@ -208,7 +208,7 @@ def test_within_the_reuse_interval_every_racer_gets_a_newer_token(
     assert [a.status_code for a in answers] == [200] * 4
     stored = rotations(module_database_url, session_id_of(tokens))
     assert [generation for generation, _ in stored] == [1, 2, 3, 4]
-    handed_out = {hash_refresh_token(a.json()["refresh_token"]) for a in answers}
+    handed_out = {hash_token(a.json()["refresh_token"]) for a in answers}
     assert handed_out == {token_hash for _, token_hash in stored}
 
 

@@ -7,13 +7,13 @@ from datetime import timedelta
 from domain.throttle import ClientThrottle, ThrottlePolicy
 from tests.unit.helpers import T0, only
 
-POLICY = ThrottlePolicy(max_failures=3, window=timedelta(minutes=10))
+POLICY = ThrottlePolicy(max_attempts=3, window=timedelta(minutes=10))
 
 
 def throttle_with_failures(count: int) -> ClientThrottle:
     throttle = ClientThrottle.start("192.0.2.1", T0)
     for n in range(count):
-        throttle.count_failure(POLICY, T0 + timedelta(seconds=n))
+        throttle.count_attempt(POLICY, T0 + timedelta(seconds=n))
     throttle.collect_events()
     return throttle
 
@@ -23,7 +23,7 @@ def test_blocks_the_address_when_the_window_fills_up() -> None:
     throttle = throttle_with_failures(2)
 
     # When
-    throttle.count_failure(POLICY, T0 + timedelta(minutes=1))
+    throttle.count_attempt(POLICY, T0 + timedelta(minutes=1))
 
     # Then
     counted, blocked = throttle.collect_events()
@@ -39,7 +39,7 @@ def test_a_new_window_starts_counting_from_one() -> None:
     throttle = throttle_with_failures(2)
 
     # When
-    throttle.count_failure(POLICY, T0 + POLICY.window)
+    throttle.count_attempt(POLICY, T0 + POLICY.window)
 
     # Then
     counted = only(throttle.collect_events(), ClientThrottle.FailureCounted)
@@ -51,13 +51,13 @@ def test_a_stricter_policy_blocks_an_address_already_past_its_limit() -> None:
     # Given: five failures counted under a lenient policy
     throttle = throttle_with_failures(0)
     for n in range(5):
-        throttle.count_failure(
-            ThrottlePolicy(max_failures=20), T0 + timedelta(seconds=n)
+        throttle.count_attempt(
+            ThrottlePolicy(max_attempts=20), T0 + timedelta(seconds=n)
         )
     throttle.collect_events()
 
     # When
-    throttle.count_failure(POLICY, T0 + timedelta(seconds=10))
+    throttle.count_attempt(POLICY, T0 + timedelta(seconds=10))
 
     # Then
     events = throttle.collect_events()

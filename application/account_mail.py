@@ -1,0 +1,143 @@
+"""Mailed links: verify an email, reset a forgotten password; each works once."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+from uuid import UUID, uuid4
+
+from eventsourcing.persistence import IntegrityError
+
+from application.auth import (
+    RACE_ATTEMPTS,
+    AuthApplication,
+    Client,
+    hash_token,
+)
+from application.errors import InvalidMailTokenError, UserNotFoundError
+from domain.errors import DomainError, RequestedTooSoonError
+from domain.throttle import ThrottlePolicy
+from domain.user import MailPolicy, User
+from domain.values import RevocationReason
+
+if TYPE_CHECKING:
+    from eventsourcing.domain import BaseAggregate
+
+    from application.ports import MailTokens
+
+VERIFY = "verify-email"
+RESET = "reset-password"
+
+
+class AccountMail:
+    """The use cases behind mailed links; the outbox sends the mail itself.
+
+    A request records the hash of the link's token on the user; the outbox
+    mints the same token again when it sends the mail, so no raw token is
+    ever stored. Requests are limited per account (a cooldown) and per client
+    address (a throttle), and a password-reset request answers the same
+    whether or not the account exists.
+    """
+
+    def __init__(
+        self,
+        app: AuthApplication,
+        tokens: MailTokens,
+        policy: MailPolicy | None = None,
+        per_address: ThrottlePolicy | None = None,
+    ) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.policy = policy or MailPolicy()
+        self.per_address = per_address or ThrottlePolicy(max_attempts=10)
+
+    def request_verification(self, user_id: UUID, client: Client) -> None:
+        """Mail a link that verifies the user's email."""
+        request_id = uuid4()
+        token_hash = hash_token(self.tokens.mint(VERIFY, user_id, request_id))
+        now = self.app.clock()
+        self._record_request(
+            client,
+            user_id,
+            lambda user: user.request_verification(
+                request_id, token_hash, self.policy, now
+            ),
+        )
+
+    def verify_email(self, token: str) -> None:
+        """Verify an email with the token its link carried."""
+        user_id = self._user_of(token)
+        now = self.app.clock()
+        try:
+            self.app.update_user(
+                user_id, lambda u: u.verify_email_with(hash_token(token), now)
+            )
+        except (DomainError, UserNotFoundError):
+            raise InvalidMailTokenError from None
+
+    def forgot_password(self, email: str, client: Client) -> None:
+        """Mail a reset link if the account exists; answer alike either way."""
+        user = self.app.find_user_by_email(email)
+        request_id = uuid4()
+        if user is None:
+            self._record_request(client, None, lambda _: None)
+            return
+        token_hash = hash_token(self.tokens.mint(RESET, user.id, request_id))
+        now = self.app.clock()
+
+        def request(found: User) -> None:
+            # Too soon? The earlier link still works; saying so would leak the account.
+            with contextlib.suppress(RequestedTooSoonError):
+                found.request_password_reset(request_id, token_hash, self.policy, now)
+
+        self._record_request(client, user.id, request)
+
+    def reset_password(self, token: str, new_password: str, client: Client) -> None:
+        """Set a new password with the token its link carried; end every session."""
+        user_id = self._user_of(token)
+        password_hash = self.app.passwords.hash(new_password)
+        now = self.app.clock()
+        for _ in range(RACE_ATTEMPTS):
+            try:
+                user = self.app.get_user(user_id)
+                user.reset_password(hash_token(token), password_hash, now)
+            except (DomainError, UserNotFoundError):
+                raise InvalidMailTokenError from None
+            revoked = self.app.revoke_all_sessions(
+                user_id, client, RevocationReason.PASSWORD_CHANGED, keep=None
+            )
+            try:
+                self.app.commit(user, *revoked)
+            except IntegrityError:
+                continue
+            return
+        raise IntegrityError(f"user {user_id} kept changing during a reset")
+
+    def _user_of(self, token: str) -> UUID:
+        user_id = self.tokens.user_of(token)
+        if user_id is None:
+            raise InvalidMailTokenError
+        return user_id
+
+    def _record_request(
+        self, client: Client, user_id: UUID | None, command: Callable[[User], None]
+    ) -> None:
+        """Count the request against the address, apply it to the user, save both."""
+        key = f"mail:{client.ip}"
+        now = self.app.clock()
+        self.app.check_not_blocked(key, now)
+        for _ in range(RACE_ATTEMPTS):
+            throttle = self.app.throttle(key, now)
+            throttle.count_attempt(self.per_address, now)
+            changed: list[BaseAggregate[UUID]] = [throttle]
+            if user_id is not None:
+                user = self.app.get_user(user_id)
+                command(user)
+                changed.append(user)
+            try:
+                self.app.commit(*changed)
+            except IntegrityError:
+                continue
+            return
+        raise IntegrityError("mail request counters kept changing")

@@ -1,0 +1,199 @@
+"""The outbox's sender: mails each pending link once, retrying while SMTP is down."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+import threading
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+from uuid import UUID
+
+import psycopg
+
+from application.account_mail import RESET, VERIFY
+
+if TYPE_CHECKING:
+    from application.ports import MailTokens
+
+log = logging.getLogger(__name__)
+
+SETUP = (
+    "CREATE SCHEMA IF NOT EXISTS authledger",
+    # Delivery is not derived from events, so it lives outside the rebuildable
+    # read models: rebuilding the outbox must never send a mail again.
+    "CREATE TABLE IF NOT EXISTS authledger.mail_deliveries ("
+    " position bigint PRIMARY KEY, attempts integer NOT NULL,"
+    " next_attempt_at timestamptz NOT NULL, sent_at timestamptz, last_error text)",
+)
+# Due: not sent, not expired, retry time reached, and not superseded by a newer
+# request of the same kind (whose link is the only one that works).
+DUE = """
+SELECT o.position, o.purpose, o.user_id, o.request_id, o.email,
+       coalesce(d.attempts, 0) AS attempts
+FROM read_models.outbox o
+LEFT JOIN authledger.mail_deliveries d ON d.position = o.position
+WHERE d.sent_at IS NULL AND o.expires_at > now()
+  AND coalesce(d.next_attempt_at, '-infinity') <= now()
+  AND NOT EXISTS (SELECT 1 FROM read_models.outbox n WHERE n.user_id = o.user_id
+                  AND n.purpose = o.purpose AND n.position > o.position)
+ORDER BY o.position LIMIT 20
+"""
+ATTEMPT = """
+INSERT INTO authledger.mail_deliveries (position, attempts, next_attempt_at)
+VALUES (%(position)s, 1, now() + %(backoff)s * interval '1 second')
+ON CONFLICT (position) DO UPDATE SET attempts = mail_deliveries.attempts + 1,
+    next_attempt_at = now() + %(backoff)s * interval '1 second'
+"""
+SENT = "UPDATE authledger.mail_deliveries SET sent_at = now() WHERE position = %s"
+FAILED = "UPDATE authledger.mail_deliveries SET last_error = %s WHERE position = %s"
+LONGEST_BACKOFF_S = 300
+LOCK = "SELECT pg_try_advisory_lock(hashtextextended('authledger.mailer', 0))"
+
+# purpose -> (subject, path of the link in the web client)
+SUBJECTS = {
+    VERIFY: ("Confirm your email address", "verify-email"),
+    RESET: ("Reset your password", "reset-password"),
+}
+
+
+class MailSender(Protocol):
+    def send(self, message: EmailMessage) -> None:
+        """Hand the message over for delivery, or raise."""
+        ...
+
+
+@dataclass(frozen=True)
+class SmtpSender:
+    """A real SMTP client (smtplib), with STARTTLS, implicit TLS or neither."""
+
+    host: str
+    port: int
+    tls: Literal["starttls", "ssl", "none"]
+    user: str | None = None
+    password: str | None = None
+    timeout_s: float = 10
+
+    def send(self, message: EmailMessage) -> None:
+        context = ssl.create_default_context()
+        smtp: smtplib.SMTP
+        if self.tls == "ssl":
+            smtp = smtplib.SMTP_SSL(
+                self.host, self.port, timeout=self.timeout_s, context=context
+            )
+        else:
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout_s)
+        with smtp:
+            if self.tls == "starttls":
+                smtp.starttls(context=context)
+            if self.user and self.password:
+                smtp.login(self.user, self.password)
+            smtp.send_message(message)
+
+
+@dataclass(frozen=True)
+class FileSender:
+    """Development: write each mail as an .eml file and say where."""
+
+    directory: Path
+
+    def send(self, message: EmailMessage) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = str(message["Message-ID"]).strip("<>").replace("@", "_")
+        path = self.directory / f"{name}.eml"
+        path.write_bytes(bytes(message))
+        log.warning("mail to %s written to %s", message["To"], path)
+
+
+def setup_deliveries(conn: psycopg.Connection[Any]) -> None:
+    """Create the table that records what was sent."""
+    for statement in SETUP:
+        conn.execute(statement)
+
+
+class Mailer:
+    """Send due mails from one process at a time (advisory lock), at least once.
+
+    Each attempt is recorded before the send; the send is recorded after it.
+    A crash between the two sends that mail once more on restart (at most one
+    duplicate per crash, same Message-ID so clients can fold them); nothing
+    is ever sent that was not first recorded as attempted.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        sender: MailSender,
+        tokens: MailTokens,
+        sender_address: str,
+        public_url: str,
+        poll_s: float = 0.5,
+    ) -> None:
+        self._url = url
+        self._sender = sender
+        self._tokens = tokens
+        self._from = sender_address
+        self._public_url = public_url.rstrip("/")
+        self._poll_s = poll_s
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stopping.wait(self._poll_s):
+            try:
+                with psycopg.connect(self._url, autocommit=True) as conn:
+                    locked = conn.execute(LOCK).fetchone()
+                    while locked and locked[0] and not self._stopping.is_set():
+                        self.send_due(conn)
+                        self._stopping.wait(self._poll_s)
+            except psycopg.Error:
+                log.exception("mailer lost its database connection")
+
+    def send_due(self, conn: psycopg.Connection[Any]) -> int:
+        """Try every due mail once; return how many went out."""
+        sent = 0
+        for position, purpose, user_id, request_id, email, attempts in conn.execute(
+            DUE
+        ).fetchall():
+            backoff = min(2 ** min(attempts, 16), LONGEST_BACKOFF_S)
+            conn.execute(ATTEMPT, {"position": position, "backoff": backoff})
+            message = self._message(position, purpose, user_id, request_id, email)
+            try:
+                self._sender.send(message)
+            except (OSError, smtplib.SMTPException) as error:
+                conn.execute(FAILED, (f"{type(error).__name__}: {error}", position))
+                log.warning(
+                    "mail %s not sent, retry in %ss: %s", position, backoff, error
+                )
+                continue
+            conn.execute(SENT, (position,))
+            sent += 1
+        return sent
+
+    def _message(
+        self, position: int, purpose: str, user_id: UUID, request_id: UUID, email: str
+    ) -> EmailMessage:
+        subject, path = SUBJECTS[purpose]
+        token = self._tokens.mint(purpose, user_id, request_id)
+        message = EmailMessage()
+        message["From"] = self._from
+        message["To"] = email
+        message["Subject"] = subject
+        message["Message-ID"] = f"<mail-{position}@authledger>"
+        message.set_content(
+            f"{subject}:\n\n{self._public_url}/{path}?token={token}\n\n"
+            f"Or use this code with the API: {token}\n\n"
+            "If you did not ask for this, ignore this mail.\n"
+        )
+        return message
