@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from application.auth import Client
+from interfaces.bootstrap import READ_MODELS
 from tests.integration.helpers import MakeServices, wait_for_read_models, wait_until
 
 pytestmark = pytest.mark.postgres
@@ -23,7 +24,7 @@ def test_two_replicas_run_each_projection_once_and_both_read_their_writes(
     def running() -> Counter[str]:
         return Counter(w.spec.schema for w in workers if w.is_running and w.spec)
 
-    wait_until(lambda: len(running()) == 3, timeout_s=10, what="all projections run")
+    wait_until(lambda: len(running()) == len(READ_MODELS), timeout_s=10, what="all run")
 
     # When: each replica serves a write
     one = first.app.register("one@example.com", "password one", Client())

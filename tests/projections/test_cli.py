@@ -16,6 +16,7 @@ from infrastructure.read_model_registry import live_schemas, position_in
 from infrastructure.settings import Settings
 from interfaces.bootstrap import (
     LOGIN_HISTORY,
+    READ_MODELS,
     RUNNER_ENV,
     build_services,
     build_view,
@@ -45,7 +46,7 @@ def test_status_lists_each_read_model_live_with_its_rows(settings: Settings) -> 
     lines = {
         line.split("│")[2].strip(): line for line in out.splitlines() if "_v1" in line
     }
-    assert set(lines) == {"user_directory_v1", "active_sessions_v1", "login_history_v1"}
+    assert set(lines) == {spec.schema for spec in READ_MODELS}
     cells = [c.strip() for c in lines["user_directory_v1"].split("│")]
     assert cells[4] == "live"
     assert cells[6] == "0"  # lag
