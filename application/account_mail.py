@@ -9,13 +9,9 @@ from uuid import UUID, uuid4
 
 from eventsourcing.persistence import IntegrityError
 
-from application.auth import (
-    RACE_ATTEMPTS,
-    AuthApplication,
-    Client,
-    hash_token,
-)
+from application.auth import RACE_ATTEMPTS, AuthApplication
 from application.errors import InvalidMailTokenError, UserNotFoundError
+from application.values import Client, hash_token
 from domain.errors import DomainError, RequestedTooSoonError
 from domain.throttle import ThrottlePolicy
 from domain.user import MailPolicy, User

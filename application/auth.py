@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
-import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 from uuid import UUID, uuid4
@@ -26,11 +23,19 @@ from application.errors import (
     WrongPasswordError,
 )
 from application.ports import Clock, PasswordHasher, ReadModelPositions, utc_now
+from application.values import (
+    AuthPolicy,
+    Client,
+    SessionGrant,
+    hash_token,
+    new_refresh_token,
+    session_id_of,
+)
 from domain.email_claim import EmailClaim
 from domain.errors import DomainError
-from domain.session import RefreshPolicy, Session
-from domain.throttle import ClientThrottle, ThrottlePolicy
-from domain.user import LockoutPolicy, User
+from domain.session import Session
+from domain.throttle import ClientThrottle
+from domain.user import User
 from domain.values import RevocationReason, Role, normalise_email
 
 if TYPE_CHECKING:
@@ -42,8 +47,6 @@ if TYPE_CHECKING:
 
 TAggregate = TypeVar("TAggregate", bound="BaseAggregate[UUID]")
 
-# A refresh token is "<session id hex>.<256 random bits>"; anything longer is junk.
-REFRESH_TOKEN_MAX_LENGTH = 128
 SAVE_ATTEMPTS = 3
 # Some writes race by nature: failed logins from one address (credential
 # stuffing), refreshes of one token from several tabs. Each lost race is one
@@ -56,54 +59,6 @@ class AuthEventLog(Application[UUID]):
 
     name = "Auth"
     snapshotting_intervals: ClassVar = {User: 50, Session: 50, ClientThrottle: 50}
-
-
-@dataclass(frozen=True)
-class AuthPolicy:
-    """The rules of the use cases that come from configuration."""
-
-    lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
-    throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
-    refresh: RefreshPolicy = field(default_factory=RefreshPolicy)
-    read_model_timeout_s: float = 5.0
-
-
-@dataclass(frozen=True)
-class Client:
-    """Where a request came from, for the audit trail."""
-
-    ip: str = ""
-    user_agent: str = ""
-
-
-@dataclass(frozen=True)
-class SessionGrant:
-    """What a successful login or refresh hands to the client."""
-
-    user_id: UUID
-    session_id: UUID
-    role: Role
-    refresh_token: str
-    refresh_expires_at: datetime
-
-
-def hash_token(token: str) -> str:
-    """Hash a token for storage: it has 256 random bits, so SHA-256 suffices."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _new_refresh_token(session_id: UUID) -> str:
-    return f"{session_id.hex}.{secrets.token_urlsafe(32)}"
-
-
-def _session_id_of(token: str) -> UUID:
-    head, dot, secret = token.partition(".")
-    if len(token) > REFRESH_TOKEN_MAX_LENGTH or not dot or not secret:
-        raise InvalidRefreshTokenError
-    try:
-        return UUID(hex=head)
-    except ValueError:
-        raise InvalidRefreshTokenError from None
 
 
 class AuthApplication(AuthEventLog):
@@ -194,12 +149,12 @@ class AuthApplication(AuthEventLog):
         since it raced rather than replayed; with an interval it is decided again
         on the new version and gets a newer token.
         """
-        session_id = _session_id_of(refresh_token)
+        session_id = session_id_of(refresh_token)
         presented = hash_token(refresh_token)
         attempts = RACE_ATTEMPTS if self.policy.refresh.reuse_interval else 1
         for _ in range(attempts):
             session = self._get(session_id, Session, InvalidRefreshTokenError)
-            successor = _new_refresh_token(session_id)
+            successor = new_refresh_token(session_id)
             try:
                 session.refresh(
                     presented,
@@ -357,7 +312,7 @@ class AuthApplication(AuthEventLog):
     ) -> tuple[Session, str]:
         """Open a session and record it on the user, whose stream lists them all."""
         session_id = uuid4()
-        token = _new_refresh_token(session_id)
+        token = new_refresh_token(session_id)
         session = Session.open(
             session_id,
             user.id,

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from application.auth import AuthPolicy
+from application.values import AuthPolicy
 from domain.session import RefreshPolicy
 from domain.throttle import ThrottlePolicy
 from domain.user import LockoutPolicy, MailPolicy

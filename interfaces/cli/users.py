@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from application.audit import Auditor
-from application.auth import Client
 from application.errors import EmailAlreadyRegisteredError
+from application.values import Client
 from domain.values import Role
 from infrastructure.settings import Settings
 from interfaces.bootstrap import build_services

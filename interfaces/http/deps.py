@@ -10,8 +10,8 @@ from uuid import UUID
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from application.auth import Client
 from application.read_models import UserRow
+from application.values import Client
 from infrastructure.tokens import AccessClaims, InvalidAccessTokenError
 from interfaces.bootstrap import Services
 

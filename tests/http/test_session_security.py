@@ -11,7 +11,7 @@ import httpx
 import psycopg
 import pytest
 
-from application.auth import hash_token
+from application.values import hash_token
 from tests.http.conftest import start_server, stop_server
 from tests.http.helpers import (
     PASSWORD,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from application.auth import Client
+from application.values import Client
 from interfaces.bootstrap import Services
 
 pytestmark = pytest.mark.postgres

@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
-from application.auth import Client
 from application.errors import (
     EmailAlreadyRegisteredError,
     InvalidCredentialsError,
@@ -19,6 +18,7 @@ from application.errors import (
     SessionNotFoundError,
     WrongPasswordError,
 )
+from application.values import Client
 from interfaces.bootstrap import Services
 from tests.integration.helpers import MakeServices, wait_for_read_models
 

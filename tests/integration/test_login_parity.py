@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from application.auth import Client
 from application.errors import InvalidCredentialsError
 from application.ports import PasswordHasher
+from application.values import Client
 from interfaces.bootstrap import Services
 from tests.integration.helpers import MakeServices
 

@@ -17,8 +17,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from application.auth import AuthApplication, Client
+from application.auth import AuthApplication
 from application.errors import InvalidCredentialsError, InvalidRefreshTokenError
+from application.values import Client
 from infrastructure.database import eventsourcing_env
 from infrastructure.postgres_views import (
     PostgresActiveSessionsView,

@@ -9,9 +9,9 @@ import pytest
 from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
 
-from application.auth import Client
 from application.errors import ReadModelsLaggingError
 from application.projections import UserDirectoryProjection
+from application.values import Client
 from domain.user import User
 from infrastructure.postgres_views import PostgresUserDirectoryView
 from infrastructure.projection_runner import ReadModelSpec

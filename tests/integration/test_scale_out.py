@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from application.auth import Client
+from application.values import Client
 from interfaces.bootstrap import READ_MODELS
 from tests.integration.helpers import MakeServices, wait_for_read_models, wait_until
 

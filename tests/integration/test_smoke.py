@@ -1,4 +1,4 @@
-from application.auth import Client
+from application.values import Client
 from interfaces.bootstrap import Services
 
 

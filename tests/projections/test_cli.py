@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg.sql import SQL, Identifier
 
-from application.auth import Client
+from application.values import Client
 from infrastructure.database import ensure_schema, eventsourcing_env
 from infrastructure.projection_runner import catch_up_in_batches
 from infrastructure.read_model_registry import live_schemas, position_in

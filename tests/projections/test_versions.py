@@ -14,8 +14,8 @@ from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL, Identifier
 
-from application.auth import Client
 from application.projections import UserDirectoryProjection
+from application.values import Client
 from domain.user import User
 from infrastructure.database import eventsourcing_env
 from infrastructure.postgres_views import PostgresUserDirectoryView

@@ -6,8 +6,8 @@ from enum import StrEnum
 
 from fastapi import APIRouter, status
 
-from application.auth import SessionGrant
 from application.errors import ReadModelsLaggingError
+from application.values import SessionGrant
 from interfaces.bootstrap import Services
 from interfaces.http.deps import ClientDep, CurrentUserDep, ServicesDep
 from interfaces.http.errors import ERROR_RESPONSES
