@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
 from application.errors import (
     EmailAlreadyRegisteredError,
     InvalidCredentialsError,
     InvalidRefreshTokenError,
-    ReadModelsLaggingError,
     SessionNotFoundError,
-    TooManyAttemptsError,
     UserNotFoundError,
     WrongPasswordError,
 )
 from application.ports import Clock, PasswordHasher, ReadModelPositions, utc_now
+from application.store import SAVE_ATTEMPTS, AuthStore
 from application.values import (
     AuthPolicy,
     Client,
@@ -34,34 +29,22 @@ from application.values import (
 from domain.email_claim import EmailClaim
 from domain.errors import DomainError
 from domain.session import Session
-from domain.throttle import ClientThrottle
 from domain.user import User
 from domain.values import RevocationReason, Role, normalise_email
 
 if TYPE_CHECKING:
     from eventsourcing.domain import BaseAggregate
-    from eventsourcing.persistence import Recording
     from eventsourcing.utils import EnvType
 
     from application.read_models import ActiveSessionsView
 
-TAggregate = TypeVar("TAggregate", bound="BaseAggregate[UUID]")
-
-SAVE_ATTEMPTS = 3
 # Some writes race by nature: failed logins from one address (credential
 # stuffing), refreshes of one token from several tabs. Each lost race is one
 # attempt, so these get more.
 RACE_ATTEMPTS = 10
 
 
-class AuthEventLog(Application[UUID]):
-    """The auth event store, as the projection runners subscribe to it."""
-
-    name = "Auth"
-    snapshotting_intervals: ClassVar = {User: 50, Session: 50, ClientThrottle: 50}
-
-
-class AuthApplication(AuthEventLog):
+class AuthApplication(AuthStore):
     """Register, log in, refresh, log out and manage accounts, all as events."""
 
     name = "Auth"
@@ -76,11 +59,10 @@ class AuthApplication(AuthEventLog):
         policy: AuthPolicy | None = None,
         clock: Clock = utc_now,
     ) -> None:
-        super().__init__(env)
-        self.passwords = passwords
-        self.positions = positions
-        self.sessions = sessions
         self.policy = policy or AuthPolicy()
+        super().__init__(env, positions, self.policy.read_model_timeout_s)
+        self.passwords = passwords
+        self.sessions = sessions
         self.clock = clock
 
     # Commands --------------------------------------------------------------
@@ -237,22 +219,6 @@ class AuthApplication(AuthEventLog):
     def _check_client_not_blocked(self, client: Client, now: datetime) -> None:
         self.check_not_blocked(client.ip, now)
 
-    def throttle(self, key: str, now: datetime) -> ClientThrottle:
-        """The attempt counter of `key`: a client address, perhaps with a purpose."""
-        try:
-            throttle: ClientThrottle = self.repository.get(
-                ClientThrottle.create_id(key)
-            )
-        except AggregateNotFoundError:
-            return ClientThrottle.start(key, now)
-        return throttle
-
-    def check_not_blocked(self, key: str, now: datetime) -> None:
-        """Refuse with TooManyAttemptsError while `key` is blocked."""
-        wait = self.throttle(key, now).retry_after(now)
-        if wait is not None:
-            raise TooManyAttemptsError(math.ceil(wait.total_seconds()))
-
     def _record_failure(
         self, client: Client, user_id: UUID | None, now: datetime
     ) -> None:
@@ -278,34 +244,6 @@ class AuthApplication(AuthEventLog):
                 continue
             return
         raise IntegrityError("failed-login counters kept changing")
-
-    def get_user(self, user_id: UUID) -> User:
-        """The user, replayed from the event store."""
-        return self._get(user_id, User, UserNotFoundError)
-
-    def find_user_by_email(self, email: str) -> User | None:
-        """The user holding this email's claim, read from the event store."""
-        try:
-            claim_id = EmailClaim.create_id(normalise_email(email))
-            claim: EmailClaim = self.repository.get(claim_id)
-        except (DomainError, AggregateNotFoundError):
-            return None
-        user: User = self.repository.get(claim.user_id)
-        return user
-
-    def _get(
-        self,
-        aggregate_id: UUID,
-        kind: type[TAggregate],
-        missing: type[Exception],
-    ) -> TAggregate:
-        try:
-            aggregate: BaseAggregate[UUID] = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            raise missing from None
-        if not isinstance(aggregate, kind):
-            raise missing
-        return aggregate
 
     def _open_session(
         self, user: User, client: Client, now: datetime
@@ -344,19 +282,6 @@ class AuthApplication(AuthEventLog):
                 revoked.append(session)
         return revoked
 
-    def update_user(self, user_id: UUID, command: Callable[[User], None]) -> None:
-        """Apply `command` to a fresh copy of the user, retrying on a stale version."""
-        for _ in range(SAVE_ATTEMPTS):
-            user = self._get(user_id, User, UserNotFoundError)
-            command(user)
-            try:
-                recordings = self.save(user)
-            except IntegrityError:
-                continue
-            self._catch_up(recordings)
-            return
-        raise IntegrityError(f"user {user_id} kept changing under the command")
-
     def _grant(self, user: User, session: Session, refresh_token: str) -> SessionGrant:
         return SessionGrant(
             user_id=user.id,
@@ -366,24 +291,3 @@ class AuthApplication(AuthEventLog):
             refresh_token=refresh_token,
             refresh_expires_at=session.expires_at,
         )
-
-    def commit(self, *aggregates: BaseAggregate[UUID]) -> None:
-        """Save the aggregates' new events in one transaction; read-your-writes."""
-        self._catch_up(self.save(*aggregates))
-
-    def _catch_up(self, recordings: Sequence[Recording[UUID]]) -> None:
-        """Return once every live read model has applied these events.
-
-        That is read-your-writes for the caller. Poll from 1 ms: the library's
-        own wait() starts at 100 ms, far above what a projection needs.
-        """
-        if not recordings:
-            return
-        position = max(r.notification.id for r in recordings)
-        deadline = time.monotonic() + self.policy.read_model_timeout_s
-        pause = 0.001
-        while not self.positions.reached(self.name, position):
-            if time.monotonic() > deadline:
-                raise ReadModelsLaggingError(position)
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)

@@ -15,7 +15,7 @@ from eventsourcing.persistence import InfrastructureFactory, Tracking
 from eventsourcing.projection import Projection, ProjectionRunner
 from eventsourcing.utils import Environment
 
-from application.auth import AuthEventLog
+from application.store import AuthEventLog
 from infrastructure.read_model_registry import drop_schema, live_schemas, switch_live
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from eventsourcing.persistence import Notification
 from eventsourcing.projection import ProjectionRunner
 from psycopg import sql
 
-from application.auth import AuthEventLog
+from application.store import AuthEventLog
 from application.values import Client
 from infrastructure.database import ensure_schema, eventsourcing_env
 from infrastructure.projection_runner import ReadModelSpec
