@@ -22,7 +22,16 @@ if TYPE_CHECKING:
 
 EXPORT_PAGE = 1000
 # Event fields that would help an attacker (even hashed) never leave the store.
-SECRET_FIELDS = frozenset({"password_hash", "refresh_token_hash"})
+SECRET_FIELDS = frozenset(
+    {
+        "password_hash",
+        "refresh_token_hash",
+        "token_hash",
+        "retired_at",  # keyed by refresh-token hashes
+        "pending_verification",  # hold mailed tokens' hashes
+        "pending_reset",
+    }
+)
 
 
 @dataclass(frozen=True)

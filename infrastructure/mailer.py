@@ -157,8 +157,8 @@ class Mailer:
                     while locked and locked[0] and not self._stopping.is_set():
                         self.send_due(conn)
                         self._stopping.wait(self._poll_s)
-            except psycopg.Error:
-                log.exception("mailer lost its database connection")
+            except Exception:  # keep mailing: log, wait, resume
+                log.exception("mailer stopped; resuming")
 
     def send_due(self, conn: psycopg.Connection[Any]) -> int:
         """Try every due mail once; return how many went out."""

@@ -27,7 +27,7 @@ When = Annotated[
 
 @contextmanager
 def _auditor() -> Iterator[Auditor]:
-    services = build_services(Settings(run_projections=False))
+    services = build_services(Settings(run_projections=False, run_mailer=False))
     try:
         yield Auditor(services.app)
     finally:

@@ -81,7 +81,7 @@ def read_model_status(services: Services) -> list[VersionStatus]:
 @projections.command()
 def status() -> None:
     """Show each read model's versions: state, position, lag in events, rows."""
-    services = build_services(Settings(run_projections=False))
+    services = build_services(Settings(run_projections=False, run_mailer=False))
     try:
         rows = read_model_status(services)
     finally:
@@ -119,7 +119,10 @@ def run() -> None:
 @projections.command()
 def rebuild(
     name: Annotated[
-        str, typer.Argument(help="user_directory, active_sessions or login_history")
+        str,
+        typer.Argument(
+            help="user_directory, active_sessions, login_history or mail_outbox"
+        ),
     ],
 ) -> None:
     """Rebuild a read model from the whole log beside the live one, then switch.
@@ -127,7 +130,7 @@ def rebuild(
     The service keeps serving from the live tables meanwhile. Interrupted, it
     resumes where it stopped when run again.
     """
-    services = build_services(Settings(run_projections=False))
+    services = build_services(Settings(run_projections=False, run_mailer=False))
     try:
         _rebuild(services, name)
     finally:

@@ -33,7 +33,7 @@ def create_admin(
     """Create an ADMIN account, or promote the existing account with this email."""
     if not 8 <= len(password) <= 256:
         raise typer.BadParameter("the password must have 8 to 256 characters")
-    services = build_services(Settings())
+    services = build_services(Settings(run_mailer=False))
     try:
         try:
             services.app.register(email, password, Client(user_agent="cli"), Role.ADMIN)
