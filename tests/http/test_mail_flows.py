@@ -249,3 +249,26 @@ def test_a_crash_between_sending_and_recording_sends_at_most_one_duplicate(
     finally:
         stop_server(process)
         controller.stop()
+
+
+def test_mail_requests_from_one_address_are_limited(
+    database_url: str, tmp_path: Path
+) -> None:
+    process, base_url = start_server(
+        database_url,
+        tmp_path,
+        AUTHLEDGER_MAIL_MAX_PER_ADDRESS="3",
+        AUTHLEDGER_RUN_MAILER="false",
+    )
+    try:
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            answers = [
+                client.post("/api/auth/password/forgot", json={"email": new_email()})
+                for _ in range(4)
+            ]
+    finally:
+        stop_server(process)
+
+    assert [a.status_code for a in answers] == [202, 202, 202, 429]
+    assert answers[3].json()["code"] == "too_many_attempts"
+    assert int(answers[3].headers["retry-after"]) > 0
