@@ -21,7 +21,12 @@ def free_port() -> int:
 
 
 def start_server(
-    database_url: str, data_dir: Path, *, port: int | None = None, **extra_env: str
+    database_url: str,
+    data_dir: Path,
+    *,
+    port: int | None = None,
+    workers: int = 1,
+    **extra_env: str,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start the service as a user would, and wait until it answers /readyz."""
     port = port or free_port()
@@ -44,7 +49,7 @@ def start_server(
                 "--port",
                 str(port),
                 "--workers",
-                "1",
+                str(workers),
             ],
             env=env,
             stdout=log,

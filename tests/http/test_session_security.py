@@ -182,10 +182,12 @@ def test_a_locked_account_refuses_even_the_right_password_with_the_same_answer(
 def lenient_server(
     module_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """A second server on this database: a reuse interval and strict IP limits."""
+    """A second server on this database, two processes: a reuse interval and
+    strict address limits."""
     process, base_url = start_server(
         module_database_url,
         tmp_path_factory.mktemp("lenient"),
+        workers=2,  # racing requests land in different processes
         AUTHLEDGER_REFRESH_REUSE_INTERVAL_S="30",
         AUTHLEDGER_CLIENT_MAX_FAILURES="4",
         AUTHLEDGER_CLIENT_WINDOW_S="60",
