@@ -26,7 +26,7 @@ pytest: $(BIN)/.installed
 	$(BIN)/pytest
 
 bench: $(BIN)/.installed  ## Print the benchmark table.
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .data

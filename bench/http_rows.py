@@ -1,0 +1,204 @@
+"""The HTTP rows: login, signup, /me, /me during a login storm, refresh."""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+from bench import lua, seed
+from bench.database import Pgbench
+from bench.drive import Driver, Runs, Target
+from bench.procs import Load
+from bench.report import Row
+from bench.stats import Figure, ratio
+
+if TYPE_CHECKING:
+    from bench.bcrypt_bound import BcryptBound
+    from bench.options import Options
+    from bench.peer import Peer
+    from bench.setup import Service, Stack
+    from interfaces.bootstrap import Services
+
+
+def _vs(ours: Figure, other: Figure, what: str) -> str:
+    return f"{ratio(ours, other).show('x')} {what}" if other.values else ""
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
+
+
+class HttpRows:
+    """Seed accounts, then run each row's runs, ours and the peer's paired."""
+
+    def __init__(
+        self,
+        opts: Options,
+        stack: Stack,
+        service: Service,
+        services: Services,
+        peer: Peer | None,
+        driver: Driver,
+    ) -> None:
+        self.opts, self.stack, self.services = opts, stack, services
+        self.driver = driver
+        emails = [f"login-{i}@bench.example.com" for i in range(opts.login_users)]
+        self.user_ids = seed.create_users(services, emails)
+        grants = seed.open_sessions(services, self.user_ids[:8])
+        seed.wait_caught_up(services)
+        self.ours = Target(
+            name="authledger",
+            base_url=service.base_url,
+            login_path="/api/auth/login",
+            login_body=lua.LOGIN_JSON,
+            signup_path="/api/auth/signup",
+            me_path="/api/auth/me",
+            emails=lua.write_lines(stack.tmp / "emails.txt", emails),
+            me_tokens=lua.write_lines(
+                stack.tmp / "tokens.txt", [g.access_token for g in grants]
+            ),
+            password=seed.PASSWORD,
+        )
+        self.peer: Target | None = None
+        if peer:
+            peer_emails = [f"peer-{i}@bench.example.com" for i in range(32)]
+            peer.register(peer_emails)
+            peer_tokens = [peer.login(email) for email in peer_emails[:2]]
+            self.peer = Target(
+                name="peer",
+                base_url=peer.base_url,
+                login_path="/auth/jwt/login",
+                login_body=lua.LOGIN_FORM,
+                signup_path="/auth/register",
+                me_path="/users/me",
+                emails=lua.write_lines(stack.tmp / "peer-emails.txt", peer_emails),
+                me_tokens=lua.write_lines(stack.tmp / "peer-tokens.txt", peer_tokens),
+                password=seed.PASSWORD,
+            )
+
+    def _targets(self) -> list[Target]:
+        return [self.ours, self.peer] if self.peer else [self.ours]
+
+    def login(self, bound: BcryptBound) -> Row:
+        runs = {t.name: Runs() for t in self._targets()}
+        for _ in range(self.opts.runs):
+            for target in self._targets():
+                script = target.login(8)
+                runs[target.name].add(*self.driver.run(target.base_url, script, 8, 8))
+        ours = runs["authledger"]
+        bcrypt = ours.rps.median * bound.check_s.median
+        hint = f"bcrypt ≈ {bcrypt:.2f} cores of {ours.cores('service'):.2f} used"
+        return Row(
+            "login/s, 8 connections (correct passwords)",
+            ours.show(),
+            _join(f"bcrypt bound {bound.logins.show('/s')}", self._peer_text(runs)),
+            _join(
+                _vs(ours.rps, bound.logins, "of bound"),
+                self._peer_ratio(runs),
+            ),
+            _join(ours.verdict(hint), self._peer_verdict(runs)),
+        )
+
+    def signup(self, bound: BcryptBound) -> Row:
+        runs = {t.name: Runs() for t in self._targets()}
+        for _ in range(self.opts.runs):
+            for target in self._targets():
+                script = target.signup(8, f"s{secrets.token_hex(4)}")
+                runs[target.name].add(*self.driver.run(target.base_url, script, 8, 8))
+        ours = runs["authledger"]
+        bcrypt = ours.rps.median * bound.hash_s.median
+        hint = f"bcrypt ≈ {bcrypt:.2f} cores of {ours.cores('service'):.2f} used"
+        return Row(
+            "signup/s, 8 connections (new users)",
+            ours.show(),
+            _join(f"bcrypt bound {bound.signups.show('/s')}", self._peer_text(runs)),
+            _join(_vs(ours.rps, bound.signups, "of bound"), self._peer_ratio(runs)),
+            _join(ours.verdict(hint), self._peer_verdict(runs)),
+        )
+
+    def me(self) -> Row:
+        runs = {t.name: Runs() for t in self._targets()}
+        for _ in range(self.opts.runs):
+            for target in self._targets():
+                url = target.base_url + target.me_path
+                runs[target.name].add(*self.driver.run(url, target.me(2), 2, 32))
+        ours = runs["authledger"]
+        return Row(
+            "me/s, 32 connections (GET /api/auth/me, session checked)",
+            ours.show(),
+            self._peer_text(runs, "/users/me") or "— (run with --peer)",
+            self._peer_ratio(runs),
+            _join(ours.verdict(), self._peer_verdict(runs)),
+        )
+
+    def storm(self) -> Row:
+        alone, during, logins = Runs(), Runs(), Runs()
+        peer_during, peer_logins = Runs(), Runs()
+        for _ in range(self.opts.runs):
+            url = self.ours.base_url + self.ours.me_path
+            alone.add(*self.driver.run(url, self.ours.me(2), 2, 8))
+            me, login, load = self.driver.storm(self.ours)
+            during.add(me, load)
+            logins.add(login, load)
+            if self.peer:
+                me, login, load = self.driver.storm(self.peer)
+                peer_during.add(me, load)
+                peer_logins.add(login, load)
+        compared = f"without logins: {alone.show()}"
+        if self.peer:
+            compared += f"; peer during its storm: {peer_during.show()}"
+            compared += f" (its logins {peer_logins.rps.show('/s')})"
+        return Row(
+            "me/s during a login storm (8 me + 8 login connections)",
+            f"{during.show()}; logins meanwhile {logins.rps.show('/s')}",
+            compared,
+            _join(
+                _vs(during.rps, alone.rps, "of without logins"),
+                _vs(during.rps, peer_during.rps, "of peer"),
+            ),
+            _join(
+                Runs(during.results + logins.results, during.loads).verdict(),
+                f"peer: {peer_during.verdict(database='peer')}" if self.peer else "",
+            ),
+        )
+
+    def refresh(self) -> Row:
+        pgbench = Pgbench(self.stack)
+        refreshes, tps, tps_loads = Runs(), [], []
+        n = self.opts.refresh_sessions
+        for run in range(self.opts.runs):
+            users = [self.user_ids[i % len(self.user_ids)] for i in range(n)]
+            grants = seed.open_sessions(self.services, users)
+            seed.wait_caught_up(self.services)
+            tokens = lua.write_lines(
+                self.stack.tmp / f"refresh-{run}.txt", [g.refresh_token for g in grants]
+            )
+            script = lua.script(lua.REFRESH, 8, tokens=tokens, path="/api/auth/refresh")
+            refreshes.add(*self.driver.run(self.ours.base_url, script, 8, 8))
+            rate, load = pgbench.run(self.opts.duration, self.driver.meter())
+            tps.append(rate)
+            tps_loads.append(load)
+        bound = Figure.of(tps)
+        return Row(
+            f"refresh/s, 8 connections ({n} distinct sessions rotated)",
+            refreshes.show(),
+            f"pgbench append 1 row + update 1 row per txn, 8 clients: "
+            f"{bound.show('txn/s')}",
+            _vs(refreshes.rps, bound, "of pgbench"),
+            _join(
+                refreshes.verdict(),
+                f"pgbench: {Load.mean(tps_loads).verdict()}",
+            ),
+        )
+
+    def _peer_text(self, runs: dict[str, Runs], what: str = "") -> str:
+        peer = runs.get("peer")
+        return f"peer{' ' + what if what else ''}: {peer.show()}" if peer else ""
+
+    def _peer_ratio(self, runs: dict[str, Runs]) -> str:
+        peer = runs.get("peer")
+        return _vs(runs["authledger"].rps, peer.rps, "of peer") if peer else ""
+
+    def _peer_verdict(self, runs: dict[str, Runs]) -> str:
+        peer = runs.get("peer")
+        return f"peer: {peer.verdict(database='peer')}" if peer else ""

@@ -1,0 +1,28 @@
+"""What to run, and how big: the command-line options and the sizes they imply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Options:
+    runs: int = 3
+    duration: float = 10.0
+    peer: bool = False
+    quick: bool = False
+    # The generated log for rebuild, raw read and export.
+    events: int = 1_000_000
+    # The one user whose history the audit replays.
+    history_events: int = 10_000
+    # Accounts that log in (8 connections, each with its own slice).
+    login_users: int = 32
+    # Distinct sessions rotated by the refresh runs (fresh ones every run).
+    refresh_sessions: int = 128
+    # Commands timed from commit to visibility in the read models, per run.
+    freshness_samples: int = 200
+
+    @classmethod
+    def quick_run(cls, peer: bool) -> Options:
+        """A smoke run: one short run of everything, small sizes."""
+        return cls(runs=1, duration=4.0, peer=peer, quick=True, events=20_000)
