@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 TAggregate = TypeVar("TAggregate", bound="BaseAggregate[UUID]")
 SAVE_ATTEMPTS = 3
+SAVE_CHUNK = 100
 
 
 class AuthEventLog(Application[UUID]):
@@ -115,8 +116,17 @@ class AuthStore(AuthEventLog):
         raise IntegrityError(f"user {user_id} kept changing under the command")
 
     def commit(self, *aggregates: BaseAggregate[UUID]) -> None:
-        """Save the aggregates' new events in one transaction; read-your-writes."""
-        self._catch_up(self.save(*aggregates))
+        """Save the aggregates' new events, then wait for the read models.
+
+        Up to SAVE_CHUNK aggregates go in one transaction; more (a user with
+        very many sessions logging out everywhere) go in several, the first
+        ones first, since one huge insert stalls in the driver's pipeline while
+        holding the events table's lock.
+        """
+        recordings: list[Recording[UUID]] = []
+        for start in range(0, len(aggregates), SAVE_CHUNK):
+            recordings += self.save(*aggregates[start : start + SAVE_CHUNK])
+        self._catch_up(recordings)
 
     def _catch_up(self, recordings: Sequence[Recording[UUID]]) -> None:
         """Return once every live read model has applied these events.

