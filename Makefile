@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint pytest bench clean
+.PHONY: run test lint pytest bench load clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ pytest: $(BIN)/.installed
 
 bench: $(BIN)/.installed  ## Print the benchmark table.
 	$(BIN)/python -m bench $(ARGS)
+
+load: $(BIN)/.installed  ## Minutes of mixed traffic: fails on a 5xx, lag or growing memory.
+	$(BIN)/python -m bench.load $(ARGS)
 
 clean:
 	rm -rf $(VENV) .data

@@ -24,7 +24,7 @@ from interfaces.bootstrap import Services, build_services
 if TYPE_CHECKING:
     from pathlib import Path
 
-PASSWORD = "correct horse battery staple"  # noqa: S105  (bench accounts)
+PASSWORD = "correct horse battery staple"
 BATCH = 200
 IP, AGENT = "127.0.0.1", "authledger-bench"
 
