@@ -14,6 +14,7 @@ import psycopg
 from eventsourcing.persistence import InfrastructureFactory, Tracking
 from eventsourcing.projection import Projection, ProjectionRunner
 from eventsourcing.utils import Environment
+from psycopg.sql import SQL, Identifier
 
 from application.store import AuthEventLog
 from infrastructure.read_model_registry import drop_schema, live_schemas, switch_live
@@ -169,7 +170,10 @@ class ProjectionWorker:
                 # Losing the lock connection loses the lock: stop before another
                 # process starts a second runner on the same tables.
                 live = live_schemas(lock_conn).get(spec.name)
-                if self._builds and live != spec.schema and _caught_up(runner):
+                caught_up = _caught_up(runner)
+                if not caught_up:
+                    _nudge(runner, lock_conn)
+                if self._builds and live != spec.schema and caught_up:
                     self._switch(spec, lock_conn)
                 elif not self._builds and live != spec.schema:
                     return  # switched away: restart on the new live schema
@@ -220,6 +224,17 @@ def catch_up_in_batches(
     finally:
         view.datastore.close()
         app.close()
+
+
+def _nudge(runner: ProjectionRunner[Any, Any], conn: psycopg.Connection[Any]) -> None:
+    """Wake the runner's subscription with a NOTIFY of our own.
+
+    eventsourcing 9.5.6 starts LISTEN in one thread while another pulls what
+    is already stored; an event committed between the two is never notified,
+    and the runner would wait for the next write. Behind the head, we notify.
+    """
+    channel = runner.app.recorder.channel_name
+    conn.execute(SQL("NOTIFY {}").format(Identifier(channel)))
 
 
 def _caught_up(runner: ProjectionRunner[Any, Any]) -> bool:
