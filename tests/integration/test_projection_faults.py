@@ -82,7 +82,7 @@ def test_a_failing_projection_stops_visibly_and_resumes_once_fixed(
             timeout_s=15,
             what="resumed",
         )
-        assert readyz(services).status_code == 200
+        wait_until(lambda: readyz(services).status_code == 200, 10, "ready again")
         rows = services.users.list_users("poison", 10, 0)
         assert [row.email for row in rows] == ["poison@example.com"]
     finally:
