@@ -94,7 +94,7 @@ class AuthApplication(AuthStore):
         bcrypt check and one save, and end in the same InvalidCredentialsError.
         """
         now = self.clock()
-        self._check_client_not_blocked(client, now)
+        self.check_not_blocked(client.ip, now)
         user = self.find_user_by_email(email)
         if user is None:
             self.passwords.verify_dummy(password)
@@ -188,7 +188,7 @@ class AuthApplication(AuthStore):
     ) -> None:
         """Replace the password and end every other session of the user."""
         now = self.clock()
-        self._check_client_not_blocked(client, now)
+        self.check_not_blocked(client.ip, now)
         user = self._get(user_id, User, UserNotFoundError)
         if not self.passwords.verify(current_password, user.password_hash):
             # A stolen access token must not become a password-guessing oracle.
@@ -215,9 +215,6 @@ class AuthApplication(AuthStore):
         self.update_user(user_id, lambda u: u.unlock(unlocked_by, self.clock()))
 
     # Helpers ---------------------------------------------------------------
-
-    def _check_client_not_blocked(self, client: Client, now: datetime) -> None:
-        self.check_not_blocked(client.ip, now)
 
     def _record_failure(
         self, client: Client, user_id: UUID | None, now: datetime

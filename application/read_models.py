@@ -57,10 +57,6 @@ class ReadModel(TrackingRecorder, ABC):
     def skip(self, tracking: Tracking) -> None:
         """Advance the position past an event this read model ignores."""
 
-    @abstractmethod
-    def row_count(self) -> int:
-        """Count the rows, for status reports."""
-
 
 class UserDirectoryView(ReadModel):
     """The `users` table."""

@@ -9,10 +9,6 @@ class InvalidEmailError(DomainError):
     """The text is not an email address."""
 
 
-class AccountLockedError(DomainError):
-    """The account is locked after too many failed logins."""
-
-
 class SessionRevokedError(DomainError):
     """The session has ended; no token of it is valid any more."""
 

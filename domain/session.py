@@ -116,9 +116,6 @@ class Session(Aggregate):
     def is_revoked(self) -> bool:
         return self.revoked_reason is not None
 
-    def is_active(self, now: datetime) -> bool:
-        return not self.is_revoked and now < self.expires_at
-
     def check_not_revoked(self) -> None:
         if self.is_revoked:
             raise SessionRevokedError(self.id)

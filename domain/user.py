@@ -11,7 +11,6 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate
 
 from domain.errors import (
-    AccountLockedError,
     EmailAlreadyVerifiedError,
     InvalidMailTokenError,
     RequestedTooSoonError,
@@ -244,10 +243,6 @@ class User(Aggregate):
 
     def is_locked(self, now: datetime) -> bool:
         return self.locked_until is not None and now < self.locked_until
-
-    def check_not_locked(self, now: datetime) -> None:
-        if self.is_locked(now):
-            raise AccountLockedError(self.id)
 
     def release_expired_lock(self, now: datetime) -> None:
         """Record that a lock has run out, so the timeline shows when it ended."""

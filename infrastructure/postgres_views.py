@@ -115,13 +115,6 @@ class PostgresReadModel(PostgresTrackingRecorder):
         with self._event_transaction(tracking):
             pass
 
-    def row_count(self) -> int:
-        """Count the table's rows."""
-        with self.datastore.transaction() as curs:
-            curs.execute(self.qualified("SELECT count(*) AS n FROM {table}"))
-            row = curs.fetchone()
-        return int(row["n"]) if row else 0
-
     def select(
         self, row_type: type[Row], query: str, params: Sequence[Any]
     ) -> list[Row]:

@@ -7,7 +7,6 @@ from uuid import uuid4
 
 import pytest
 
-from domain.errors import AccountLockedError
 from domain.user import LockoutPolicy, User
 from domain.values import Role
 from tests.unit.helpers import T0, only
@@ -262,28 +261,15 @@ def test_attempts_while_locked_are_recorded_as_locked_and_do_not_extend_it() -> 
     assert user.locked_until == locked_at + POLICY.first_lock
 
 
-def test_check_not_locked_raises_account_locked_while_locked() -> None:
+def test_the_account_is_locked_until_the_lock_runs_out() -> None:
     # Given
     user = registered_user()
     locked_at = lock_out(user, T0)
     user.collect_events()
 
     # When / Then
-    with pytest.raises(AccountLockedError):
-        user.check_not_locked(locked_at + POLICY.first_lock - timedelta(seconds=1))
-    assert user.collect_events() == []
-
-
-def test_check_not_locked_passes_once_the_lock_has_run_out() -> None:
-    # Given
-    user = registered_user()
-    locked_at = lock_out(user, T0)
-    user.collect_events()
-
-    # When
-    user.check_not_locked(locked_at + POLICY.first_lock)
-
-    # Then
+    assert user.is_locked(locked_at + POLICY.first_lock - timedelta(seconds=1))
+    assert not user.is_locked(locked_at + POLICY.first_lock)
     assert user.collect_events() == []
 
 
