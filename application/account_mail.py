@@ -7,10 +7,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
-from eventsourcing.persistence import IntegrityError
-
-from application.auth import RACE_ATTEMPTS, AuthApplication
 from application.errors import InvalidMailTokenError, UserNotFoundError
+from application.store import retry_on_conflict
 from application.values import Client, hash_token
 from domain.errors import DomainError, RequestedTooSoonError
 from domain.throttle import ThrottlePolicy
@@ -20,6 +18,7 @@ from domain.values import RevocationReason
 if TYPE_CHECKING:
     from eventsourcing.domain import BaseAggregate
 
+    from application.auth import AuthApplication
     from application.ports import MailTokens
 
 VERIFY = "verify-email"
@@ -94,21 +93,17 @@ class AccountMail:
         user_id = self._user_of(token)
         password_hash = self.app.passwords.hash(new_password)
         now = self.app.clock()
-        for _ in range(RACE_ATTEMPTS):
-            try:
-                user = self.app.get_user(user_id)
-                user.reset_password(hash_token(token), password_hash, now)
-            except (DomainError, UserNotFoundError):
-                raise InvalidMailTokenError from None
-            revoked = self.app.revoke_all_sessions(
-                user_id, client, RevocationReason.PASSWORD_CHANGED, keep=None
+        try:
+            self.app.revoke_sessions(
+                user_id,
+                client,
+                RevocationReason.PASSWORD_CHANGED,
+                change=lambda u: u.reset_password(
+                    hash_token(token), password_hash, now
+                ),
             )
-            try:
-                self.app.commit(user, *revoked)
-            except IntegrityError:
-                continue
-            return
-        raise IntegrityError(f"user {user_id} kept changing during a reset")
+        except (DomainError, UserNotFoundError):
+            raise InvalidMailTokenError from None
 
     def _user_of(self, token: str) -> UUID:
         user_id = self.tokens.user_of(token)
@@ -123,7 +118,8 @@ class AccountMail:
         key = f"mail:{client.ip}"
         now = self.app.clock()
         self.app.check_not_blocked(key, now)
-        for _ in range(RACE_ATTEMPTS):
+
+        def record() -> None:
             throttle = self.app.throttle(key, now)
             throttle.count_attempt(self.per_address, now)
             changed: list[BaseAggregate[UUID]] = [throttle]
@@ -131,9 +127,6 @@ class AccountMail:
                 user = self.app.get_user(user_id)
                 command(user)
                 changed.append(user)
-            try:
-                self.app.commit(*changed)
-            except IntegrityError:
-                continue
-            return
-        raise IntegrityError("mail request counters kept changing")
+            self.app.save(*changed)
+
+        retry_on_conflict(record)

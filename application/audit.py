@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -11,9 +10,9 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 
 from application.errors import UserNotFoundError
+from application.timeline import TimelineEntry, timeline_entry
 from domain.email_claim import EmailClaim
 from domain.errors import DomainError
-from domain.session import Session
 from domain.user import User
 from domain.values import normalise_email
 
@@ -32,65 +31,6 @@ SECRET_FIELDS = frozenset(
         "pending_reset",
     }
 )
-
-
-@dataclass(frozen=True)
-class TimelineEntry:
-    """One fact of a user's history, as an auditor reads it."""
-
-    at: datetime
-    event: str
-    session_id: UUID | None
-    ip: str
-    user_agent: str
-    detail: str
-
-
-def _describe(event: object) -> tuple[str, str]:  # noqa: PLR0911  (one branch per event)
-    """Name an event for auditors and summarise what it says beyond common fields."""
-    match event:
-        case User.Registered():
-            return "registered", f"{event.email} as {event.role}"
-        case User.LoggedIn():
-            return "login_succeeded", ""
-        case User.LoginFailed():
-            return "login_failed", event.reason
-        case User.LockedOut():
-            return "locked_out", f"until {event.until.isoformat()}"
-        case User.Unlocked():
-            return (
-                "unlocked",
-                f"by {event.unlocked_by}" if event.unlocked_by else "expired",
-            )
-        case User.PasswordChanged():
-            return "password_changed", ""
-        case User.RoleChanged():
-            return "role_changed", f"to {event.role} by {event.changed_by}"
-        case User.EmailVerified():
-            return "email_verified", ""
-        case Session.Opened():
-            return "session_opened", f"expires {event.expires_at.isoformat()}"
-        case Session.TokenRotated():
-            return "token_rotated", f"generation {event.generation}"
-        case Session.Revoked():
-            return "session_revoked", event.reason
-    return type(event).__name__, ""
-
-
-def _entry(event: Any) -> TimelineEntry:
-    name, detail = _describe(event)
-    is_session = isinstance(event, Session.Event)
-    session_id = (
-        event.originator_id if is_session else getattr(event, "session_id", None)
-    )
-    return TimelineEntry(
-        at=event.timestamp,
-        event=name,
-        session_id=session_id,
-        ip=getattr(event, "ip", ""),
-        user_agent=getattr(event, "user_agent", ""),
-        detail=detail,
-    )
 
 
 class Auditor:
@@ -130,7 +70,7 @@ class Auditor:
         events: list[Any] = [*user_events]
         for session_id in session_ids:
             events.extend(self.app.events.get(session_id))
-        entries = [_entry(e) for e in events if not isinstance(e, User.LoggedIn)]
+        entries = [found[1] for e in events if (found := timeline_entry(e))]
         entries.sort(key=lambda entry: entry.at)
         return [
             entry

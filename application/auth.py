@@ -1,7 +1,12 @@
-"""AuthApplication: every command of the auth service, each one atomic save."""
+"""AuthApplication: every command of the auth service, each one atomic save.
+
+Commands decide from aggregates only, never from read models: the sessions a
+revocation ends are those the user's own stream lists before it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
@@ -9,15 +14,16 @@ from uuid import UUID, uuid4
 from eventsourcing.persistence import IntegrityError
 
 from application.errors import (
+    ConflictError,
     EmailAlreadyRegisteredError,
     InvalidCredentialsError,
     InvalidRefreshTokenError,
     SessionNotFoundError,
-    UserNotFoundError,
     WrongPasswordError,
 )
-from application.ports import Clock, PasswordHasher, ReadModelPositions, utc_now
-from application.store import SAVE_ATTEMPTS, AuthStore
+from application.ports import Clock, PasswordHasher, utc_now
+from application.read_models import UserRow
+from application.store import AuthStore, retry_on_conflict
 from application.values import (
     AuthPolicy,
     Client,
@@ -36,13 +42,6 @@ if TYPE_CHECKING:
     from eventsourcing.domain import BaseAggregate
     from eventsourcing.utils import EnvType
 
-    from application.read_models import ActiveSessionsView
-
-# Some writes race by nature: failed logins from one address (credential
-# stuffing), refreshes of one token from several tabs. Each lost race is one
-# attempt, so these get more.
-RACE_ATTEMPTS = 10
-
 
 class AuthApplication(AuthStore):
     """Register, log in, refresh, log out and manage accounts, all as events."""
@@ -54,15 +53,12 @@ class AuthApplication(AuthStore):
         env: EnvType | None = None,
         *,
         passwords: PasswordHasher,
-        positions: ReadModelPositions,
-        sessions: ActiveSessionsView,
         policy: AuthPolicy | None = None,
         clock: Clock = utc_now,
     ) -> None:
+        super().__init__(env)
         self.policy = policy or AuthPolicy()
-        super().__init__(env, positions, self.policy.read_model_timeout_s)
         self.passwords = passwords
-        self.sessions = sessions
         self.clock = clock
 
     # Commands --------------------------------------------------------------
@@ -78,12 +74,11 @@ class AuthApplication(AuthStore):
         claim = EmailClaim.claim(email, user.id, now)
         session, refresh_token = self._open_session(user, client, now)
         try:
-            recordings = self.save(user, claim, session)
+            self.save(user, claim, session)
         except IntegrityError:
             if EmailClaim.create_id(email) in self.repository:
                 raise EmailAlreadyRegisteredError from None
-            raise
-        self._catch_up(recordings)
+            raise ConflictError from None
         return self._grant(user, session, refresh_token)
 
     def login(self, email: str, password: str, client: Client) -> SessionGrant:
@@ -106,21 +101,19 @@ class AuthApplication(AuthStore):
             self._record_failure(client, user.id, now)
             raise InvalidCredentialsError
         checked_hash = user.password_hash
-        for _ in range(SAVE_ATTEMPTS):
-            session, refresh_token = self._open_session(user, client, now)
-            try:
-                recordings = self.save(user, session)
-            except IntegrityError:
-                # The user changed since the check: another login is harmless,
-                # but a new password or a lock must refuse this one.
-                user = self._get(user.id, User, InvalidCredentialsError)
-                user.release_expired_lock(now)
-                if user.password_hash != checked_hash or user.is_locked(now):
-                    raise InvalidCredentialsError from None
-                continue
-            self._catch_up(recordings)
-            return self._grant(user, session, refresh_token)
-        raise IntegrityError(f"user {user.id} kept changing during login")
+
+        def open_session() -> SessionGrant:
+            # Decide on the user as it is now: a new password or a lock set
+            # since the check refuses this login; another login is harmless.
+            current = self.get_user(user.id)
+            current.release_expired_lock(now)
+            if current.password_hash != checked_hash or current.is_locked(now):
+                raise InvalidCredentialsError
+            session, refresh_token = self._open_session(current, client, now)
+            self.save(current, session)
+            return self._grant(current, session, refresh_token)
+
+        return retry_on_conflict(open_session)
 
     def refresh(self, refresh_token: str, client: Client) -> SessionGrant:
         """Rotate a refresh token; a stale one revokes its whole session.
@@ -133,9 +126,12 @@ class AuthApplication(AuthStore):
         """
         session_id = session_id_of(refresh_token)
         presented = hash_token(refresh_token)
-        attempts = RACE_ATTEMPTS if self.policy.refresh.reuse_interval else 1
-        for _ in range(attempts):
+
+        def rotate() -> SessionGrant:
             session = self._get(session_id, Session, InvalidRefreshTokenError)
+            user = self._get(session.user_id, User, InvalidRefreshTokenError)
+            if user.has_revoked(session.id, session.login_version):
+                raise InvalidRefreshTokenError
             successor = new_refresh_token(session_id)
             try:
                 session.refresh(
@@ -146,37 +142,68 @@ class AuthApplication(AuthStore):
                     self.policy.refresh,
                     self.clock(),
                 )
-                recordings = self.save(session)
             except DomainError:
                 raise InvalidRefreshTokenError from None
-            except IntegrityError:
-                continue
-            self._catch_up(recordings)
+            self.save(session)
             if session.is_revoked:
                 raise InvalidRefreshTokenError
-            user = self._get(session.user_id, User, InvalidRefreshTokenError)
             return self._grant(user, session, successor)
-        raise InvalidRefreshTokenError
+
+        try:
+            if self.policy.refresh.reuse_interval:
+                return retry_on_conflict(rotate)
+            return rotate()
+        except (IntegrityError, ConflictError):
+            raise InvalidRefreshTokenError from None
 
     def logout(self, user_id: UUID, session_id: UUID, client: Client) -> None:
         """End one of the user's sessions."""
-        session = self._get(session_id, Session, SessionNotFoundError)
-        if session.user_id != user_id or session.is_revoked:
-            raise SessionNotFoundError
-        session.revoke(
-            RevocationReason.LOGOUT, client.ip, client.user_agent, self.clock()
-        )
-        self.commit(session)
 
-    def logout_all(
+        def revoke() -> None:
+            session = self._get(session_id, Session, SessionNotFoundError)
+            user = self.get_user(user_id)
+            if (
+                session.user_id != user_id
+                or session.is_revoked
+                or user.has_revoked(session.id, session.login_version)
+            ):
+                raise SessionNotFoundError
+            session.revoke(
+                RevocationReason.LOGOUT, client.ip, client.user_agent, self.clock()
+            )
+            self.save(session)
+
+        retry_on_conflict(revoke)
+
+    def logout_all(self, user_id: UUID, client: Client) -> None:
+        """End every session of the user, however many, with one event."""
+        self.revoke_sessions(user_id, client, RevocationReason.LOGOUT_ALL)
+
+    def revoke_sessions(
         self,
         user_id: UUID,
         client: Client,
-        reason: RevocationReason = RevocationReason.LOGOUT_ALL,
+        reason: RevocationReason,
+        *,
         keep: UUID | None = None,
+        change: Callable[[User], None] | None = None,
     ) -> None:
-        """End every session of the user, except `keep`, in one atomic save."""
-        self.commit(*self.revoke_all_sessions(user_id, client, reason, keep))
+        """Apply `change` to the user and end its sessions but `keep`, atomically.
+
+        Saved on the user's version: a login racing it lands before it (and is
+        ended) or after it (and lives); the retry re-reads which.
+        """
+
+        def revoke() -> None:
+            user = self.get_user(user_id)
+            if change is not None:
+                change(user)
+            kept = self._find_session(keep) if keep else None
+            now = self.clock()
+            user.revoke_sessions(reason, kept, client.ip, client.user_agent, now)
+            self.save(user)
+
+        retry_on_conflict(revoke)
 
     def change_password(
         self,
@@ -189,16 +216,22 @@ class AuthApplication(AuthStore):
         """Replace the password and end every other session of the user."""
         now = self.clock()
         self.check_not_blocked(client.ip, now)
-        user = self._get(user_id, User, UserNotFoundError)
+        user = self.get_user(user_id)
         if not self.passwords.verify(current_password, user.password_hash):
             # A stolen access token must not become a password-guessing oracle.
             self._record_failure(client, user_id, now)
             raise WrongPasswordError
-        user.change_password(self.passwords.hash(new_password), now)
-        revoked = self.revoke_all_sessions(
-            user_id, client, RevocationReason.PASSWORD_CHANGED, keep
+        checked_hash = user.password_hash
+        new_hash = self.passwords.hash(new_password)
+
+        def change(current: User) -> None:
+            if current.password_hash != checked_hash:
+                raise WrongPasswordError  # changed meanwhile: the one given is old
+            current.change_password(new_hash, now)
+
+        self.revoke_sessions(
+            user_id, client, RevocationReason.PASSWORD_CHANGED, keep=keep, change=change
         )
-        self.commit(user, *revoked)
 
     def verify_email(self, user_id: UUID) -> None:
         """Mark the user's email as verified."""
@@ -221,26 +254,29 @@ class AuthApplication(AuthStore):
     ) -> None:
         """Count a failed login against the address and, if known, the account.
 
-        Both counts go in one save, retried on a concurrent change. No
-        read-your-writes: the answer does not show the failure.
+        Both counts go in one save, retried on a concurrent change.
         """
-        for _ in range(RACE_ATTEMPTS):
+
+        def record() -> None:
             throttle = self.throttle(client.ip, now)
             throttle.count_attempt(self.policy.throttle, now)
             changed: list[BaseAggregate[UUID]] = [throttle]
             if user_id is not None:
-                user = self._get(user_id, User, UserNotFoundError)
+                user = self.get_user(user_id)
                 user.release_expired_lock(now)
                 user.record_failed_login(
                     client.ip, client.user_agent, self.policy.lockout, now
                 )
                 changed.append(user)
-            try:
-                self.save(*changed)
-            except IntegrityError:
-                continue
-            return
-        raise IntegrityError("failed-login counters kept changing")
+            self.save(*changed)
+
+        retry_on_conflict(record)
+
+    def _find_session(self, session_id: UUID) -> Session | None:
+        try:
+            return self._get(session_id, Session, SessionNotFoundError)
+        except SessionNotFoundError:
+            return None
 
     def _open_session(
         self, user: User, client: Client, now: datetime
@@ -248,43 +284,38 @@ class AuthApplication(AuthStore):
         """Open a session and record it on the user, whose stream lists them all."""
         session_id = uuid4()
         token = new_refresh_token(session_id)
+        user.record_login(session_id, client.ip, client.user_agent, now)
         session = Session.open(
             session_id,
             user.id,
+            user.version,
             hash_token(token),
             client.ip,
             client.user_agent,
             self.policy.refresh,
             now,
         )
-        user.record_login(session_id, client.ip, client.user_agent, now)
         return session, token
-
-    def revoke_all_sessions(
-        self,
-        user_id: UUID,
-        client: Client,
-        reason: RevocationReason,
-        keep: UUID | None,
-    ) -> list[Session]:
-        """Revoke the user's active sessions (but `keep`); the caller saves them."""
-        now = self.clock()
-        revoked = []
-        for row in self.sessions.list_sessions(user_id, now):
-            if row.session_id == keep:
-                continue
-            session = self._get(row.session_id, Session, SessionNotFoundError)
-            if not session.is_revoked:
-                session.revoke(reason, client.ip, client.user_agent, now)
-                revoked.append(session)
-        return revoked
 
     def _grant(self, user: User, session: Session, refresh_token: str) -> SessionGrant:
         return SessionGrant(
-            user_id=user.id,
+            user=user_row(user),
             session_id=session.id,
-            # A snapshot restores the role as a plain str: make it a Role again.
-            role=Role(user.role),
             refresh_token=refresh_token,
             refresh_expires_at=session.expires_at,
         )
+
+
+def user_row(user: User) -> UserRow:
+    """The user as the directory shows it, from the aggregate itself."""
+    return UserRow(
+        id=user.id,
+        email=user.email,
+        # A snapshot restores the role as a plain str: make it a Role again.
+        role=Role(user.role).value,
+        is_verified=user.is_verified,
+        created_at=user.created_on,
+        updated_at=user.modified_on,
+        locked_until=user.locked_until,
+        failed_logins=user.failed_logins,
+    )

@@ -37,8 +37,12 @@ class SessionNotFoundError(ApplicationError):
     """No active session of this user has this id."""
 
 
-class ReadModelsLaggingError(ApplicationError):
-    """The events were stored but the read models did not catch up in time."""
+class ReadModelFailedError(ApplicationError):
+    """A consistent read model could not apply a command's events: none is stored."""
+
+
+class ConflictError(ApplicationError):
+    """Concurrent changes to the same aggregate won every retry."""
 
 
 class InvalidMailTokenError(ApplicationError):

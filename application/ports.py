@@ -15,14 +15,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class ReadModelPositions(Protocol):
-    """How far the live read models have applied the event log."""
-
-    def reached(self, application_name: str, position: int) -> bool:
-        """Tell whether every live read model has applied events up to `position`."""
-        ...
-
-
 class PasswordHasher(Protocol):
     """Hash and check passwords; implementations must be slow on purpose."""
 

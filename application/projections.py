@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, TypeVar
-from uuid import UUID
+from typing import Any, ClassVar, TypeVar
 
 from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking, TrackingRecorder
@@ -21,6 +20,7 @@ from application.read_models import (
     UserDirectoryView,
     UserRow,
 )
+from application.timeline import timeline_entry
 from domain.session import Session
 from domain.user import User
 
@@ -32,7 +32,16 @@ class ProjectionFailedError(Exception):
 
 
 class ReadModelProjection(Projection[TView]):
-    """A projection whose failures name the event they stopped at."""
+    """A projection whose failures name the event they stopped at.
+
+    `consistent` says which kind of read model it keeps. A consistent one is
+    written in the transaction that appends the events, so a command's
+    effects are visible when it returns. A lagging one is written after the
+    commit, by one runner per process group, in batches.
+    """
+
+    version: ClassVar[int] = 1
+    consistent: ClassVar[bool]
 
     @singledispatchmethod
     @abstractmethod
@@ -53,6 +62,8 @@ class ReadModelProjection(Projection[TView]):
 class UserDirectoryProjection(ReadModelProjection[UserDirectoryView]):
     name = "user_directory"
     version = 1
+    # Consistent: every response carrying a user and every admin check reads it.
+    consistent = True
 
     @singledispatchmethod
     def apply(self, _: Any, tracking: Tracking) -> None:
@@ -103,6 +114,9 @@ class UserDirectoryProjection(ReadModelProjection[UserDirectoryView]):
 class ActiveSessionsProjection(ReadModelProjection[ActiveSessionsView]):
     name = "active_sessions"
     version = 1
+    # Consistent: every authenticated request checks its session here, so a
+    # logout must be visible to the very next request.
+    consistent = True
 
     @singledispatchmethod
     def apply(self, _: Any, tracking: Tracking) -> None:
@@ -136,96 +150,40 @@ class ActiveSessionsProjection(ReadModelProjection[ActiveSessionsView]):
     def _(self, event: Session.Revoked, tracking: Tracking) -> None:
         self.view.remove_session(event.originator_id, tracking)
 
+    @apply.register
+    def _(self, event: User.SessionsRevoked, tracking: Tracking) -> None:
+        # Every session of the user in the table opened before this event (the
+        # user's version orders them): all go, but the one kept.
+        self.view.remove_sessions_of(
+            event.originator_id, event.kept_session_id, tracking
+        )
+
 
 class LoginHistoryProjection(ReadModelProjection[LoginHistoryView]):
+    """Every user's timeline, as the auditors' replay of the store tells it."""
+
     name = "login_history"
-    version = 1
+    version = 2
+    # Lagging: the admin history pages and `audit history` may trail by
+    # milliseconds; no command decides from it.
+    consistent = False
 
     @singledispatchmethod
-    def apply(self, _: Any, tracking: Tracking) -> None:
-        self.view.skip(tracking)
-
-    @apply.register
-    def _(self, event: User.LoginFailed, tracking: Tracking) -> None:
-        self._append(
-            tracking,
-            event,
-            event.originator_id,
-            "failure",
-            detail=event.reason,
-            ip=event.ip,
-            user_agent=event.user_agent,
-        )
-
-    @apply.register
-    def _(self, event: User.LockedOut, tracking: Tracking) -> None:
-        detail = f"until {event.until.isoformat()}"
-        self._append(tracking, event, event.originator_id, "locked_out", detail=detail)
-
-    @apply.register
-    def _(self, event: User.Unlocked, tracking: Tracking) -> None:
-        by = f"by {event.unlocked_by}" if event.unlocked_by else "expired"
-        self._append(tracking, event, event.originator_id, "unlocked", detail=by)
-
-    @apply.register
-    def _(self, event: Session.Opened, tracking: Tracking) -> None:
-        self._append(
-            tracking,
-            event,
-            event.user_id,
-            "success",
-            session_id=event.originator_id,
-            ip=event.ip,
-            user_agent=event.user_agent,
-        )
-
-    @apply.register
-    def _(self, event: Session.TokenRotated, tracking: Tracking) -> None:
-        self._append(
-            tracking,
-            event,
-            event.user_id,
-            "rotation",
-            session_id=event.originator_id,
-            detail=f"generation {event.generation}",
-            ip=event.ip,
-            user_agent=event.user_agent,
-        )
-
-    @apply.register
-    def _(self, event: Session.Revoked, tracking: Tracking) -> None:
-        self._append(
-            tracking,
-            event,
-            event.user_id,
-            "revocation",
-            session_id=event.originator_id,
-            detail=event.reason,
-            ip=event.ip,
-            user_agent=event.user_agent,
-        )
-
-    def _append(
-        self,
-        tracking: Tracking,
-        event: User.Event | Session.Event,
-        user_id: UUID,
-        kind: str,
-        *,
-        session_id: UUID | None = None,
-        detail: str = "",
-        ip: str = "",
-        user_agent: str = "",
-    ) -> None:
+    def apply(self, event: Any, tracking: Tracking) -> None:
+        found = timeline_entry(event)
+        if found is None:
+            self.view.skip(tracking)
+            return
+        user_id, entry = found
         row = LoginHistoryRow(
             position=tracking.notification_id,
             user_id=user_id,
-            session_id=session_id,
-            occurred_at=event.timestamp,
-            kind=kind,
-            detail=detail,
-            ip=ip,
-            user_agent=user_agent,
+            session_id=entry.session_id,
+            occurred_at=entry.at,
+            kind=entry.event,
+            detail=entry.detail,
+            ip=entry.ip,
+            user_agent=entry.user_agent,
         )
         self.view.append(row, tracking)
 
@@ -235,6 +193,8 @@ class MailOutboxProjection(ReadModelProjection[MailOutboxView]):
 
     name = "mail_outbox"
     version = 1
+    # Lagging: the mailer sends from it in its own time.
+    consistent = False
 
     @singledispatchmethod
     def apply(self, _: Any, tracking: Tracking) -> None:

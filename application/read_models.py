@@ -10,6 +10,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import TrackingRecorder
 
+from application.timeline import TimelineEntry
+
 if TYPE_CHECKING:
     from eventsourcing.persistence import Tracking
 
@@ -48,6 +50,17 @@ class LoginHistoryRow:
     detail: str
     ip: str
     user_agent: str
+
+    def entry(self) -> TimelineEntry:
+        """The timeline entry this row stores."""
+        return TimelineEntry(
+            at=self.occurred_at,
+            event=self.kind,
+            session_id=self.session_id,
+            ip=self.ip,
+            user_agent=self.user_agent,
+            detail=self.detail,
+        )
 
 
 class ReadModel(TrackingRecorder, ABC):
@@ -103,6 +116,12 @@ class ActiveSessionsView(ReadModel):
         """Delete a revoked session."""
 
     @abstractmethod
+    def remove_sessions_of(
+        self, user_id: UUID, kept: UUID | None, tracking: Tracking
+    ) -> None:
+        """Delete every session of the user but `kept`."""
+
+    @abstractmethod
     def get_session(self, session_id: UUID, now: datetime) -> SessionRow | None:
         """Find an unexpired session."""
 
@@ -119,8 +138,15 @@ class LoginHistoryView(ReadModel):
         """Add one entry."""
 
     @abstractmethod
-    def history(self, user_id: UUID, limit: int, offset: int) -> list[LoginHistoryRow]:
-        """Page through a user's entries, oldest first."""
+    def history(
+        self,
+        user_id: UUID,
+        limit: int,
+        offset: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[LoginHistoryRow]:
+        """Page through a user's entries in time order, between `since` and `until`."""
 
 
 @dataclass(frozen=True)

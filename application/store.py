@@ -1,10 +1,11 @@
-"""The auth event store, with read-your-writes and the lookups use cases share."""
+"""The auth event store, its retries on lost races, and the lookups use cases share."""
 
 from __future__ import annotations
 
 import math
+import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 from uuid import UUID
@@ -12,11 +13,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
-from application.errors import (
-    ReadModelsLaggingError,
-    TooManyAttemptsError,
-    UserNotFoundError,
-)
+from application.errors import ConflictError, TooManyAttemptsError, UserNotFoundError
 from domain.email_claim import EmailClaim
 from domain.errors import DomainError
 from domain.session import Session
@@ -26,37 +23,46 @@ from domain.values import normalise_email
 
 if TYPE_CHECKING:
     from eventsourcing.domain import BaseAggregate
-    from eventsourcing.persistence import Recording
-    from eventsourcing.utils import EnvType
-
-    from application.ports import ReadModelPositions
 
 TAggregate = TypeVar("TAggregate", bound="BaseAggregate[UUID]")
-SAVE_ATTEMPTS = 3
-SAVE_CHUNK = 100
+Result = TypeVar("Result")
+
+# Some writes race by nature: failed logins from one address (credential
+# stuffing), logins and revocations of one user, refreshes from several tabs.
+RETRY_ATTEMPTS = 12
+FIRST_BACKOFF_S = 0.001
+LONGEST_BACKOFF_S = 0.05
+
+
+def retry_on_conflict(
+    command: Callable[[], Result], attempts: int = RETRY_ATTEMPTS
+) -> Result:
+    """Run `command` (read, decide, save) again each time its save loses a race.
+
+    Each retry reads afresh, so it decides on the state that won. Random,
+    growing pauses keep racing writers from colliding in step. When every
+    attempt lost, ConflictError: the caller may try again later.
+    """
+    for attempt in range(attempts):
+        try:
+            return command()
+        except IntegrityError:
+            ceiling = min(FIRST_BACKOFF_S * 2**attempt, LONGEST_BACKOFF_S)
+            time.sleep(random.uniform(0, ceiling))  # noqa: S311  (jitter, not secrecy)
+    raise ConflictError
 
 
 class AuthEventLog(Application[UUID]):
-    """The auth event store, as the projection runners subscribe to it."""
+    """The auth event store, as use cases and projection runners open it."""
 
     name = "Auth"
     snapshotting_intervals: ClassVar = {User: 50, Session: 50, ClientThrottle: 50}
 
 
 class AuthStore(AuthEventLog):
-    """The event store as use cases use it: every commit is read-your-writes."""
+    """The event store as use cases use it: typed lookups and retried updates."""
 
     name = "Auth"
-
-    def __init__(
-        self,
-        env: EnvType | None,
-        positions: ReadModelPositions,
-        read_model_timeout_s: float,
-    ) -> None:
-        super().__init__(env)
-        self.positions = positions
-        self.read_model_timeout_s = read_model_timeout_s
 
     def throttle(self, key: str, now: datetime) -> ClientThrottle:
         """The attempt counter of `key`: a client address, perhaps with a purpose."""
@@ -103,44 +109,11 @@ class AuthStore(AuthEventLog):
         return aggregate
 
     def update_user(self, user_id: UUID, command: Callable[[User], None]) -> None:
-        """Apply `command` to a fresh copy of the user, retrying on a stale version."""
-        for _ in range(SAVE_ATTEMPTS):
-            user = self._get(user_id, User, UserNotFoundError)
+        """Apply `command` to a fresh copy of the user and save it, retrying races."""
+
+        def update() -> None:
+            user = self.get_user(user_id)
             command(user)
-            try:
-                recordings = self.save(user)
-            except IntegrityError:
-                continue
-            self._catch_up(recordings)
-            return
-        raise IntegrityError(f"user {user_id} kept changing under the command")
+            self.save(user)
 
-    def commit(self, *aggregates: BaseAggregate[UUID]) -> None:
-        """Save the aggregates' new events, then wait for the read models.
-
-        Up to SAVE_CHUNK aggregates go in one transaction; more (a user with
-        very many sessions logging out everywhere) go in several, the first
-        ones first, since one huge insert stalls in the driver's pipeline while
-        holding the events table's lock.
-        """
-        recordings: list[Recording[UUID]] = []
-        for start in range(0, len(aggregates), SAVE_CHUNK):
-            recordings += self.save(*aggregates[start : start + SAVE_CHUNK])
-        self._catch_up(recordings)
-
-    def _catch_up(self, recordings: Sequence[Recording[UUID]]) -> None:
-        """Return once every live read model has applied these events.
-
-        That is read-your-writes for the caller. Poll from 1 ms: the library's
-        own wait() starts at 100 ms, far above what a projection needs.
-        """
-        if not recordings:
-            return
-        position = max(r.notification.id for r in recordings)
-        deadline = time.monotonic() + self.read_model_timeout_s
-        pause = 0.001
-        while not self.positions.reached(self.name, position):
-            if time.monotonic() > deadline:
-                raise ReadModelsLaggingError(position)
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+        retry_on_conflict(update)

@@ -13,9 +13,10 @@ from application.errors import InvalidRefreshTokenError
 from domain.session import RefreshPolicy
 from domain.throttle import ThrottlePolicy
 from domain.user import LockoutPolicy
+from domain.values import Role
 
 if TYPE_CHECKING:
-    from domain.values import Role
+    from application.read_models import UserRow
 
 # A refresh token is "<session id hex>.<256 random bits>"; anything longer is junk.
 REFRESH_TOKEN_MAX_LENGTH = 128
@@ -28,7 +29,6 @@ class AuthPolicy:
     lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
     throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
     refresh: RefreshPolicy = field(default_factory=RefreshPolicy)
-    read_model_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,18 @@ class Client:
 class SessionGrant:
     """What a successful login or refresh hands to the client."""
 
-    user_id: UUID
+    user: UserRow
     session_id: UUID
-    role: Role
     refresh_token: str
     refresh_expires_at: datetime
+
+    @property
+    def user_id(self) -> UUID:
+        return self.user.id
+
+    @property
+    def role(self) -> Role:
+        return Role(self.user.role)
 
 
 def hash_token(token: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -37,12 +38,19 @@ class Session(Aggregate):
 
     class Opened(Created):
         TOPIC = "authledger:Session.Opened"
+        class_version = 2
         user_id: UUID
+        login_version: int
         refresh_token_hash: str
         expires_at: datetime
         ends_at: datetime
         ip: str
         user_agent: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            # Sessions opened before markers existed precede every marker.
+            state["login_version"] = 0
 
     class TokenRotated(Event):
         TOPIC = "authledger:Session.TokenRotated"
@@ -72,6 +80,7 @@ class Session(Aggregate):
     def __init__(
         self,
         user_id: UUID,
+        login_version: int,
         refresh_token_hash: str,
         expires_at: datetime,
         ends_at: datetime,
@@ -79,6 +88,7 @@ class Session(Aggregate):
         user_agent: str,
     ) -> None:
         self.user_id = user_id
+        self.login_version = login_version
         self.ip = ip
         self.user_agent = user_agent
         self.refresh_token_hash = refresh_token_hash
@@ -93,6 +103,7 @@ class Session(Aggregate):
         cls,
         session_id: UUID,
         user_id: UUID,
+        login_version: int,
         refresh_token_hash: str,
         ip: str,
         user_agent: str,
@@ -105,6 +116,7 @@ class Session(Aggregate):
             id=session_id,
             timestamp=now,
             user_id=user_id,
+            login_version=login_version,
             refresh_token_hash=refresh_token_hash,
             expires_at=min(now + policy.token_ttl, ends_at),
             ends_at=ends_at,

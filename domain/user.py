@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
@@ -15,7 +15,10 @@ from domain.errors import (
     InvalidMailTokenError,
     RequestedTooSoonError,
 )
-from domain.values import LoginFailure, Role
+from domain.values import LoginFailure, RevocationReason, Role
+
+if TYPE_CHECKING:
+    from domain.session import Session
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,20 @@ class User(Aggregate):
         def apply(self, user: User) -> None:
             user.last_login_at = self.timestamp
 
+    class SessionsRevoked(Event):
+        """Every session opened before this event in the user's stream is over,
+        but `kept_session_id` (the caller's, after a password change)."""
+
+        TOPIC = "authledger:User.SessionsRevoked"
+        reason: str
+        kept_session_id: UUID | None
+        ip: str
+        user_agent: str
+
+        def apply(self, user: User) -> None:
+            user.sessions_revoked_at = self.originator_version
+            user.kept_session_id = self.kept_session_id
+
     class LoginFailed(Event):
         TOPIC = "authledger:User.LoginFailed"
         ip: str
@@ -157,6 +174,8 @@ class User(Aggregate):
         self.last_login_at: datetime | None = None
         self.pending_verification: dict[str, Any] | None = None
         self.pending_reset: dict[str, Any] | None = None
+        self.sessions_revoked_at: int | None = None
+        self.kept_session_id: UUID | None = None
 
     @classmethod
     def register(
@@ -239,6 +258,41 @@ class User(Aggregate):
             session_id=session_id,
             ip=ip,
             user_agent=user_agent,
+        )
+
+    def revoke_sessions(
+        self,
+        reason: RevocationReason,
+        keep: Session | None,
+        ip: str,
+        user_agent: str,
+        now: datetime,
+    ) -> None:
+        """End every session opened so far, except `keep` if it is still open.
+
+        One event on the user, whatever the number of sessions: it needs no
+        session's version, so racing refreshes cannot make it fail, and logins
+        racing it are ordered by the user's version (before it, or after it).
+        """
+        if keep is not None and (
+            keep.is_revoked or self.has_revoked(keep.id, keep.login_version)
+        ):
+            keep = None
+        self.trigger_event(
+            self.SessionsRevoked,
+            timestamp=now,
+            reason=reason.value,
+            kept_session_id=keep.id if keep else None,
+            ip=ip,
+            user_agent=user_agent,
+        )
+
+    def has_revoked(self, session_id: UUID, login_version: int) -> bool:
+        """Whether a revocation after the login at `login_version` ended the session."""
+        return (
+            self.sessions_revoked_at is not None
+            and login_version < self.sessions_revoked_at
+            and session_id != self.kept_session_id
         )
 
     def is_locked(self, now: datetime) -> bool:

@@ -47,6 +47,8 @@ def eventsourcing_env(url: str, pool_size: int, max_overflow: int) -> dict[str, 
         "POSTGRES_PRE_PING": "y",
         # Its insert function writes to the wrong table in 9.5.6 (ADR 2): never.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        # Appends without the library's table lock (ADR 15).
+        "APPLICATION_RECORDER_TOPIC": "infrastructure.event_store:AuthRecorder",
     }
 
 
@@ -75,15 +77,38 @@ APPEND_ONLY = (
 )
 
 
-def protect_event_log(url: str, schema: str, table: str) -> None:
-    """Make the events table append-only: UPDATE, DELETE, TRUNCATE all fail.
+# Wave 1 numbered events 1, 2, 3… by a sequence; since then a position is
+# `xid << 20 | index` (ADR 15). Every new position must lie above every old
+# one, and a process of wave 1 still running must not append: its positions
+# would land below readers that have passed them.
+POSITIONS_FROM_XID = (
+    "DO $$ BEGIN"
+    " IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'positions_from_xid'"
+    " AND conrelid = '{table}'::regclass) THEN"
+    " IF (SELECT coalesce(max(notification_id), 0) FROM {table})"
+    " >= pg_current_xact_id()::text::bigint << 20 THEN"
+    " RAISE EXCEPTION 'stored positions run ahead of transaction ids';"
+    " END IF;"
+    " EXECUTE format('ALTER TABLE {table} ADD CONSTRAINT positions_from_xid"
+    " CHECK (notification_id >= %s) NOT VALID',"
+    " pg_current_xact_id()::text::bigint << 20);"
+    " END IF; END $$"
+)
 
-    No code path, bug or injected SQL can then rewrite history; only someone
-    who may drop triggers (the table owner, a superuser) could.
+
+def protect_event_log(url: str, schema: str, table: str) -> None:
+    """Make the events table append-only, and its positions transaction-ordered.
+
+    UPDATE, DELETE, TRUNCATE all fail: no code path, bug or injected SQL can
+    rewrite history; only someone who may drop triggers (the table owner, a
+    superuser) could. Appends by a process of wave 1 fail too (see above).
     """
+    qualified = sql.Identifier(schema, table)
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
         for statement in APPEND_ONLY:
-            conn.execute(sql.SQL(statement).format(table=sql.Identifier(schema, table)))
+            conn.execute(sql.SQL(statement).format(table=qualified))
+        name = qualified.as_string(conn)
+        conn.execute(POSITIONS_FROM_XID.replace("{table}", name))
 
 
 class DatabaseProbe:

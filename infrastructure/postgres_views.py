@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
@@ -36,7 +37,14 @@ Row = TypeVar("Row")
 
 
 class PostgresReadModel(PostgresTrackingRecorder):
-    """Shared plumbing: DDL in the view's own schema, and row + tracking in one txn."""
+    """Shared plumbing: DDL in the view's own schema; writes through a caller's txn.
+
+    A read model never opens a transaction to write: it writes through the
+    cursor of a command's insert transaction (consistent read models) or of
+    a runner's batch (lagging ones, rebuilds), bound by `writing`. Many
+    request threads write through one view at once, so the binding is
+    per thread.
+    """
 
     table: ClassVar[str]
     ddl: ClassVar[tuple[str, ...]]
@@ -47,43 +55,24 @@ class PostgresReadModel(PostgresTrackingRecorder):
             SQL(statement).format(schema=Identifier(self.datastore.schema))
             for statement in self.ddl
         )
-        # Set while batch() runs; only the one thread running the projection
-        # writes through a view, so this needs no lock.
-        self._batch: Cursor[DictRow] | None = None
-        self._batch_position: Tracking | None = None
+        self._bound = threading.local()
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Apply many events in one transaction, recording only the last position.
+    def writing(self, curs: Cursor[DictRow], *, track: bool) -> Iterator[None]:
+        """Apply events through `curs`; with `track`, record the last position.
 
-        Rows and position still commit together, so a crash replays the whole
-        batch: exactly once, and far fewer commits when catching up.
+        Rows and position then commit together with the caller's transaction:
+        exactly once. Consistent read models written inline track nothing:
+        they are at the head of the log by construction.
         """
-        with (
-            self.datastore.transaction(commit=True) as curs,
-            # Pipeline mode sends the batch's statements without waiting for each.
-            curs.connection.pipeline(),
-        ):
-            curs.execute("SET LOCAL synchronous_commit TO OFF")
-            self._batch = curs
-            try:
-                yield
-                if self._batch_position is not None:
-                    self._insert_tracking(curs, self._batch_position)
-            finally:
-                self._batch = None
-                self._batch_position = None
-
-    @contextmanager
-    def _event_transaction(self, tracking: Tracking) -> Iterator[Cursor[DictRow]]:
-        if self._batch is not None:
-            self._batch_position = tracking
-            yield self._batch
-            return
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute("SET LOCAL synchronous_commit TO OFF")
-            self._insert_tracking(curs, tracking)
-            yield curs
+        self._bound.curs = curs
+        self._bound.position = None
+        try:
+            yield
+            if track and self._bound.position is not None:
+                self._insert_tracking(curs, self._bound.position)
+        finally:
+            self._bound.curs = None
 
     def qualified(self, query: str) -> Composed:
         """Format `{table}` in a query as this view's schema-qualified table."""
@@ -92,13 +81,16 @@ class PostgresReadModel(PostgresTrackingRecorder):
     def write(
         self, tracking: Tracking, query: str, params: Sequence[Any] | dict[str, Any]
     ) -> None:
-        """Apply one event: the rows and the position commit together or not at all.
+        """Apply one event's change through the bound transaction."""
+        curs = self._bound_cursor(tracking)
+        curs.execute(self.qualified(query), params, prepare=True)
 
-        synchronous_commit off is safe here: a crash loses at most a suffix of
-        view transactions, whose positions are lost with them and replayed.
-        """
-        with self._event_transaction(tracking) as curs:
-            curs.execute(self.qualified(query), params)
+    def _bound_cursor(self, tracking: Tracking) -> Cursor[DictRow]:
+        curs: Cursor[DictRow] | None = getattr(self._bound, "curs", None)
+        if curs is None:
+            raise RuntimeError(f"{self.table}: written outside a transaction")
+        self._bound.position = tracking
+        return curs
 
     def insert(self, row: Any, tracking: Tracking) -> None:
         """Insert a dataclass row whose fields are the table's columns."""
@@ -112,8 +104,7 @@ class PostgresReadModel(PostgresTrackingRecorder):
 
     def skip(self, tracking: Tracking) -> None:
         """Record the position of an event this view does not need."""
-        with self._event_transaction(tracking):
-            pass
+        self._bound_cursor(tracking)
 
     def select(
         self, row_type: type[Row], query: str, params: Sequence[Any]
@@ -128,28 +119,8 @@ class PostgresReadModel(PostgresTrackingRecorder):
             self.datastore.get_connection() as conn,
             conn.cursor(row_factory=class_row(row_type)) as curs,
         ):
-            curs.execute(SQL(query).format(table=live_table), params)
+            curs.execute(SQL(query).format(table=live_table), params, prepare=True)
             return curs.fetchall()
-
-
-class LivePositions:
-    """ReadModelPositions over the registry: one round trip per question."""
-
-    def __init__(self, datastore: PostgresDatastore) -> None:
-        self._datastore = datastore
-
-    def reached(self, application_name: str, position: int) -> bool:
-        """Tell whether the slowest live read model has applied `position`."""
-        return self.position(application_name) >= position
-
-    def position(self, application_name: str) -> int:
-        """The position of the slowest live read model."""
-        with self._datastore.transaction() as curs:
-            curs.execute(
-                "SELECT authledger.live_position(%s) AS position", (application_name,)
-            )
-            row = curs.fetchone()
-        return int(row["position"]) if row else 0
 
 
 def _columns(row_type: type[Any]) -> str:
@@ -241,6 +212,15 @@ class PostgresActiveSessionsView(PostgresReadModel, ActiveSessionsView):
     def remove_session(self, session_id: UUID, tracking: Tracking) -> None:
         self.write(tracking, "DELETE FROM {table} WHERE session_id = %s", (session_id,))
 
+    def remove_sessions_of(
+        self, user_id: UUID, kept: UUID | None, tracking: Tracking
+    ) -> None:
+        self.write(
+            tracking,
+            "DELETE FROM {table} WHERE user_id = %s AND session_id IS DISTINCT FROM %s",
+            (user_id, kept),
+        )
+
     def get_session(self, session_id: UUID, now: datetime) -> SessionRow | None:
         rows = self.select(
             SessionRow,
@@ -267,18 +247,27 @@ class PostgresLoginHistoryView(PostgresReadModel, LoginHistoryView):
         " occurred_at timestamptz NOT NULL, kind text NOT NULL, detail text NOT NULL,"
         " ip text NOT NULL, user_agent text NOT NULL)",
         "CREATE INDEX IF NOT EXISTS login_history_user"
-        " ON {schema}.login_history (user_id, position)",
+        " ON {schema}.login_history (user_id, occurred_at, position)",
     )
 
     def append(self, row: LoginHistoryRow, tracking: Tracking) -> None:
         self.insert(row, tracking)
 
-    def history(self, user_id: UUID, limit: int, offset: int) -> list[LoginHistoryRow]:
+    def history(
+        self,
+        user_id: UUID,
+        limit: int,
+        offset: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[LoginHistoryRow]:
         return self.select(
             LoginHistoryRow,
-            f"SELECT {_columns(LoginHistoryRow)} FROM {{table}}"
-            " WHERE user_id = %s ORDER BY position LIMIT %s OFFSET %s",
-            (user_id, limit, offset),
+            f"SELECT {_columns(LoginHistoryRow)} FROM {{table}} WHERE user_id = %s"
+            " AND occurred_at >= coalesce(%s::timestamptz, '-infinity')"
+            " AND occurred_at <= coalesce(%s::timestamptz, 'infinity')"
+            " ORDER BY occurred_at, position LIMIT %s OFFSET %s",
+            (user_id, since, until, limit, offset),
         )
 
 

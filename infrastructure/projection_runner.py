@@ -1,48 +1,57 @@
-"""Run each projection in at most one process at a time, guarded by an advisory lock."""
+"""Apply the log to read models: many read models per pass, one transaction a batch."""
 
 from __future__ import annotations
 
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import psycopg
 from eventsourcing.persistence import InfrastructureFactory, Tracking
-from eventsourcing.projection import Projection, ProjectionRunner
 from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Identifier
 
 from application.store import AuthEventLog
-from infrastructure.read_model_registry import drop_schema, live_schemas, switch_live
+from infrastructure.event_store import AuthRecorder
+from infrastructure.read_model_registry import READ_SCHEMA
 
 if TYPE_CHECKING:
+    from eventsourcing.persistence import Mapper, Notification
+    from psycopg import Cursor
+    from psycopg.rows import DictRow
+
+    from application.projections import ReadModelProjection
     from infrastructure.postgres_views import PostgresReadModel
 
 log = logging.getLogger(__name__)
 
 View = TypeVar("View", bound="PostgresReadModel")
 CATCH_UP_BATCH = 1000
+# While committed events wait behind a running transaction, look again soon.
+BEHIND_HORIZON_PAUSE_S = 0.002
+# A missed notification costs at most this much lag.
+IDLE_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
 class ReadModelSpec(Generic[View]):
     """A projection version, the view it writes, and the schema it writes into."""
 
-    projection: type[Projection[Any]]
+    projection: type[ReadModelProjection[Any]]
     view: type[View]
     schema: str
 
     @classmethod
     def of(
-        cls, projection: type[Projection[Any]], view: type[View]
+        cls, projection: type[ReadModelProjection[Any]], view: type[View]
     ) -> ReadModelSpec[View]:
         """The spec of a projection version in its own schema, `<name>_v<version>`."""
-        version: int = getattr(projection, "version", 1)
-        return cls(projection, view, f"{projection.name}_v{version}")
+        return cls(projection, view, f"{projection.name}_v{projection.version}")
 
     @property
     def name(self) -> str:
@@ -50,7 +59,11 @@ class ReadModelSpec(Generic[View]):
 
     @property
     def version(self) -> int:
-        return int(getattr(self.projection, "version", 1))
+        return self.projection.version
+
+    @property
+    def consistent(self) -> bool:
+        return self.projection.consistent
 
     def rebuild_target(self, live: str) -> ReadModelSpec[View]:
         """A schema other than the live one to rebuild into; the same name every
@@ -69,175 +82,174 @@ def version_of(schema: str) -> int:
     return int(found.group(1)) if found else 1
 
 
-@contextmanager
-def advisory_lock(url: str, key: str) -> Iterator[psycopg.Connection[Any]]:
-    """Hold a session-level advisory lock while the block runs (waits for it)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
-        yield conn
+def build_view(spec: ReadModelSpec[View], env: dict[str, str]) -> View:
+    """Construct a projection's view on its schema (opening no connection yet)."""
+    factory = InfrastructureFactory[View].construct(
+        Environment(spec.projection.name, spec.env(env))
+    )
+    view = factory.tracking_recorder(spec.view)
+    if not isinstance(view, spec.view):
+        raise TypeError(f"{spec.projection.name}: expected a {spec.view.__name__}")
+    return view
 
 
-class ProjectionWorker:
-    """Keep one projection running here while this process holds its lock.
+def decode(
+    mapper: Mapper[Any], app_name: str, notifications: Sequence[Notification]
+) -> list[tuple[Any, Tracking]]:
+    """Domain events and their positions, decoded once for every read model."""
+    return [
+        (mapper.to_domain_event(n), Tracking(app_name, n.id)) for n in notifications
+    ]
 
-    Every API process starts workers; the one that takes a schema's advisory
-    lock runs its projection, the others stand by and take over within
-    `retry_s` if it dies. An error stops the runner, is kept for status and
-    readiness, and the runner restarts from its tracked position.
 
-    `target` says what to run each time the worker (re)starts: the live
-    schema, which a switch may change, or a fixed schema being built. A
-    worker building a schema switches it live once it has caught up.
+class InlineProjections:
+    """The consistent read models, applied inside each command's insert transaction.
+
+    They write through `read_models.<table>`, the live version, and track no
+    position: a version is switched live only under the events table's
+    lock, after it has applied every event before the switch (ADR 14).
     """
 
     def __init__(
         self,
-        target: Callable[[], ReadModelSpec[Any] | None],
+        specs: Sequence[ReadModelSpec[Any]],
+        env: dict[str, str],
+        mapper: Mapper[Any],
+        app_name: str,
+    ) -> None:
+        self._mapper = mapper
+        self._app_name = app_name
+        live_env = {**env, "CREATE_TABLE": "n"}
+        self._projections = [
+            spec.projection(
+                view=build_view(replace(spec, schema=READ_SCHEMA), live_env)
+            )
+            for spec in specs
+        ]
+
+    def __call__(
+        self, curs: Cursor[DictRow], notifications: Sequence[Notification]
+    ) -> None:
+        events = decode(self._mapper, self._app_name, notifications)
+        for projection in self._projections:
+            with projection.view.writing(curs, track=False):
+                for event, tracking in events:
+                    projection.process_event(event, tracking)
+
+
+class Member:
+    """One read model version of a group: its projection, and how far it is."""
+
+    def __init__(self, spec: ReadModelSpec[Any], env: dict[str, str], app: str):
+        self.spec = spec
+        self.view: PostgresReadModel = build_view(spec, env)
+        self.projection = spec.projection(view=self.view)
+        self.position = self.view.max_tracking_id(app) or 0
+        self.applied = 0
+        self.busy_s = 0.0
+
+    def close(self) -> None:
+        self.view.datastore.close()
+
+
+class GroupRunner:
+    """Apply the log to a group of read models: one read, one transaction a batch.
+
+    The batch is whatever is readable, up to `batch_size`: one event when
+    idle, a thousand while catching up. Each read model's rows and position
+    commit together, so a crash replays the batch: exactly once.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[ReadModelSpec[Any]],
         url: str,
         env: dict[str, str],
-        *,
-        builds: bool = False,
-        retry_s: float = 1.0,
         batch_size: int = CATCH_UP_BATCH,
     ) -> None:
-        self._target = target
-        self._url = url
-        self._env = env
-        self._builds = builds
-        self._retry_s = retry_s
-        self._batch_size = batch_size
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self.spec: ReadModelSpec[Any] | None = None
-        self.is_running = False
-        self.last_error: str | None = None
+        self.url = url
+        self.app = AuthEventLog(env)
+        recorder = self.app.recorder
+        if not isinstance(recorder, AuthRecorder):
+            raise TypeError("the runners read through the AuthRecorder")
+        self.recorder = recorder
+        self.members = [Member(spec, env, self.app.name) for spec in specs]
+        self.batch_size = batch_size
+        self.on_batch: Callable[[GroupRunner], None] | None = None
 
-    @classmethod
-    def building(
-        cls, spec: ReadModelSpec[Any], url: str, env: dict[str, str]
-    ) -> ProjectionWorker:
-        """A worker that builds `spec`'s schema and switches it live when caught up."""
-        return cls(lambda: spec, url, env, builds=True)
+    @property
+    def position(self) -> int:
+        return min((m.position for m in self.members), default=0)
 
-    def start(self) -> None:
-        self._thread.start()
+    def close(self) -> None:
+        for member in self.members:
+            member.close()
+        self.app.close()
 
-    def stop(self, *, wait: bool = True) -> None:
-        """Ask the worker to stop; with `wait`, return once it has."""
-        self._stopping.set()
-        if wait and self._thread.is_alive():
-            self._thread.join()
+    def step(self) -> int:
+        """Apply the next batch to every member; return how many events it held."""
+        page = self.recorder.select_notifications(
+            start=self.position, limit=self.batch_size, inclusive_of_start=False
+        )
+        if not page:
+            return 0
+        events = decode(self.app.mapper, self.app.name, page)
+        with (
+            self.recorder.datastore.transaction(commit=True) as curs,
+            curs.connection.pipeline(),
+        ):
+            # Safe: rows and positions are lost together, and replayed.
+            curs.execute("SET LOCAL synchronous_commit TO OFF")
+            self.apply(curs, events)
+        for member in self.members:
+            member.position = max(member.position, page[-1].id)
+        if self.on_batch:
+            self.on_batch(self)
+        return len(page)
 
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.spec = self._target()
-                if self.spec is not None:
-                    self._run_if_leader(self.spec)
-            except Exception as error:
-                self.last_error = f"{type(error).__name__}: {error}"
-                log.exception("projection %s stopped", self.spec and self.spec.schema)
-            finally:
-                self.is_running = False
-            self._stopping.wait(self._retry_s)
-
-    def _run_if_leader(self, spec: ReadModelSpec[Any]) -> None:
-        key = f"authledger.projection.{spec.schema}"
-        with psycopg.connect(self._url, autocommit=True) as lock_conn:
-            row = lock_conn.execute(
-                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
-            ).fetchone()
-            if row and row[0]:
-                self._run(spec, lock_conn)
-            else:  # standing by is healthy: another process runs it
-                self.last_error = None
-
-    def _run(
-        self, spec: ReadModelSpec[Any], lock_conn: psycopg.Connection[Any]
+    def apply(
+        self,
+        curs: Cursor[DictRow],
+        events: list[tuple[Any, Tracking]],
+        members: Sequence[Member] | None = None,
     ) -> None:
-        self.is_running = True
-        catch_up_in_batches(spec, spec.env(self._env), self._stopping, self._batch_size)
-        self.last_error = None  # whatever failed before, the backlog is applied
-        with ProjectionRunner(
-            application_class=AuthEventLog,
-            projection_class=spec.projection,
-            view_class=spec.view,
-            env=spec.env(self._env),
-        ) as runner:
-            while not self._stopping.is_set() and not runner.is_interrupted.is_set():
-                runner.run_forever(timeout=0.5)
-                self.last_error = None
-                # Losing the lock connection loses the lock: stop before another
-                # process starts a second runner on the same tables.
-                live = live_schemas(lock_conn).get(spec.name)
-                caught_up = _caught_up(runner)
-                if not caught_up:
-                    _nudge(runner, lock_conn)
-                if self._builds and live != spec.schema and caught_up:
-                    self._switch(spec, lock_conn)
-                elif not self._builds and live != spec.schema:
-                    return  # switched away: restart on the new live schema
+        """Apply events each member has not yet applied, through `curs`."""
+        for member in self.members if members is None else members:
+            started = time.perf_counter()
+            with member.view.writing(curs, track=True):
+                for event, tracking in events:
+                    if tracking.notification_id > member.position:
+                        member.projection.process_event(event, tracking)
+                        member.applied += 1
+            member.busy_s += time.perf_counter() - started
 
-    def _switch(self, spec: ReadModelSpec[Any], conn: psycopg.Connection[Any]) -> None:
-        replaced = switch_live(conn, spec.name, spec.view.table, spec.schema)
-        log.warning("read model %s now served from %s", spec.name, spec.schema)
-        if replaced and replaced != spec.schema:
-            # Let the old schema's runner notice the switch and stop first.
-            self._stopping.wait(self._retry_s * 3)
-            drop_schema(conn, replaced)
+    def follow(self, stopping: threading.Event, checkpoint: Callable[[], bool]) -> None:
+        """Apply events as they commit until `stopping`, or `checkpoint()` says stop.
+
+        `checkpoint` runs whenever the group has caught up, and at least every
+        IDLE_POLL_S.
+        """
+        with listening(self.url, self.recorder.channel_name) as wait_for_notify:
+            while not stopping.is_set():
+                if self.step():
+                    continue
+                if checkpoint():
+                    return
+                if self.recorder.has_events_after(self.position):
+                    # Committed, but behind a transaction still running.
+                    stopping.wait(BEHIND_HORIZON_PAUSE_S)
+                else:
+                    wait_for_notify(IDLE_POLL_S)
 
 
-def catch_up_in_batches(
-    spec: ReadModelSpec[Any],
-    env: dict[str, str],
-    stopping: threading.Event,
-    batch_size: int = CATCH_UP_BATCH,
-) -> None:
-    """Apply the log up to its current head, many events per transaction.
+@contextmanager
+def listening(url: str, channel: str) -> Iterator[Callable[[float], None]]:
+    """LISTEN on `channel`; yield a function that waits for a notification."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SQL("LISTEN {}").format(Identifier(channel)))
 
-    The live runner applies one event per transaction, which is right for a
-    trickle and slow for a backlog (a rebuild, a long outage): this reads the
-    backlog page by page and commits each page with its last position.
-    """
-    app = AuthEventLog(env)
-    view = (
-        InfrastructureFactory[Any]
-        .construct(Environment(spec.name, env))
-        .tracking_recorder(spec.view)
-    )
-    try:
-        projection = spec.projection(view=view)
-        position = view.max_tracking_id(app.name) or 0
-        while not stopping.is_set():
-            page = app.recorder.select_notifications(
-                start=position + 1, limit=batch_size
-            )
-            if not page:
-                return
-            with view.batch():
-                for notification in page:
-                    projection.process_event(
-                        app.mapper.to_domain_event(notification),
-                        Tracking(app.name, notification.id),
-                    )
-            position = page[-1].id
-    finally:
-        view.datastore.close()
-        app.close()
+        def wait(timeout_s: float) -> None:
+            for _ in conn.notifies(timeout=timeout_s, stop_after=1):
+                pass
 
-
-def _nudge(runner: ProjectionRunner[Any, Any], conn: psycopg.Connection[Any]) -> None:
-    """Wake the runner's subscription with a NOTIFY of our own.
-
-    eventsourcing 9.5.6 starts LISTEN in one thread while another pulls what
-    is already stored; an event committed between the two is never notified,
-    and the runner would wait for the next write. Behind the head, we notify.
-    """
-    channel = runner.app.recorder.channel_name
-    conn.execute(SQL("NOTIFY {}").format(Identifier(channel)))
-
-
-def _caught_up(runner: ProjectionRunner[Any, Any]) -> bool:
-    head = runner.app.recorder.max_notification_id() or 0
-    position = runner.view.max_tracking_id(runner.app.name) or 0
-    return position >= head
+        yield wait

@@ -1,13 +1,15 @@
 """Which schema of each read model is live, and the stable views readers query.
 
 Every projection version writes its own schema (`users_v2`…); readers query
-`read_models.<table>`, a plain SQL view of the live schema's table. Switching a
-read model to a rebuilt schema replaces that view and the registry row in one
-transaction, so every process sees the switch at the same instant.
+`read_models.<table>`, a plain SQL view of the live schema's table, and the
+consistent read models are written through it too. Switching replaces that
+view and the registry row in one transaction, so every process sees the
+switch at the same instant.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, LiteralString
 
 from psycopg.sql import SQL, Identifier
@@ -23,50 +25,48 @@ SETUP: tuple[LiteralString, ...] = (
     "CREATE TABLE IF NOT EXISTS authledger.read_model_versions ("
     " name text PRIMARY KEY, live_schema text NOT NULL,"
     " switched_at timestamptz NOT NULL DEFAULT now())",
-    # The slowest live read model's position, in one round trip. A schema
-    # dropped under it counts as position 0: the caller polls again.
-    """
-    CREATE OR REPLACE FUNCTION authledger.live_position(app text)
-    RETURNS bigint LANGUAGE plpgsql STABLE AS $$
-    DECLARE
-        model record;
-        position bigint;
-        slowest bigint := NULL;
-    BEGIN
-        FOR model IN SELECT name, live_schema FROM authledger.read_model_versions
-        LOOP
-            BEGIN
-                EXECUTE format(
-                    'SELECT notification_id FROM %I.%I WHERE application_name = $1',
-                    model.live_schema, model.name || '_tracking'
-                ) INTO position USING app;
-            EXCEPTION WHEN undefined_table THEN
-                position := 0;
-            END;
-            slowest := least(coalesce(slowest, position), coalesce(position, 0));
-        END LOOP;
-        RETURN coalesce(slowest, 0);
-    END $$
-    """,
+    # Wave 1 had no inline writes: its live versions start as not inline.
+    "ALTER TABLE authledger.read_model_versions"
+    " ADD COLUMN IF NOT EXISTS inline boolean NOT NULL DEFAULT false",
+    "DROP FUNCTION IF EXISTS authledger.live_position(text)",
 )
 
 
+@dataclass(frozen=True)
+class LiveVersion:
+    schema: str
+    inline: bool
+
+
 def setup_registry(conn: psycopg.Connection[Any]) -> None:
-    """Create the registry, the readers' schema and the position function."""
+    """Create the registry and the readers' schema."""
     for statement in SETUP:
         conn.execute(statement)
 
 
-def live_schemas(conn: psycopg.Connection[Any]) -> dict[str, str]:
-    """Map each read model's name to its live schema."""
-    rows = conn.execute("SELECT name, live_schema FROM authledger.read_model_versions")
-    return {str(name): str(schema) for name, schema in rows.fetchall()}
+def live_versions(conn: psycopg.Connection[Any]) -> dict[str, LiveVersion]:
+    """Map each read model's name to its live schema, and whether it is inline."""
+    rows = conn.execute(
+        "SELECT name, live_schema, inline FROM authledger.read_model_versions"
+    )
+    return {
+        str(name): LiveVersion(str(schema), bool(inline))
+        for name, schema, inline in rows.fetchall()
+    }
 
 
 def switch_live(
-    conn: psycopg.Connection[Any], name: str, table: str, schema: str
+    conn: psycopg.Connection[Any],
+    name: str,
+    table: str,
+    schema: str,
+    *,
+    inline: bool,
 ) -> str | None:
-    """Make `schema` the live one for `name`, atomically; return the one it replaces."""
+    """Make `schema` the live one for `name`; return the one it replaces.
+
+    Runs in the caller's transaction if there is one, else in its own.
+    """
     with conn.transaction():
         row = conn.execute(
             "SELECT live_schema FROM authledger.read_model_versions"
@@ -82,12 +82,13 @@ def switch_live(
             )
         )
         conn.execute(
-            "INSERT INTO authledger.read_model_versions (name, live_schema)"
-            " VALUES (%s, %s) ON CONFLICT (name) DO UPDATE"
-            " SET live_schema = excluded.live_schema, switched_at = now()",
-            (name, schema),
+            "INSERT INTO authledger.read_model_versions (name, live_schema, inline)"
+            " VALUES (%s, %s, %s) ON CONFLICT (name) DO UPDATE"
+            " SET live_schema = excluded.live_schema, inline = excluded.inline,"
+            " switched_at = now()",
+            (name, schema, inline),
         )
-    return str(row[0]) if row else None
+    return None if row is None else str(row[0])
 
 
 def drop_schema(conn: psycopg.Connection[Any], schema: str) -> None:

@@ -54,7 +54,6 @@ class Settings(BaseSettings):
     client_max_failures: int = Field(default=20, ge=1)
     client_window_s: int = Field(default=15 * 60, gt=0)
     trusted_proxies: list[str] = Field(default_factory=list)
-    read_model_timeout_s: float = Field(default=5.0, gt=0)
     run_projections: bool = True
     run_mailer: bool = True
     smtp_host: str | None = None
@@ -105,7 +104,6 @@ class Settings(BaseSettings):
                 max_session_age=timedelta(seconds=self.session_max_age_s),
                 reuse_interval=timedelta(seconds=self.refresh_reuse_interval_s),
             ),
-            read_model_timeout_s=self.read_model_timeout_s,
         )
 
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from functools import partial
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import InfrastructureFactory
-from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.utils import Environment
 
 from application.account_mail import AccountMail
 from application.auth import AuthApplication
@@ -22,35 +19,22 @@ from application.projections import (
 )
 from infrastructure.database import (
     database_url,
-    ensure_schema,
     eventsourcing_env,
     protect_event_log,
 )
+from infrastructure.event_store import AuthRecorder
 from infrastructure.mail_tokens import HmacMailTokens
-from infrastructure.mailer import (
-    FileSender,
-    Mailer,
-    MailSender,
-    SmtpSender,
-    setup_deliveries,
-)
+from infrastructure.mailer import FileSender, Mailer, MailSender, SmtpSender
 from infrastructure.passwords import BcryptPasswordHasher
 from infrastructure.postgres_views import (
-    LivePositions,
     PostgresActiveSessionsView,
     PostgresLoginHistoryView,
     PostgresMailOutboxView,
     PostgresReadModel,
     PostgresUserDirectoryView,
 )
-from infrastructure.projection_runner import (
-    ProjectionWorker,
-    ReadModelSpec,
-    View,
-    advisory_lock,
-    version_of,
-)
-from infrastructure.read_model_registry import live_schemas, setup_registry, switch_live
+from infrastructure.projection_runner import ReadModelSpec, build_view
+from infrastructure.read_model_lifecycle import ProjectionWorker, ReadModels
 from infrastructure.settings import InsecureSettingsError, Settings, load_secrets
 from infrastructure.tokens import JwtTokens
 
@@ -68,14 +52,6 @@ READ_MODELS: tuple[ReadModelSpec[Any], ...] = (
     MAIL_OUTBOX,
 )
 
-# Runners need few connections (a subscription and a writer each), and find
-# their tables made by build_services under the setup lock, not racing for it.
-RUNNER_ENV = {
-    "POSTGRES_POOL_SIZE": "1",
-    "POSTGRES_MAX_OVERFLOW": "2",
-    "CREATE_TABLE": "n",
-}
-
 
 @dataclass
 class Services:
@@ -84,13 +60,13 @@ class Services:
     settings: Settings
     database_url: str
     app: AuthApplication
+    recorder: AuthRecorder
     users: PostgresUserDirectoryView
     sessions: PostgresActiveSessionsView
     history: PostgresLoginHistoryView
-    positions: LivePositions
     tokens: JwtTokens
     mail: AccountMail
-    read_models: tuple[ReadModelSpec[Any], ...] = READ_MODELS
+    read_models: ReadModels
     mailer: Mailer | None = None
     workers: list[ProjectionWorker] = field(default_factory=list)
 
@@ -98,25 +74,9 @@ class Services:
     def views(self) -> tuple[PostgresReadModel, ...]:
         return (self.users, self.sessions, self.history)
 
-    def live_spec(self, name: str) -> ReadModelSpec[Any] | None:
-        """The spec that writes the live schema of `name`, if this code has it."""
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
-            live = live_schemas(conn).get(name)
-        for spec in self.read_models:
-            if live and spec.name == name and spec.version == version_of(live):
-                return replace(spec, schema=live)
-        return None
-
     def start_projections(self) -> None:
-        """Start workers: one per live read model, one per newer version to build."""
-        env = {**eventsourcing_env(self.database_url, 1, 2), **RUNNER_ENV}
-        url = self.database_url
-        started = []
-        for name, newest in newest_versions(self.read_models).items():
-            started.append(ProjectionWorker(partial(self.live_spec, name), url, env))
-            live = self.live_spec(name)
-            if live is None or newest.version > live.version:
-                started.append(ProjectionWorker.building(newest, url, env))
+        """Start workers: the lagging read models, and newer versions to build."""
+        started = self.read_models.workers()
         for worker in started:
             worker.start()
         self.workers.extend(started)
@@ -144,49 +104,6 @@ class Services:
             view.datastore.close()
 
 
-def newest_versions(
-    specs: Sequence[ReadModelSpec[Any]],
-) -> dict[str, ReadModelSpec[Any]]:
-    """The newest version of each read model."""
-    newest: dict[str, ReadModelSpec[Any]] = {}
-    for spec in specs:
-        if spec.name not in newest or spec.version > newest[spec.name].version:
-            newest[spec.name] = spec
-    return newest
-
-
-def build_view(spec: ReadModelSpec[View], env: dict[str, str]) -> View:
-    """Construct a projection's view as its runner does: same schema, same table."""
-    factory = InfrastructureFactory[View].construct(
-        Environment(spec.projection.name, spec.env(env))
-    )
-    view = factory.tracking_recorder(spec.view)
-    if not isinstance(view, spec.view):
-        raise TypeError(f"{spec.projection.name}: expected a {spec.view.__name__}")
-    return view
-
-
-def prepare_read_models(
-    url: str, env: dict[str, str], specs: Sequence[ReadModelSpec[Any]]
-) -> None:
-    """Create the registry and the tables of each newest version.
-
-    On a fresh database the newest versions go live at once; otherwise they
-    are built beside the live ones by the workers. Call it holding the setup lock.
-    """
-    with psycopg.connect(url, autocommit=True) as conn:
-        setup_registry(conn)
-        setup_deliveries(conn)
-        live = live_schemas(conn)
-        for spec in newest_versions(specs).values():
-            if spec.name in live and spec.version <= version_of(live[spec.name]):
-                continue
-            ensure_schema(url, spec.schema)
-            build_view(spec, env).datastore.close()
-            if spec.name not in live:
-                switch_live(conn, spec.name, spec.view.table, spec.schema)
-
-
 def build_services(
     settings: Settings, read_models: tuple[ReadModelSpec[Any], ...] = READ_MODELS
 ) -> Services:
@@ -194,28 +111,27 @@ def build_services(
     url = database_url(settings)
     secrets = load_secrets(settings)
     env = eventsourcing_env(url, settings.db_pool_size, settings.db_max_overflow)
+    models = ReadModels(url, read_models, eventsourcing_env(url, 1, 2))
     # Views here only query read_models.<table>, whichever schema is live.
     query_env = {**env, "POSTGRES_POOL_SIZE": "1", "CREATE_TABLE": "n"}
     users = build_view(USER_DIRECTORY, query_env)
     sessions = build_view(ACTIVE_SESSIONS, query_env)
     history = build_view(LOGIN_HISTORY, query_env)
-    positions = LivePositions(users.datastore)
     # Concurrent CREATE TABLE IF NOT EXISTS can still collide: one process at a time.
     with advisory_lock(url, "authledger.setup"):
-        prepare_read_models(url, env, read_models)
         app = AuthApplication(
             env,
             passwords=BcryptPasswordHasher(
                 secrets.password_pepper, settings.bcrypt_rounds
             ),
-            positions=positions,
-            sessions=sessions,
             policy=settings.auth_policy(),
         )
         recorder = app.recorder
-        if not isinstance(recorder, PostgresApplicationRecorder):
+        if not isinstance(recorder, AuthRecorder):
             raise TypeError("authledger keeps its events in PostgreSQL")
         protect_event_log(url, recorder.datastore.schema, recorder.events_table_name)
+        models.prepare()
+        recorder.inline = models.inline_projections(app.mapper, app.name)
     tokens = JwtTokens(
         secrets.jwt_secret,
         settings.jwt_issuer,
@@ -229,22 +145,21 @@ def build_services(
         settings.mail_throttle(),
     )
     services = Services(
-        settings,
-        url,
-        app,
-        users,
-        sessions,
-        history,
-        positions,
-        tokens,
-        mail,
-        read_models,
+        settings, url, app, recorder, users, sessions, history, tokens, mail, models
     )
     if settings.run_projections:
         services.start_projections()
     if settings.run_mailer:
         services.start_mailer()
     return services
+
+
+@contextmanager
+def advisory_lock(url: str, key: str) -> Iterator[None]:
+    """Hold a session-level advisory lock while the block runs (waits for it)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+        yield
 
 
 def mail_sender(settings: Settings) -> MailSender:

@@ -84,7 +84,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         data_dir=tmp_path / "data",
         bcrypt_rounds=4,
-        read_model_timeout_s=10,
     )
 
 

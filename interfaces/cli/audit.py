@@ -16,7 +16,7 @@ from rich.table import Table
 from application.audit import Auditor
 from application.errors import UserNotFoundError
 from infrastructure.settings import Settings
-from interfaces.bootstrap import build_services
+from interfaces.bootstrap import Services, build_services
 
 audit = typer.Typer(no_args_is_help=True, help="Replay the event store for auditors.")
 
@@ -25,13 +25,23 @@ When = Annotated[
 ]
 
 
+# More than any one person's history; a bound all the same.
+HISTORY_LIMIT = 1_000_000
+
+
 @contextmanager
-def _auditor() -> Iterator[Auditor]:
+def _services() -> Iterator[Services]:
     services = build_services(Settings(run_projections=False, run_mailer=False))
     try:
-        yield Auditor(services.app)
+        yield services
     finally:
         services.close()
+
+
+@contextmanager
+def _auditor() -> Iterator[Auditor]:
+    with _services() as services:
+        yield Auditor(services.app)
 
 
 def _json_value(value: object) -> str:
@@ -61,14 +71,24 @@ def history(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False,
     since: When = None,
     until: When = None,
+    replay: Annotated[
+        bool, typer.Option(help="Replay the event store itself, not the read model.")
+    ] = False,
 ) -> None:
-    """Print a user's whole login history, replayed from the event store."""
-    with _auditor() as auditor:
-        entries = auditor.timeline(
-            _user_id(auditor, user),
-            _utc(since) if since else None,
-            _utc(until) if until else None,
-        )
+    """Print a user's whole history, in time order: logins, sessions, changes."""
+    since, until = (_utc(since) if since else None), (_utc(until) if until else None)
+    with _services() as services:
+        auditor = Auditor(services.app)
+        user_id = _user_id(auditor, user)
+        if replay:
+            entries = auditor.timeline(user_id, since, until)
+        else:
+            entries = [
+                row.entry()
+                for row in services.history.history(
+                    user_id, HISTORY_LIMIT, 0, since, until
+                )
+            ]
     if as_json:
         for entry in entries:
             typer.echo(_json_line(vars(entry)))

@@ -5,10 +5,8 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import psycopg
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -20,78 +18,33 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from infrastructure.database import ensure_schema, eventsourcing_env
-from infrastructure.projection_runner import ProjectionWorker, version_of
-from infrastructure.read_model_registry import (
-    live_schemas,
-    position_in,
-    row_count,
-    schemas_of,
-)
 from infrastructure.settings import Settings
-from interfaces.bootstrap import (
-    RUNNER_ENV,
-    Services,
-    build_services,
-    build_view,
-    newest_versions,
-)
+from interfaces.bootstrap import Services, build_services
+
+if TYPE_CHECKING:
+    from infrastructure.projection_runner import GroupRunner
+    from infrastructure.read_model_lifecycle import BuildReport
 
 projections = typer.Typer(no_args_is_help=True, help="Read models built from the log.")
 
 
-@dataclass(frozen=True)
-class VersionStatus:
-    name: str
-    schema: str
-    version: int
-    state: str
-    position: int
-    lag: int
-    rows: int
-
-
-def read_model_status(services: Services) -> list[VersionStatus]:
-    """Every version of every read model in the database, and how far along it is."""
-    head = services.app.recorder.max_notification_id() or 0
-    app_name = services.app.name
-    statuses = []
-    with psycopg.connect(services.database_url, autocommit=True) as conn:
-        live = live_schemas(conn)
-        for name, newest in newest_versions(services.read_models).items():
-            for schema in schemas_of(conn, name):
-                position = position_in(conn, schema, name, app_name)
-                state = "live" if live.get(name) == schema else "building"
-                if state == "building" and version_of(schema) < newest.version:
-                    state = "retired"
-                statuses.append(
-                    VersionStatus(
-                        name=name,
-                        schema=schema,
-                        version=version_of(schema),
-                        state=state,
-                        position=position,
-                        lag=head - position,
-                        rows=row_count(conn, schema, newest.view.table),
-                    )
-                )
-    return statuses
-
-
 @projections.command()
 def status() -> None:
-    """Show each read model's versions: state, position, lag in events, rows."""
+    """Show each read model's versions: kind, state, position, lag in events, rows."""
     services = build_services(Settings(run_projections=False, run_mailer=False))
     try:
-        rows = read_model_status(services)
+        rows = services.read_models.status(services.recorder, services.app.name)
     finally:
         services.close()
-    table = Table("read model", "schema", "version", "state", "position", "lag", "rows")
+    table = Table(
+        "read model", "schema", "version", "kind", "state", "position", "lag", "rows"
+    )
     for row in rows:
         table.add_row(
             row.name,
             row.schema,
             str(row.version),
+            row.kind,
             row.state,
             str(row.position),
             str(row.lag),
@@ -118,71 +71,50 @@ def run() -> None:
 
 @projections.command()
 def rebuild(
-    name: Annotated[
-        str,
+    names: Annotated[
+        list[str],
         typer.Argument(
-            help="user_directory, active_sessions, login_history or mail_outbox"
+            help="user_directory, active_sessions, login_history and/or mail_outbox"
         ),
     ],
 ) -> None:
-    """Rebuild a read model from the whole log beside the live one, then switch.
+    """Rebuild read models from the whole log, in one pass, beside the live ones.
 
-    The service keeps serving from the live tables meanwhile. Interrupted, it
-    resumes where it stopped when run again.
+    The service keeps serving from the live tables meanwhile; each rebuilt one
+    is switched to once caught up. Interrupted, it resumes where it stopped.
     """
     services = build_services(Settings(run_projections=False, run_mailer=False))
     try:
-        _rebuild(services, name)
+        try:
+            targets = services.read_models.rebuild_targets(names)
+        except KeyError as unknown:
+            raise typer.BadParameter(f"no read model named {unknown}") from None
+        report = _build_showing_progress(services, targets)
     finally:
         services.close()
+    for name, (events, busy_s) in report.per_model.items():
+        rate = events / busy_s if busy_s else 0.0
+        typer.echo(f"{name}: {events} events applied, {rate:.0f} events/s of its own")
+    overall = report.events / report.seconds if report.seconds else 0.0
+    typer.echo(f"rebuilt {', '.join(names)}: {overall:.0f} events/s in all")
 
 
-def _rebuild(services: Services, name: str) -> None:
-    newest = newest_versions(services.read_models).get(name)
-    if newest is None:
-        raise typer.BadParameter(f"no read model named {name!r}")
-    with psycopg.connect(services.database_url, autocommit=True) as conn:
-        live = live_schemas(conn).get(name, "")
-    target = (services.live_spec(name) or newest).rebuild_target(live)
-    env = {**eventsourcing_env(services.database_url, 1, 2), **RUNNER_ENV}
-    ensure_schema(services.database_url, target.schema)
-    build_view(target, {**env, "CREATE_TABLE": "y"}).datastore.close()
-    worker = ProjectionWorker.building(target, services.database_url, env)
-    worker.start()
-    try:
-        _show_progress(services, target.schema, name)
-        _wait_until_dropped(services.database_url, name, live)
-    finally:
-        worker.stop()
-    typer.echo(f"{name} rebuilt into {target.schema}, now live; {live} dropped")
-
-
-def _wait_until_dropped(url: str, name: str, schema: str, timeout: float = 30) -> None:
-    """The building worker drops the replaced schema after a grace period."""
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(url, autocommit=True) as conn:
-        while schema in schemas_of(conn, name) and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-
-def _show_progress(services: Services, schema: str, name: str) -> None:
+def _build_showing_progress(services: Services, targets: list[Any]) -> BuildReport:
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("rebuilding"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]:>8.0f} events/s"),
         TimeRemainingColumn(),
     )
-    with (
-        Progress(*columns) as progress,
-        psycopg.connect(services.database_url, autocommit=True) as conn,
-    ):
-        task = progress.add_task(f"rebuilding {name}", total=None, rate=0.0)
+    total = services.recorder.count_after(0, 10**9)
+    with Progress(*columns) as bar:
+        task = bar.add_task("rebuild", total=total, rate=0.0)
         started = time.monotonic()
-        first = position_in(conn, schema, name, services.app.name)
-        while live_schemas(conn).get(name) != schema:
-            head = services.app.recorder.max_notification_id() or 0
-            position = position_in(conn, schema, name, services.app.name)
-            rate = (position - first) / max(time.monotonic() - started, 1e-3)
-            progress.update(task, total=head, completed=position, rate=rate)
-            time.sleep(0.2)
+
+        def show(runner: GroupRunner) -> None:
+            done = max((m.applied for m in runner.members), default=0)
+            rate = done / max(time.monotonic() - started, 1e-3)
+            bar.update(task, completed=done, rate=rate)
+
+        return services.read_models.build(targets, progress=show)

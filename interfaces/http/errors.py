@@ -16,11 +16,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from application.errors import (
+    ConflictError,
     EmailAlreadyRegisteredError,
     InvalidCredentialsError,
     InvalidMailTokenError,
     InvalidRefreshTokenError,
-    ReadModelsLaggingError,
+    ReadModelFailedError,
     SessionNotFoundError,
     TooManyAttemptsError,
     UserNotFoundError,
@@ -104,11 +105,13 @@ ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
     ForbiddenError: (403, "forbidden", "This requires another role.", {}),
     SessionNotFoundError: (404, "session_not_found", "No such session.", {}),
     UserNotFoundError: (404, "user_not_found", "No such user.", {}),
+    ConflictError: (409, "conflict", "A concurrent change won; try again.", {}),
+    # A lost race the use cases did not retry: the same answer, never a 500.
     IntegrityError: (409, "conflict", "A concurrent change won; try again.", {}),
-    ReadModelsLaggingError: (
+    ReadModelFailedError: (
         503,
-        "read_models_lagging",
-        "Saved, but not yet visible; retry shortly.",
+        "read_model_failed",
+        "Not saved: a read model could not apply it; retry shortly.",
         RETRY_SOON,
     ),
     OperationalError: (503, "database_unavailable", "Service unavailable.", RETRY_SOON),

@@ -8,8 +8,8 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
-from application.audit import TimelineEntry
 from application.read_models import SessionRow, UserRow
+from application.timeline import TimelineEntry
 
 
 def _printable_text(value: str) -> str:

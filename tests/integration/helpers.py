@@ -11,14 +11,14 @@ from typing import Any
 
 import psycopg
 from eventsourcing.persistence import Notification
-from eventsourcing.projection import ProjectionRunner
 from psycopg import sql
 
 from application.store import AuthEventLog
 from application.values import Client
-from infrastructure.database import ensure_schema, eventsourcing_env
-from infrastructure.projection_runner import ReadModelSpec
-from interfaces.bootstrap import RUNNER_ENV, Services
+from infrastructure.database import eventsourcing_env
+from infrastructure.projection_runner import GroupRunner, ReadModelSpec
+from infrastructure.read_model_lifecycle import ReadModels
+from interfaces.bootstrap import Services
 
 CLIENT_IP = "203.0.113.7"
 CLIENT_UA = "pytest-integration"
@@ -49,22 +49,21 @@ def last_position(services: Services) -> int:
 
 
 def wait_for_read_models(services: Services, timeout_s: float = 10.0) -> None:
-    """Wait until every live read model has applied every stored event.
+    """Wait until the lagging read models have applied every stored event.
 
-    Some commands (a failed login) do not wait for the read models themselves.
+    The consistent ones need no wait: they commit with the events.
     """
-    position = last_position(services)
     wait_until(
-        lambda: services.positions.reached(APP_NAME, position),
+        lambda: services.read_models.lag(services.recorder, APP_NAME, 1) == 0,
         timeout_s,
-        f"the read models to reach position {position}",
+        "the lagging read models to catch up",
     )
 
 
 def live_specs(services: Services) -> list[ReadModelSpec[Any]]:
     """The spec of each read model, pointed at its live schema."""
-    names = dict.fromkeys(spec.name for spec in services.read_models)
-    specs = [services.live_spec(name) for name in names]
+    names = services.read_models.newest()
+    specs = [services.read_models.live_spec(name) for name in names]
     assert all(specs), f"no live schema for some of {list(names)}"
     return [spec for spec in specs if spec is not None]
 
@@ -111,20 +110,19 @@ def read_model_state(url: str, specs: list[ReadModelSpec[Any]]) -> ReadModelStat
 
 
 def rebuild_from_zero(
-    url: str, specs: list[ReadModelSpec[Any]], up_to: int, timeout_s: float = 10.0
+    url: str, specs: list[ReadModelSpec[Any]]
 ) -> list[ReadModelSpec[Any]]:
-    """Project the log again, each read model into an empty schema of its own."""
-    base_env = {**eventsourcing_env(url, 1, 2), **RUNNER_ENV, "CREATE_TABLE": "y"}
+    """Project the whole log again, each read model into an empty schema of its own."""
+    models = ReadModels(url, specs, eventsourcing_env(url, 1, 2))
     rebuilt = [replace(spec, schema=f"rebuild_{spec.name}") for spec in specs]
     for spec in rebuilt:
-        ensure_schema(url, spec.schema)
-        with ProjectionRunner(
-            application_class=AuthEventLog,
-            projection_class=spec.projection,
-            view_class=spec.view,
-            env=spec.env(base_env),
-        ) as runner:
-            runner.wait(up_to, timeout=timeout_s)
+        models.create_tables(spec)
+    runner = GroupRunner(rebuilt, url, models.env)
+    try:
+        while runner.step():
+            pass
+    finally:
+        runner.close()
     return rebuilt
 
 

@@ -7,7 +7,6 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
 
-from application.audit import Auditor
 from application.errors import UserNotFoundError
 from domain.values import Role
 from interfaces.http.deps import CurrentUser, CurrentUserDep, ServicesDep
@@ -54,9 +53,11 @@ def user_history(
     limit: PageSize = 100,
     offset: Offset = 0,
 ) -> list[TimelineEntryResponse]:
-    """The user's timeline, replayed from the event store (as `authledger audit`)."""
-    entries = Auditor(services.app).timeline(user_id)[offset : offset + limit]
-    return [TimelineEntryResponse.of(entry) for entry in entries]
+    """The user's timeline, paged in time order (as `authledger audit history`)."""
+    if services.users.get_user(user_id) is None:
+        raise UserNotFoundError(user_id)
+    rows = services.history.history(user_id, limit, offset)
+    return [TimelineEntryResponse.of(row.entry()) for row in rows]
 
 
 @router.patch("/users/{user_id}")

@@ -6,7 +6,6 @@ from enum import StrEnum
 
 from fastapi import APIRouter, status
 
-from application.errors import ReadModelsLaggingError
 from application.values import SessionGrant
 from interfaces.bootstrap import Services
 from interfaces.http.deps import ClientDep, CurrentUserDep, ServicesDep
@@ -29,14 +28,11 @@ class LogoutScope(StrEnum):
 
 
 def _token_response(services: Services, grant: SessionGrant) -> TokenResponse:
-    user = services.users.get_user(grant.user_id)
-    if user is None:  # the use case waited for the read models; this means lag
-        raise ReadModelsLaggingError(grant.user_id)
     return TokenResponse(
         access_token=services.tokens.issue(grant.user_id, grant.session_id, grant.role),
         refresh_token=grant.refresh_token,
         expires_in=services.tokens.ttl_s,
-        user=UserResponse.of(user),
+        user=UserResponse.of(grant.user),
     )
 
 

@@ -1,0 +1,238 @@
+"""The events table's recorder: writers never queue on one lock, readers never skip.
+
+eventsourcing's own recorder locks the whole table for every insert, until the
+commit is flushed, so that ids commit in id order. This one gives each event
+the position `transaction id << 20 | index in its transaction` and lets
+readers pass only positions below the oldest transaction still running
+(`pg_snapshot_xmin`): every transaction below it has ended, so nothing can
+commit behind a reader, while writers commit side by side (ADR 15).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+import psycopg
+from eventsourcing.persistence import (
+    InterfaceError,
+    Notification,
+    OperationalError,
+    StoredEvent,
+)
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.utils import retry
+from psycopg.sql import SQL, Composed, Identifier
+
+from application.errors import ReadModelFailedError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from psycopg import Cursor
+    from psycopg.rows import DictRow
+
+# A transaction holds at most 2**20 events; 2**43 transaction ids fit in a bigint.
+INDEX_BITS = 20
+# Positions below this are final: every transaction that could write one has ended.
+HORIZON = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {INDEX_BITS})"
+FIRST_POSITION = f"(pg_current_xact_id()::text::bigint << {INDEX_BITS})"
+
+
+class InlineWriter(Protocol):
+    """What runs inside every insert transaction, after the events are in."""
+
+    def __call__(
+        self, curs: Cursor[DictRow], notifications: Sequence[Notification]
+    ) -> None:
+        """Write what must commit with these events (the consistent read models)."""
+        ...
+
+
+class AuthRecorder(PostgresApplicationRecorder):
+    """Appends ordered by transaction, consistent read models written inline."""
+
+    def __init__(
+        self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
+    ) -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.table = Identifier(self.datastore.schema, self.events_table_name)
+        self.insert_events_statement = SQL(
+            "INSERT INTO {table} (originator_id, originator_version, topic, state,"
+            " notification_id) SELECT e.originator_id, e.originator_version, e.topic,"
+            " e.state, {first} + e.index - 1"
+            " FROM unnest(%s::{schema}.{stored_event}[]) WITH ORDINALITY"
+            " AS e(originator_id, originator_version, topic, state, index)"
+            " ORDER BY e.index RETURNING notification_id"
+        ).format(
+            table=self.table,
+            first=SQL(FIRST_POSITION),
+            schema=Identifier(self.datastore.schema),
+            stored_event=Identifier(self.stored_event_type_name),
+        )
+        self.lock_timeout_statement = SQL("SET LOCAL lock_timeout = '{0}s'").format(
+            self.datastore.lock_timeout
+        )
+        self.notify_statement = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
+        self.inline: InlineWriter | None = None
+
+    def _select(self, where: str, order: str = "") -> Composed:
+        query = f"SELECT * FROM {{table}} WHERE {where} {order}"
+        return SQL(query).format(table=self.table)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **_: Any
+    ) -> Sequence[int] | None:
+        """Append the events and write the inline read models, in one transaction.
+
+        No table lock: concurrent appends commit (and flush) together. A failure
+        of an inline read model rolls back the events too.
+        """
+        if not stored_events:
+            return []
+        failure: BaseException | None = None
+        with self.datastore.get_connection() as conn:
+            with conn.pipeline() as pipeline, conn.transaction(), conn.cursor() as curs:
+                try:
+                    curs.execute(self.lock_timeout_statement, prepare=True)
+                    self._insert_stored_events(curs, stored_events)
+                    pipeline.sync()  # a version conflict raises here
+                    ids = [row["notification_id"] for row in curs.fetchall()]
+                    self._write_inline(curs, stored_events, ids)
+                    # Delivered on commit; wakes the lagging read models' runners.
+                    curs.execute(self.notify_statement)
+                # Re-raised below: leaving a failed pipeline by an error warns.
+                except Exception as error:  # noqa: BLE001
+                    failure = error
+                    raise psycopg.Rollback from None
+            if failure is not None:
+                raise failure
+        return ids
+
+    def _insert_stored_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any
+    ) -> None:
+        """Insert without the library's table lock; positions come from the xid."""
+        curs.execute(
+            self.insert_events_statement,
+            (
+                [
+                    self.construct_pg_stored_event(
+                        e.originator_id, e.originator_version, e.topic, e.state
+                    )
+                    for e in stored_events
+                ],
+            ),
+            prepare=True,
+        )
+
+    def _write_inline(
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        ids: list[int],
+    ) -> None:
+        if self.inline is None:
+            return
+        notifications = [
+            Notification(
+                id=notification_id,
+                originator_id=e.originator_id,
+                originator_version=e.originator_version,
+                topic=e.topic,
+                state=e.state,
+            )
+            for e, notification_id in zip(stored_events, ids, strict=True)
+        ]
+        try:
+            self.inline(curs, notifications)
+        except Exception as error:
+            raise ReadModelFailedError(str(error)) from error
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """Events after `start` in position order, only up to the horizon."""
+        first = 0 if start is None else start + (0 if inclusive_of_start else 1)
+        where = f"notification_id >= %s AND notification_id < {HORIZON}"
+        params: list[Any] = [first]
+        if stop is not None:
+            where += " AND notification_id <= %s"
+            params.append(stop)
+        if topics:
+            where += " AND topic = ANY(%s)"
+            params.append(list(topics))
+        params.append(limit)
+        statement = self._select(where, "ORDER BY notification_id LIMIT %s")
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, params, prepare=True)
+            return [_notification(row) for row in curs.fetchall()]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def max_notification_id(self) -> int | None:
+        """The last position a reader may pass now (the head, as readers see it)."""
+        statement = SQL(
+            f"SELECT max(notification_id) AS max FROM {{table}}"
+            f" WHERE notification_id < {HORIZON}"
+        ).format(table=self.table)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            row = curs.execute(statement).fetchone()
+        return None if row is None else row["max"]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def has_events_after(self, position: int) -> bool:
+        """Whether any committed event lies after `position`, past the horizon too."""
+        statement = SQL(
+            "SELECT EXISTS (SELECT 1 FROM {table} WHERE notification_id > %s) AS any"
+        ).format(table=self.table)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            row = curs.execute(statement, (position,), prepare=True).fetchone()
+        return bool(row and row["any"])
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def count_after(self, position: int, at_most: int) -> int:
+        """How many readable events lie after `position`, counting up to `at_most`."""
+        statement = SQL(
+            f"SELECT count(*) AS n FROM (SELECT 1 FROM {{table}}"
+            f" WHERE notification_id > %s AND notification_id < {HORIZON}"
+            f" LIMIT %s) AS pending"
+        ).format(table=self.table)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            row = curs.execute(statement, (position, at_most)).fetchone()
+        return int(row["n"]) if row else 0
+
+    def select_all_after(
+        self, curs: Cursor[DictRow], position: int
+    ) -> list[Notification]:
+        """Every event after `position`, ignoring the horizon.
+
+        Only correct while the caller holds the table's EXCLUSIVE lock, when no
+        insert is in flight and so every event is final.
+        """
+        curs.execute(
+            self._select("notification_id > %s", "ORDER BY notification_id"),
+            (position,),
+        )
+        return [_notification(row) for row in curs.fetchall()]
+
+    def lock_appends(self, curs: Cursor[DictRow]) -> None:
+        """Wait for every append in flight, and hold new ones until commit."""
+        curs.execute(self.lock_timeout_statement)
+        curs.execute(SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(self.table))
+
+
+def _notification(row: DictRow) -> Notification:
+    return Notification(
+        id=row["notification_id"],
+        originator_id=row["originator_id"],
+        originator_version=row["originator_version"],
+        topic=row["topic"],
+        state=bytes(row["state"]),
+    )
