@@ -76,10 +76,9 @@ def test_reusing_a_rotated_token_revokes_the_session_and_is_in_the_history(
     assert replay.status_code == 401
     assert client.get("/api/auth/me", headers=bearer(successor)).status_code == 401
     kinds = history(module_database_url, tokens["user"]["id"])
-    assert [(kind, detail) for kind, detail, _ in kinds] == [
-        ("success", ""),
-        ("rotation", "generation 1"),
-        ("revocation", "reuse_detected"),
+    assert [(kind, detail) for kind, detail, _ in kinds][2:] == [
+        ("token_rotated", "generation 1"),
+        ("session_revoked", "reuse_detected"),
     ]
 
 
@@ -171,7 +170,11 @@ def test_a_locked_account_refuses_even_the_right_password_with_the_same_answer(
 
     assert right_password.status_code == 401
     assert right_password.json() == failures[0].json()
-    expected = ["success"] + ["failure"] * 5 + ["locked_out", "failure"]
+    expected = (
+        ["registered", "session_opened"]
+        + ["login_failed"] * 5
+        + ["locked_out", "login_failed"]
+    )
     entries = eventually(
         lambda: history(module_database_url, user_id), lambda e: len(e) >= len(expected)
     )
@@ -235,9 +238,9 @@ def test_too_many_failures_from_one_address_get_429_whatever_header_is_forged(
     assert 0 < int(blocked.headers["retry-after"]) <= 60
     entries = eventually(
         lambda: history(module_database_url, user_id),
-        lambda e: sum(kind == "failure" for kind, _, _ in e) >= 4,
+        lambda e: sum(kind == "login_failed" for kind, _, _ in e) >= 4,
     )
-    assert {ip for kind, _, ip in entries if kind == "failure"} == {"127.0.0.1"}
+    assert {ip for kind, _, ip in entries if kind == "login_failed"} == {"127.0.0.1"}
 
 
 def login_with(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -29,7 +30,7 @@ RUNS = itertools.count()
 def fold(url: str) -> tuple[dict[str, Any], set[str]]:
     """Users and live sessions computed straight from the stored events."""
     users: dict[str, Any] = {}
-    opened: set[str] = set()
+    opened: dict[str, str] = {}  # session -> user
     revoked: set[str] = set()
     with psycopg.connect(url) as conn:
         rows = conn.execute(
@@ -44,11 +45,20 @@ def fold(url: str) -> tuple[dict[str, Any], set[str]]:
             users[aggregate]["failed_logins"] = state["failures_in_window"]
         elif topic in ("authledger:User.LockedOut", "authledger:User.Unlocked"):
             users[aggregate]["failed_logins"] = 0
+        elif topic == "authledger:User.SessionsRevoked":
+            # Every session the user opened before this, but the one kept.
+            kept = uuid_in(state["kept_session_id"])
+            revoked |= {s for s, u in opened.items() if u == aggregate and s != kept}
         elif kind == "Opened":
-            opened.add(aggregate)
+            opened[aggregate] = uuid_in(state["user_id"])
         elif kind == "Revoked":
             revoked.add(aggregate)
-    return users, opened - revoked
+    return users, set(opened) - revoked
+
+
+def uuid_in(transcoded: dict[str, str] | None) -> str | None:
+    """A UUID as the JSON transcoder stores it, as originator_id::text reads."""
+    return None if transcoded is None else str(UUID(hex=transcoded["_data_"]))
 
 
 class AuthMachine(RuleBasedStateMachine):

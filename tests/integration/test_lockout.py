@@ -69,15 +69,15 @@ def test_three_wrong_passwords_lock_the_account_even_against_the_right_one(
     assert row.failed_logins == 0
     # And the history shows every failure and the lockout
     history = strict.history.history(user_id, 100, 0)
-    assert [(h.kind, h.detail) for h in history] == [
-        ("success", ""),
-        ("failure", "bad_password"),
-        ("failure", "bad_password"),
-        ("failure", "bad_password"),
+    assert [(h.kind, h.detail) for h in history][2:] == [
+        ("login_failed", "bad_password"),
+        ("login_failed", "bad_password"),
+        ("login_failed", "bad_password"),
         ("locked_out", f"until {(locked_at + FIRST_LOCK).isoformat()}"),
-        ("failure", "locked"),
+        ("login_failed", "locked"),
     ]
-    failures = [h for h in history if h.kind == "failure"]
+    assert [h.kind for h in history][:2] == ["registered", "session_opened"]
+    failures = [h for h in history if h.kind == "login_failed"]
     assert {(h.ip, h.user_agent) for h in failures} == {(CLIENT_IP, CLIENT_UA)}
     assert [h.position for h in history] == sorted(h.position for h in history)
 
@@ -118,11 +118,8 @@ def test_once_the_lock_runs_out_the_right_password_logs_in_again(
     assert row.locked_until is None
     assert row.failed_logins == 0
     kinds = [(h.kind, h.detail) for h in strict.history.history(user_id, 100, 0)]
-    assert kinds[-3:] == [
-        ("failure", "locked"),
-        ("unlocked", "expired"),
-        ("success", ""),
-    ]
+    assert kinds[-3:-1] == [("login_failed", "locked"), ("unlocked", "expired")]
+    assert kinds[-1][0] == "session_opened"
 
 
 def test_a_second_lockout_lasts_twice_as_long(
@@ -184,7 +181,7 @@ def test_a_wrong_password_after_the_lock_ran_out_records_that_the_lock_ended(
     # Then the timeline shows the lock ending before the new failure
     wait_for_read_models(strict)
     kinds = [h.kind for h in strict.history.history(user_id, 100, 0)]
-    assert kinds[-3:] == ["locked_out", "unlocked", "failure"]
+    assert kinds[-3:] == ["locked_out", "unlocked", "login_failed"]
     row = strict.users.get_user(user_id)
     assert row is not None
     assert row.locked_until is None

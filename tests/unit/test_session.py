@@ -28,7 +28,7 @@ UA = "pytest"
 
 def opened_session(policy: RefreshPolicy = STRICT) -> Session:
     """A session opened at T0 with refresh token hash "h0", its events flushed."""
-    session = Session.open(uuid4(), USER_ID, "h0", IP, UA, policy, T0)
+    session = Session.open(uuid4(), USER_ID, 1, "h0", IP, UA, policy, T0)
     session.collect_events()
     return session
 
@@ -48,7 +48,7 @@ def test_opening_a_session_expires_its_token_after_the_token_ttl() -> None:
     session_id = uuid4()
 
     # When
-    session = Session.open(session_id, USER_ID, "h0", IP, UA, STRICT, T0)
+    session = Session.open(session_id, USER_ID, 1, "h0", IP, UA, STRICT, T0)
 
     # Then
     opened = only(session.collect_events(), Session.Opened)
@@ -69,7 +69,7 @@ def test_opening_a_session_caps_token_expiry_at_the_maximum_session_age() -> Non
     )
 
     # When
-    session = Session.open(uuid4(), USER_ID, "h0", IP, UA, policy, T0)
+    session = Session.open(uuid4(), USER_ID, 1, "h0", IP, UA, policy, T0)
 
     # Then
     opened = only(session.collect_events(), Session.Opened)

@@ -27,7 +27,7 @@ class SessionMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.now = T0
-        self.session = Session.open(uuid4(), uuid4(), "t0", "ip", "ua", POLICY, T0)
+        self.session = Session.open(uuid4(), uuid4(), 1, "t0", "ip", "ua", POLICY, T0)
         self.issued = ["t0"]
         self.events = list(self.session.collect_events())
 

@@ -1,0 +1,368 @@
+"""Concurrent appends with rollbacks and slow commits: every reader sees each once."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+import random
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
+
+import pytest
+from eventsourcing.persistence import (
+    InfrastructureFactory,
+    IntegrityError,
+    Notification,
+    StoredEvent,
+)
+from eventsourcing.utils import Environment
+
+from application.errors import ReadModelFailedError
+from infrastructure import event_store
+from infrastructure.database import eventsourcing_env, protect_event_log
+from infrastructure.event_store import AuthRecorder
+
+if TYPE_CHECKING:
+    from psycopg import Cursor
+    from psycopg.rows import DictRow
+
+pytestmark = pytest.mark.postgres
+
+TOPIC = "tests.integration.test_append_ordering:Appended"
+# No horizon: a reader may pass positions that a running transaction fills later.
+NO_HORIZON = "9223372036854775807"
+
+Outcome = Literal["committed", "conflict", "rolled back"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one scenario's writers behave; the same for threads and processes."""
+
+    seconds: float
+    threads: int
+    shared: tuple[uuid.UUID, ...]
+    seed: int
+    shared_share: float = 0.4  # transactions appending to a shared aggregate
+    fail_share: float = 0.15  # transactions whose inline writer raises
+    slow_every: int = 10  # every n-th transaction of a writer sleeps slow_s
+    slow_s: float = 0.25
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One insert_events call: what it tried, what it was told."""
+
+    tokens: tuple[str, ...]
+    meant_to_fail: bool
+    slow: bool
+    shared: bool
+    outcome: Outcome
+    ids: tuple[int, ...]
+
+
+@dataclass
+class Run:
+    """What the writers did and what each reader saw."""
+
+    attempts: list[Attempt]
+    subscriber: list[Notification]
+    catch_up: list[Notification]
+
+
+def make_recorder(url: str, pool_size: int, *, create_table: bool) -> AuthRecorder:
+    """The service's recorder on this database, with the test's inline writer."""
+    env = eventsourcing_env(url, pool_size, 2)
+    if not create_table:
+        env["CREATE_TABLE"] = "n"
+    factory = InfrastructureFactory.construct(Environment("Auth", env))
+    recorder = factory.application_recorder()
+    assert isinstance(recorder, AuthRecorder)
+    recorder.inline = sleep_or_fail
+    return recorder
+
+
+def sleep_or_fail(
+    _curs: Cursor[DictRow], notifications: Sequence[Notification]
+) -> None:
+    """Hold the transaction open as its first event asks, then maybe roll it back."""
+    del curs  # writes nothing: only holds the transaction open, or fails it
+    order = json.loads(notifications[0].state)
+    time.sleep(float(order["sleep"]))
+    if order["fail"]:
+        raise RuntimeError("this transaction is rolled back on purpose")
+
+
+def event(
+    originator_id: uuid.UUID, version: int, *, sleep: float = 0.0, fail: bool = False
+) -> StoredEvent:
+    """An event carrying a unique token and its transaction's orders."""
+    state = {"token": uuid.uuid4().hex, "sleep": sleep, "fail": fail}
+    return StoredEvent(originator_id, version, TOPIC, json.dumps(state).encode())
+
+
+def token(state: bytes) -> str:
+    return str(json.loads(state)["token"])
+
+
+def append(recorder: AuthRecorder, events: list[StoredEvent], **kind: bool) -> Attempt:
+    """Insert the events in one transaction and record how it ended."""
+    order = json.loads(events[0].state)
+    outcome: Outcome = "committed"
+    ids: Sequence[int] = ()
+    try:
+        ids = recorder.insert_events(events) or ()
+    except IntegrityError:
+        outcome = "conflict"
+    except ReadModelFailedError:
+        outcome = "rolled back"
+    return Attempt(
+        tokens=tuple(token(e.state) for e in events),
+        meant_to_fail=bool(order["fail"]),
+        slow=kind.get("slow", False),
+        shared=kind.get("shared", False),
+        outcome=outcome,
+        ids=tuple(ids),
+    )
+
+
+def write(recorder: AuthRecorder, plan: Plan, seed: int) -> list[Attempt]:
+    """Append for plan.seconds: new aggregates, shared ones, some slow, some failing."""
+    rng = random.Random(seed)
+    attempts: list[Attempt] = []
+    deadline = time.monotonic() + plan.seconds
+    count = 0
+    while time.monotonic() < deadline:
+        count += 1
+        # Slow ones always commit, and only to new aggregates: nothing waits on them.
+        slow = count % plan.slow_every == 0
+        shared = not slow and rng.random() < plan.shared_share
+        fail = not slow and rng.random() < plan.fail_share
+        sleep = plan.slow_s if slow else rng.uniform(0, 0.02)
+        if shared:
+            originator_id = rng.choice(plan.shared)
+            last = recorder.select_events(originator_id, desc=True, limit=1)
+            versions = [last[0].originator_version + 1]
+        else:
+            originator_id = uuid.uuid4()
+            versions = list(range(1, rng.randint(1, 3) + 1))
+        events = [event(originator_id, v, sleep=sleep, fail=fail) for v in versions]
+        attempts.append(append(recorder, events, slow=slow, shared=shared))
+        time.sleep(rng.uniform(0, 0.002))
+    return attempts
+
+
+def write_in_threads(recorder: AuthRecorder, plan: Plan) -> list[Attempt]:
+    with ThreadPoolExecutor(plan.threads) as pool:
+        futures = [
+            pool.submit(write, recorder, plan, plan.seed * 100 + n)
+            for n in range(plan.threads)
+        ]
+        return [attempt for future in futures for attempt in future.result()]
+
+
+def write_in_process(url: str, plan: Plan) -> list[Attempt]:
+    """A writer process: its own recorder and pool, its own threads."""
+    recorder = make_recorder(url, plan.threads + 1, create_table=False)
+    try:
+        return write_in_threads(recorder, plan)
+    finally:
+        recorder.datastore.close()
+
+
+class Reader:
+    """Follow the log like a runner: poll after the last position seen."""
+
+    def __init__(
+        self,
+        recorder: AuthRecorder,
+        *,
+        page: int,
+        start_after_s: float = 0.0,
+        idle_s: float = 0.001,
+        pause_every: int = 0,
+        pause_s: float = 0.0,
+    ) -> None:
+        self.recorder = recorder
+        self.page = page
+        self.start_after_s = start_after_s
+        self.idle_s = idle_s
+        self.pause_every = pause_every
+        self.pause_s = pause_s
+        self.seen: list[Notification] = []
+
+    def run(self, writers_done: threading.Event) -> None:
+        """Read until the writers are done and nothing lies after the last seen."""
+        time.sleep(self.start_after_s)
+        last = 0
+        pages = 0
+        drain_deadline: float | None = None
+        while True:
+            found = self.recorder.select_notifications(
+                start=last, limit=self.page, inclusive_of_start=False
+            )
+            self.seen.extend(found)
+            if found:
+                last = found[-1].id
+                pages += 1
+                if self.pause_every and pages % self.pause_every == 0:
+                    time.sleep(self.pause_s)
+                continue
+            if writers_done.is_set():
+                # Past the horizon too: nothing committed lies after what was read.
+                if not self.recorder.has_events_after(last):
+                    return
+                drain_deadline = drain_deadline or time.monotonic() + 10
+                assert time.monotonic() < drain_deadline, "the final drain is stuck"
+            time.sleep(self.idle_s)
+
+
+def run_scenario(url: str, plan: Plan, processes: int) -> Run:
+    """Writers in threads and in spawned processes, a subscriber, a catch-up reader."""
+    recorder = make_recorder(url, plan.threads + 4, create_table=True)
+    try:
+        protect_event_log(url, recorder.datastore.schema, recorder.events_table_name)
+        attempts = [append(recorder, [event(agg, 1)]) for agg in plan.shared]
+        subscriber = Reader(recorder, page=100)
+        catch_up = Reader(
+            recorder, page=50, start_after_s=1.0, idle_s=0.005, pause_every=5
+        )
+        catch_up.pause_s = 0.1
+        writers_done = threading.Event()
+        spawn = multiprocessing.get_context("spawn")
+        with (
+            ThreadPoolExecutor(2) as readers,
+            ProcessPoolExecutor(max(processes, 1), mp_context=spawn) as remote,
+        ):
+            reading = [
+                readers.submit(r.run, writers_done) for r in (subscriber, catch_up)
+            ]
+            elsewhere: list[Future[list[Attempt]]] = [
+                remote.submit(write_in_process, url, replace(plan, seed=plan.seed + n))
+                for n in range(1, processes + 1)
+            ]
+            try:
+                attempts += write_in_threads(recorder, plan)
+                for future in elsewhere:
+                    attempts += future.result(timeout=60)
+            finally:
+                writers_done.set()
+            for reader in reading:
+                reader.result(timeout=30)
+        return Run(attempts, subscriber.seen, catch_up.seen)
+    finally:
+        recorder.datastore.close()
+
+
+def committed_by_id(attempts: list[Attempt]) -> dict[int, str]:
+    """Each committed event's token by the position insert_events returned."""
+    committed: dict[int, str] = {}
+    for attempt in attempts:
+        if attempt.outcome == "committed":
+            assert len(attempt.ids) == len(attempt.tokens)
+            committed.update(zip(attempt.ids, attempt.tokens, strict=True))
+    return committed
+
+
+def assert_saw_each_committed_event_once_in_order(
+    seen: list[Notification], attempts: list[Attempt]
+) -> None:
+    ids = [n.id for n in seen]
+    assert all(a < b for a, b in itertools.pairwise(ids)), "not increasing"
+    assert {n.id: token(n.state) for n in seen} == committed_by_id(attempts)
+    failed = {t for a in attempts if a.outcome != "committed" for t in a.tokens}
+    assert not failed & {token(n.state) for n in seen}
+    versions: defaultdict[uuid.UUID, list[int]] = defaultdict(list)
+    for notification in seen:
+        versions[uuid.UUID(str(notification.originator_id))].append(
+            notification.originator_version
+        )
+    # Every aggregate's versions in position order: 1, 2, 3… without a gap.
+    assert all(v == list(range(1, len(v) + 1)) for v in versions.values())
+
+
+def test_concurrent_appends_reach_every_reader_once_in_order(
+    database_url: str,
+) -> None:
+    # Given: writers in this process and in two others, on new and shared
+    # aggregates, holding transactions open 0-20 ms (some 250 ms), 15 % rolled back
+    plan = Plan(
+        seconds=6.0,
+        threads=4,
+        shared=tuple(uuid.uuid4() for _ in range(3)),
+        seed=random.randrange(10**6),
+    )
+
+    # When: they append while a subscriber and a catch-up reader follow the log
+    run = run_scenario(database_url, plan, processes=2)
+
+    # Then: the scenario really had conflicts, rollbacks and slow commits
+    outcomes = [(a.outcome, a.shared, a.slow, a.meant_to_fail) for a in run.attempts]
+    assert any(o == ("conflict", True, False, False) for o in outcomes)
+    assert any(o[0] == "rolled back" for o in outcomes)
+    assert any(o == ("committed", False, True, False) for o in outcomes)
+    assert not any(a.meant_to_fail and a.outcome == "committed" for a in run.attempts)
+    assert not any(
+        not a.meant_to_fail and a.outcome == "rolled back" for a in run.attempts
+    )
+    assert len(committed_by_id(run.attempts)) > 1000
+    # And: each reader saw every committed event once, in order, and nothing else
+    assert_saw_each_committed_event_once_in_order(run.subscriber, run.attempts)
+    assert_saw_each_committed_event_once_in_order(run.catch_up, run.attempts)
+
+
+def test_appending_a_stale_version_still_fails_and_stores_nothing(
+    database_url: str,
+) -> None:
+    recorder = make_recorder(database_url, 2, create_table=True)
+    try:
+        aggregate = uuid.uuid4()
+        for version in (1, 2, 3):
+            recorder.insert_events([event(aggregate, version)])
+
+        for stale in (event(aggregate, 3), event(aggregate, 2)):
+            with pytest.raises(IntegrityError):
+                recorder.insert_events([stale, event(aggregate, 4)])
+
+        stored = recorder.select_events(aggregate)
+        assert [e.originator_version for e in stored] == [1, 2, 3]
+    finally:
+        recorder.datastore.close()
+
+
+def test_without_the_horizon_a_subscriber_skips_slow_commits(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given: readers that pass any committed position, running transactions or not
+    monkeypatch.setattr(event_store, "HORIZON", NO_HORIZON)
+    plan = Plan(
+        seconds=3.0,
+        threads=6,
+        shared=tuple(uuid.uuid4() for _ in range(3)),
+        seed=random.randrange(10**6),
+    )
+
+    # When: the same scenario runs (in this process only: the readers' horizon is
+    # patched here, and the writers' positions do not depend on it)
+    run = run_scenario(database_url, plan, processes=0)
+
+    # Then: the subscriber missed committed events, for good: it is past them
+    committed = committed_by_id(run.attempts)
+    missed = set(committed) - {n.id for n in run.subscriber}
+    assert missed
+    assert all(position < run.subscriber[-1].id for position in missed)
+    slow = {
+        i for a in run.attempts if a.slow and a.outcome == "committed" for i in a.ids
+    }
+    print(
+        f"without the horizon: subscriber missed {len(missed)} of {len(committed)},"
+        f" {len(missed & slow)} of them from slow transactions; catch-up reader"
+        f" missed {len(set(committed) - {n.id for n in run.catch_up})}"
+    )
