@@ -1,16 +1,17 @@
-"""Projections that die mid-transaction and restart equal a rebuild from the log."""
+"""Runners and commands killed mid-transaction leave read models equal to a rebuild."""
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import replace
-from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -21,14 +22,15 @@ from application.auth import AuthApplication
 from application.errors import InvalidCredentialsError, InvalidRefreshTokenError
 from application.values import Client
 from infrastructure.database import eventsourcing_env
-from infrastructure.postgres_views import (
-    PostgresActiveSessionsView,
-    PostgresLoginHistoryView,
-    PostgresReadModel,
-    PostgresUserDirectoryView,
+from infrastructure.postgres_views import PostgresLoginHistoryView, PostgresReadModel
+from infrastructure.projection_runner import GroupRunner, ReadModelSpec
+from infrastructure.read_model_lifecycle import (
+    RUNNER_ENV,
+    LaggingWorker,
+    ProjectionWorker,
 )
-from infrastructure.projection_runner import ProjectionWorker, ReadModelSpec
-from interfaces.bootstrap import READ_MODELS, RUNNER_ENV, Services
+from infrastructure.settings import Settings
+from interfaces.bootstrap import READ_MODELS, Services, build_services
 from tests.integration.helpers import (
     CLIENT_UA,
     MakeServices,
@@ -43,7 +45,7 @@ from tests.integration.helpers import (
 )
 
 if TYPE_CHECKING:
-    from eventsourcing.persistence import Tracking
+    from eventsourcing.persistence import Notification, Tracking
     from psycopg import Cursor
     from psycopg.rows import DictRow
 
@@ -95,43 +97,30 @@ def record_workload(app: AuthApplication, tag: str, users: int) -> None:
         app.refresh(rotated.refresh_token if i % 2 else first.refresh_token, who)
 
 
-class AlreadyThere:
-    """Read-model positions that never make a command wait."""
-
-    def reached(self, application_name: str, position: int) -> bool:  # noqa: ARG002
-        return True
-
-
 @pytest.fixture
 def unprojected(make_services: MakeServices) -> Services:
     """Services whose projections run only when the test starts them."""
     return make_services(run_projections=False)
 
 
-@pytest.fixture
-def writer(unprojected: Services) -> Iterator[AuthApplication]:
-    """An application on the same store that does not wait for the read models."""
-    app = AuthApplication(
-        eventsourcing_env(unprojected.database_url, 1, 2),
-        passwords=unprojected.app.passwords,
-        positions=AlreadyThere(),
-        sessions=unprojected.sessions,
-    )
-    yield app
-    app.close()
-
-
 def assert_equal_to_a_rebuild(services: Services) -> None:
-    """Every live read model equals, row for row, one projected again from zero."""
+    """Every live read model equals, row for row, one projected again from zero.
+
+    The lagging ones also stand at the same position as the rebuild; the
+    consistent ones track no position (they commit with the events).
+    """
     wait_for_read_models(services)
     position = last_position(services)
     specs = live_specs(services)
-    rebuilt = rebuild_from_zero(services.database_url, specs, position)
+    rebuilt = rebuild_from_zero(services.database_url, specs)
     live = read_model_state(services.database_url, specs)
     again = read_model_state(services.database_url, rebuilt)
     assert set(live) == set(again) == {spec.name for spec in READ_MODELS}
-    for name in live:
-        assert live[name][0] == again[name][0] == position, name
+    for spec in specs:
+        name = spec.name
+        assert again[name][0] == position, name
+        if not spec.consistent:
+            assert live[name][0] == position, name
         assert live[name][1] == again[name][1], name
     # And no event was applied twice: history rows are keyed by distinct stored
     # positions, and every opened session has its one row
@@ -178,12 +167,12 @@ def remove_die_before_commit(url: str, specs: list[ReadModelSpec[Any]]) -> None:
 
 
 def fed_by_workload(services: Services) -> list[ReadModelSpec[Any]]:
-    """The read models the workload writes rows to (it sends no mail)."""
-    return [spec for spec in live_specs(services) if spec.name in SLOW_VIEWS]
+    """The lagging read models the workload writes rows to (it sends no mail)."""
+    return [spec for spec in live_specs(services) if spec.name == "login_history"]
 
 
-def fed_workers(services: Services) -> list[ProjectionWorker]:
-    return [w for w in services.workers if w.spec and w.spec.name in SLOW_VIEWS]
+def lagging_worker(services: Services) -> ProjectionWorker:
+    return next(w for w in services.workers if isinstance(w, LaggingWorker))
 
 
 def stop_projections(services: Services) -> None:
@@ -193,8 +182,8 @@ def stop_projections(services: Services) -> None:
     services.workers.clear()
 
 
-def test_a_projection_killed_after_writing_its_rows_but_before_commit_recovers(
-    unprojected: Services, writer: AuthApplication
+def test_a_lagging_runner_killed_after_writing_its_rows_but_before_commit_recovers(
+    unprojected: Services,
 ) -> None:
     # Given read models that have projected a first workload
     services, url = unprojected, unprojected.database_url
@@ -205,21 +194,18 @@ def test_a_projection_killed_after_writing_its_rows_but_before_commit_recovers(
     before = read_model_state(url, specs)
     # And more events that they have not projected yet
     stop_projections(services)
-    record_workload(writer, "late", users=2)
+    record_workload(services.app, "late", users=2)
 
-    # When every projection dies at the COMMIT of its first transaction that
-    # wrote rows (after the rows and the position were written)
+    # When the runner dies at the COMMIT of its first batch that wrote rows
+    # (after the rows and the positions were written)
     install_die_before_commit(url, specs)
     services.start_projections()
     wait_until(
-        lambda: (
-            len(fed_workers(services)) == len(specs)
-            and all(DIED.search(w.last_error or "") for w in fed_workers(services))
-        ),
+        lambda: bool(DIED.search(lagging_worker(services).last_error or "")),
         10,
-        "every projection to die before a commit",
+        "the runner to die before a commit",
     )
-    deaths = {w.spec.name: w.last_error or "" for w in fed_workers(services) if w.spec}
+    deaths = {spec.name: lagging_worker(services).last_error or "" for spec in specs}
     stop_projections(services)
     after = read_model_state(url, specs)
     remove_die_before_commit(url, specs)
@@ -259,55 +245,37 @@ class SlowToCommit(PostgresReadModel):
         time.sleep(SLOW_S)
 
 
-class SlowUserDirectoryView(SlowToCommit, PostgresUserDirectoryView):
-    pass
-
-
-class SlowActiveSessionsView(SlowToCommit, PostgresActiveSessionsView):
-    pass
-
-
 class SlowLoginHistoryView(SlowToCommit, PostgresLoginHistoryView):
     pass
 
 
 SLOW_VIEWS: dict[str, type[PostgresReadModel]] = {
-    "user_directory": SlowUserDirectoryView,
-    "active_sessions": SlowActiveSessionsView,
     "login_history": SlowLoginHistoryView,
 }
 
 
 def project_slowly(url: str, specs: list[ReadModelSpec[Any]]) -> None:
-    """In a process of its own: run the projections as an API process does."""
+    """In a process of its own: run the lagging group as an API process does."""
     env = {**eventsourcing_env(url, 1, 2), **RUNNER_ENV}
     slow_specs = [replace(spec, view=SLOW_VIEWS[spec.name]) for spec in specs]
     # Small batches, each slow to commit: a kill lands in the middle of the backlog.
-    workers = [
-        ProjectionWorker(partial(_same, spec), url, env, batch_size=5)
-        for spec in slow_specs
-    ]
-    for worker in workers:
-        worker.start()
-    threading.Event().wait()
+    runner = GroupRunner(slow_specs, url, env, batch_size=5)
+    runner.follow(threading.Event(), lambda: False)
 
 
-def _same(spec: ReadModelSpec[Any]) -> ReadModelSpec[Any]:
-    return spec
-
-
-def test_a_projection_process_killed_mid_stream_restarts_to_equal_a_rebuild(
-    unprojected: Services, writer: AuthApplication
+def test_a_lagging_runner_process_killed_mid_batch_restarts_to_equal_a_rebuild(
+    unprojected: Services,
 ) -> None:
-    # Given a log of some hundred events that no projection has seen
+    # Given a log of some hundred events that no lagging read model has seen
     services, url = unprojected, unprojected.database_url
-    record_workload(writer, "user", users=10)
-    last = last_position(services)
-    assert last >= 90
+    record_workload(services.app, "user", users=10)
+    stored = stored_events(services)
+    assert len(stored) >= 90
 
     # When a process projecting them is killed a third of the way
     specs = fed_by_workload(services)
-    third = last // 3
+    third = stored[len(stored) // 3].id
+    last = stored[-1].id
     process = multiprocessing.get_context("spawn").Process(
         target=project_slowly, args=(url, specs)
     )
@@ -333,4 +301,64 @@ def test_a_projection_process_killed_mid_stream_restarts_to_equal_a_rebuild(
     services.start_projections()
 
     # Then they catch up to exactly what a rebuild from the log gives
+    assert_equal_to_a_rebuild(services)
+
+
+def command_slowly(url: str, data_dir: str) -> None:
+    """In a process of its own: run commands that dawdle before each COMMIT."""
+    settings = Settings(
+        database_url=url,
+        data_dir=Path(data_dir),
+        bcrypt_rounds=4,
+        run_projections=False,
+        run_mailer=False,
+    )
+    services = build_services(settings)
+    inline = services.recorder.inline
+    assert inline is not None
+
+    def dawdling(curs: Cursor[DictRow], notifications: Sequence[Notification]) -> None:
+        inline(curs, notifications)
+        time.sleep(SLOW_S)  # rows written, events inserted, not yet committed
+
+    services.recorder.inline = dawdling
+    for round_ in itertools.count():
+        record_workload(services.app, f"killed{round_}-", users=1)
+
+
+def in_transaction(url: str) -> bool:
+    """Whether a backend of this database sits inside a transaction that wrote."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state = 'idle in transaction' AND backend_xid IS NOT NULL"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_a_process_killed_inside_command_transactions_leaves_no_half_command(
+    unprojected: Services, tmp_path: Path
+) -> None:
+    # Given a process running commands, each slow to commit
+    services, url = unprojected, unprojected.database_url
+    process = multiprocessing.get_context("spawn").Process(
+        target=command_slowly, args=(url, str(tmp_path / "killed"))
+    )
+    process.start()
+    try:
+        # When it is killed while a command's transaction is open
+        wait_until(lambda: len(stored_events(services)) >= 60, 30, "commands to run")
+        wait_until(lambda: in_transaction(url), 10, "a command mid-transaction")
+        assert process.pid is not None
+        os.kill(process.pid, signal.SIGKILL)
+        process.join(timeout=10)
+    finally:
+        if process.is_alive():
+            process.kill()
+            process.join()
+    assert process.exitcode == -signal.SIGKILL
+
+    # Then every command is in the log with its consistent rows, or not at all:
+    # the read models (and the lagging ones, once run) equal a rebuild
+    services.start_projections()
     assert_equal_to_a_rebuild(services)
