@@ -18,7 +18,6 @@ from psycopg.sql import SQL, Identifier
 
 from application.store import AuthEventLog
 from infrastructure.event_store import AuthRecorder
-from infrastructure.read_model_registry import READ_SCHEMA
 
 if TYPE_CHECKING:
     from eventsourcing.persistence import Mapper, Notification
@@ -105,10 +104,16 @@ def decode(
 class InlineProjections:
     """The consistent read models, applied inside each command's insert transaction.
 
-    They write through `read_models.<table>`, the live version, and track no
-    position: a version is switched live only under the events table's
-    lock, after it has applied every event before the switch (ADR 14).
+    Each one is written into its live version, read from the registry after
+    the insert: a switch holds the events table's lock, so an insert waits
+    for it and then sees the new version. A live version this process has no
+    code for refuses the command (a process of an older release, after the
+    switch): nothing is stored, and the client may retry elsewhere. Inline
+    writes track no position: a version goes live only after it has applied
+    every event before the switch (ADR 14).
     """
+
+    LIVE = "SELECT name, live_schema FROM authledger.read_model_versions WHERE inline"
 
     def __init__(
         self,
@@ -117,24 +122,38 @@ class InlineProjections:
         mapper: Mapper[Any],
         app_name: str,
     ) -> None:
+        self._specs = [s for s in specs if s.consistent]
+        self._env = {**env, "CREATE_TABLE": "n"}
         self._mapper = mapper
         self._app_name = app_name
-        live_env = {**env, "CREATE_TABLE": "n"}
-        self._projections = [
-            spec.projection(
-                view=build_view(replace(spec, schema=READ_SCHEMA), live_env)
-            )
-            for spec in specs
-        ]
+        self._projections: dict[str, ReadModelProjection[Any]] = {}
 
     def __call__(
         self, curs: Cursor[DictRow], notifications: Sequence[Notification]
     ) -> None:
+        curs.execute(self.LIVE, prepare=True)
+        live = {row["name"]: row["live_schema"] for row in curs.fetchall()}
         events = decode(self._mapper, self._app_name, notifications)
-        for projection in self._projections:
+        for name in dict.fromkeys(s.name for s in self._specs):
+            if name not in live:
+                continue  # not inline yet: its catch-up applies these events
+            projection = self._projection(name, live[name])
             with projection.view.writing(curs, track=False):
                 for event, tracking in events:
                     projection.process_event(event, tracking)
+
+    def _projection(self, name: str, schema: str) -> ReadModelProjection[Any]:
+        if schema not in self._projections:
+            version = version_of(schema)
+            spec = next(
+                (s for s in self._specs if s.name == name and s.version == version),
+                None,
+            )
+            if spec is None:
+                raise LookupError(f"{schema} is live: this release cannot write it")
+            view = build_view(replace(spec, schema=schema), self._env)
+            self._projections[schema] = spec.projection(view=view)
+        return self._projections[schema]
 
 
 class Member:
@@ -226,15 +245,19 @@ class GroupRunner:
     def follow(self, stopping: threading.Event, checkpoint: Callable[[], bool]) -> None:
         """Apply events as they commit until `stopping`, or `checkpoint()` says stop.
 
-        `checkpoint` runs whenever the group has caught up, and at least every
-        IDLE_POLL_S.
+        `checkpoint` runs after every batch that was not full (the group had
+        all there was to read, though writers may keep adding), and at least
+        every IDLE_POLL_S.
         """
         with listening(self.url, self.recorder.channel_name) as wait_for_notify:
             while not stopping.is_set():
-                if self.step():
-                    continue
+                applied = self.step()
+                if applied == self.batch_size:
+                    continue  # more to read at once
                 if checkpoint():
                     return
+                if applied:
+                    continue
                 if self.recorder.has_events_after(self.position):
                     # Committed, but behind a transaction still running.
                     stopping.wait(BEHIND_HORIZON_PAUSE_S)

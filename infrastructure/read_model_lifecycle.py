@@ -156,8 +156,7 @@ class ReadModels:
         self, mapper: Mapper[Any], app_name: str
     ) -> InlineProjections:
         """What the recorder applies in every insert transaction."""
-        consistent = [s for s in self.newest().values() if s.consistent]
-        return InlineProjections(consistent, self.env, mapper, app_name)
+        return InlineProjections(self.specs, self.env, mapper, app_name)
 
     # run -------------------------------------------------------------------
 

@@ -2,9 +2,9 @@
 
 Every projection version writes its own schema (`users_v2`…); readers query
 `read_models.<table>`, a plain SQL view of the live schema's table, and the
-consistent read models are written through it too. Switching replaces that
-view and the registry row in one transaction, so every process sees the
-switch at the same instant.
+commands write the consistent ones into the live schema the registry names.
+Switching replaces that view and the registry row in one transaction, so
+every process sees the switch at the same instant.
 """
 
 from __future__ import annotations
