@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing
+import os
 import random
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -66,6 +67,7 @@ class Attempt:
     shared: bool
     outcome: Outcome
     ids: tuple[int, ...]
+    process: int
 
 
 @dataclass
@@ -73,8 +75,8 @@ class Run:
     """What the writers did and what each reader saw."""
 
     attempts: list[Attempt]
-    subscriber: list[Notification]
-    catch_up: list[Notification]
+    subscriber: Reader
+    catch_up: Reader
 
 
 def make_recorder(url: str, pool_size: int, *, create_table: bool) -> AuthRecorder:
@@ -89,9 +91,7 @@ def make_recorder(url: str, pool_size: int, *, create_table: bool) -> AuthRecord
     return recorder
 
 
-def sleep_or_fail(
-    _curs: Cursor[DictRow], notifications: Sequence[Notification]
-) -> None:
+def sleep_or_fail(curs: Cursor[DictRow], notifications: Sequence[Notification]) -> None:
     """Hold the transaction open as its first event asks, then maybe roll it back."""
     del curs  # writes nothing: only holds the transaction open, or fails it
     order = json.loads(notifications[0].state)
@@ -130,6 +130,7 @@ def append(recorder: AuthRecorder, events: list[StoredEvent], **kind: bool) -> A
         shared=kind.get("shared", False),
         outcome=outcome,
         ids=tuple(ids),
+        process=os.getpid(),
     )
 
 
@@ -197,6 +198,7 @@ class Reader:
         self.pause_every = pause_every
         self.pause_s = pause_s
         self.seen: list[Notification] = []
+        self.seen_live = 0  # before the writers were done
 
     def run(self, writers_done: threading.Event) -> None:
         """Read until the writers are done and nothing lies after the last seen."""
@@ -209,6 +211,8 @@ class Reader:
                 start=last, limit=self.page, inclusive_of_start=False
             )
             self.seen.extend(found)
+            if not writers_done.is_set():
+                self.seen_live += len(found)
             if found:
                 last = found[-1].id
                 pages += 1
@@ -232,9 +236,13 @@ def run_scenario(url: str, plan: Plan, processes: int) -> Run:
         attempts = [append(recorder, [event(agg, 1)]) for agg in plan.shared]
         subscriber = Reader(recorder, page=100)
         catch_up = Reader(
-            recorder, page=50, start_after_s=1.0, idle_s=0.005, pause_every=5
+            recorder,
+            page=50,
+            start_after_s=1.0,
+            idle_s=0.005,
+            pause_every=5,
+            pause_s=0.1,
         )
-        catch_up.pause_s = 0.1
         writers_done = threading.Event()
         spawn = multiprocessing.get_context("spawn")
         with (
@@ -256,7 +264,7 @@ def run_scenario(url: str, plan: Plan, processes: int) -> Run:
                 writers_done.set()
             for reader in reading:
                 reader.result(timeout=30)
-        return Run(attempts, subscriber.seen, catch_up.seen)
+        return Run(attempts, subscriber, catch_up)
     finally:
         recorder.datastore.close()
 
@@ -294,7 +302,7 @@ def test_concurrent_appends_reach_every_reader_once_in_order(
     # Given: writers in this process and in two others, on new and shared
     # aggregates, holding transactions open 0-20 ms (some 250 ms), 15 % rolled back
     plan = Plan(
-        seconds=6.0,
+        seconds=10.0,
         threads=4,
         shared=tuple(uuid.uuid4() for _ in range(3)),
         seed=random.randrange(10**6),
@@ -303,19 +311,30 @@ def test_concurrent_appends_reach_every_reader_once_in_order(
     # When: they append while a subscriber and a catch-up reader follow the log
     run = run_scenario(database_url, plan, processes=2)
 
-    # Then: the scenario really had conflicts, rollbacks and slow commits
-    outcomes = [(a.outcome, a.shared, a.slow, a.meant_to_fail) for a in run.attempts]
-    assert any(o == ("conflict", True, False, False) for o in outcomes)
-    assert any(o[0] == "rolled back" for o in outcomes)
-    assert any(o == ("committed", False, True, False) for o in outcomes)
+    # Then: the scenario really had conflicts, rollbacks and slow commits, from
+    # three processes, while the readers were following
+    kinds = Counter(
+        (a.outcome, a.shared, a.slow, a.meant_to_fail) for a in run.attempts
+    )
+    assert kinds["conflict", True, False, False] > 0
+    assert kinds["rolled back", True, False, True] > 0
+    assert kinds["rolled back", False, False, True] > 0
+    assert kinds["committed", True, False, False] > 0
+    assert kinds["committed", False, True, False] > 0
     assert not any(a.meant_to_fail and a.outcome == "committed" for a in run.attempts)
     assert not any(
         not a.meant_to_fail and a.outcome == "rolled back" for a in run.attempts
     )
-    assert len(committed_by_id(run.attempts)) > 1000
+    committed = committed_by_id(run.attempts)
+    assert len(committed) > 1000
+    assert len({a.process for a in run.attempts if a.outcome == "committed"}) == 3
+    assert run.subscriber.seen_live > len(committed) // 2
+    assert run.catch_up.seen_live > 0
     # And: each reader saw every committed event once, in order, and nothing else
-    assert_saw_each_committed_event_once_in_order(run.subscriber, run.attempts)
-    assert_saw_each_committed_event_once_in_order(run.catch_up, run.attempts)
+    assert_saw_each_committed_event_once_in_order(run.subscriber.seen, run.attempts)
+    assert_saw_each_committed_event_once_in_order(run.catch_up.seen, run.attempts)
+    outcomes = Counter(a.outcome for a in run.attempts)
+    print(f"{len(committed)} events committed; transactions: {dict(outcomes)}")
 
 
 def test_appending_a_stale_version_still_fails_and_stores_nothing(
@@ -355,14 +374,17 @@ def test_without_the_horizon_a_subscriber_skips_slow_commits(
 
     # Then: the subscriber missed committed events, for good: it is past them
     committed = committed_by_id(run.attempts)
-    missed = set(committed) - {n.id for n in run.subscriber}
+    seen = {n.id for n in run.subscriber.seen}
+    missed = set(committed) - seen
     assert missed
-    assert all(position < run.subscriber[-1].id for position in missed)
+    assert all(position < run.subscriber.seen[-1].id for position in missed)
+    # And: among them, slow transactions': others began later and committed first
     slow = {
         i for a in run.attempts if a.slow and a.outcome == "committed" for i in a.ids
     }
+    assert missed & slow
     print(
         f"without the horizon: subscriber missed {len(missed)} of {len(committed)},"
-        f" {len(missed & slow)} of them from slow transactions; catch-up reader"
-        f" missed {len(set(committed) - {n.id for n in run.catch_up})}"
+        f" {len(missed & slow)} of {len(slow)} from slow transactions; catch-up"
+        f" reader missed {len(set(committed) - {n.id for n in run.catch_up.seen})}"
     )
