@@ -4,26 +4,33 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 from anyio import to_thread
 from fastapi import FastAPI
 
 from infrastructure.database import DatabaseProbe
 from infrastructure.settings import Settings
-from interfaces.bootstrap import build_services
+from interfaces.bootstrap import READ_MODELS, build_services
 from interfaces.http.errors import install_error_handlers
 from interfaces.http.limits import BodySizeLimit, DatabaseGate
 from interfaces.http.routes import account, admin, auth, health, sessions
 
+if TYPE_CHECKING:
+    from infrastructure.projection_runner import ReadModelSpec
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+
+def create_app(
+    settings: Settings | None = None,
+    read_models: tuple[ReadModelSpec[Any], ...] = READ_MODELS,
+) -> FastAPI:
     """Build the API; services are built at startup and closed at shutdown."""
     settings = settings or Settings()
     probe = DatabaseProbe()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await to_thread.run_sync(build_services, settings)
+        services = await to_thread.run_sync(build_services, settings, read_models)
         app.state.services = services
         probe.start(services.database_url)
         try:

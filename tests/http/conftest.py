@@ -26,9 +26,14 @@ def start_server(
     *,
     port: int | None = None,
     workers: int = 1,
+    module: str = "interfaces.cli",
     **extra_env: str,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the service as a user would, and wait until it answers /readyz."""
+    """Start the service as a user would, and wait until it answers /readyz.
+
+    `module` is run with `serve --port P --workers N`: the CLI, or a test's own
+    build of the service.
+    """
     port = port or free_port()
     env = {
         **os.environ,
@@ -44,7 +49,7 @@ def start_server(
             [
                 sys.executable,
                 "-m",
-                "interfaces.cli",
+                module,
                 "serve",
                 "--port",
                 str(port),

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg.sql import SQL, Identifier
 
 from application.values import Client
-from infrastructure.database import ensure_schema, eventsourcing_env
-from infrastructure.projection_runner import catch_up_in_batches
-from infrastructure.read_model_registry import live_schemas, position_in
+from infrastructure.database import eventsourcing_env
+from infrastructure.projection_runner import GroupRunner
+from infrastructure.read_model_lifecycle import ReadModels
+from infrastructure.read_model_registry import live_versions, position_in
 from infrastructure.settings import Settings
-from interfaces.bootstrap import (
-    LOGIN_HISTORY,
-    READ_MODELS,
-    RUNNER_ENV,
-    build_services,
-    build_view,
-)
+from interfaces.bootstrap import LOGIN_HISTORY, READ_MODELS, build_services
 from tests.cli import run_cli
+from tests.integration.helpers import wait_for_read_models
 
 pytestmark = pytest.mark.postgres
 
@@ -36,6 +32,7 @@ def with_history(settings: Settings) -> None:
     for n in range(5):
         grant = services.app.register(f"cli-{n}@example.com", "password one", Client())
         services.app.refresh(grant.refresh_token, Client())
+    wait_for_read_models(services)
     services.close()
 
 
@@ -44,13 +41,17 @@ def test_status_lists_each_read_model_live_with_its_rows(settings: Settings) -> 
     out = cli(settings, "projections", "status")
 
     lines = {
-        line.split("│")[2].strip(): line for line in out.splitlines() if "_v1" in line
+        line.split("│")[2].strip(): line for line in out.splitlines() if "_v" in line
     }
     assert set(lines) == {spec.schema for spec in READ_MODELS}
-    cells = [c.strip() for c in lines["user_directory_v1"].split("│")]
-    assert cells[4] == "live"
-    assert cells[6] == "0"  # lag
-    assert cells[7] == "5"  # rows
+    users = [c.strip() for c in lines["user_directory_v1"].split("│")]
+    assert users[4:6] == ["consistent", "live"]
+    assert users[7] == "0"  # lag: it commits with the events
+    assert users[8] == "5"  # rows
+    history = [c.strip() for c in lines["login_history_v2"].split("│")]
+    assert history[4:6] == ["lagging", "live"]
+    assert history[7] == "0"  # lag, once caught up
+    assert int(history[8]) > 5  # rows
 
 
 @pytest.mark.usefixtures("with_history")
@@ -61,54 +62,71 @@ def test_rebuild_switches_to_a_fresh_copy_and_drops_the_old(settings: Settings) 
 
     out = cli(settings, "projections", "rebuild", "user_directory")
 
-    assert "rebuilt into user_directory_v1_b" in out
+    assert "rebuilt user_directory" in out
     with psycopg.connect(url) as conn:
-        assert live_schemas(conn)["user_directory"] == "user_directory_v1_b"
+        assert live_versions(conn)["user_directory"].schema == "user_directory_v1_b"
         after = conn.execute("SELECT * FROM read_models.users ORDER BY id").fetchall()
         schemas = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace")}
     assert after == before
     assert "user_directory_v1" not in schemas
 
 
-class StopAfterFirstBatch(threading.Event):
-    """Says "stop" the second time it is asked: after one batch has committed."""
+@pytest.mark.usefixtures("with_history")
+def test_rebuilding_all_read_models_in_one_pass_reports_each_and_equals_the_live(
+    settings: Settings,
+) -> None:
+    url = str(settings.database_url)
+    tables = ("users", "active_sessions", "login_history", "outbox")
+    with psycopg.connect(url) as conn:
+        before = {t: rows_in(conn, "read_models", t) for t in tables}
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.asked = 0
+    names = [spec.name for spec in READ_MODELS]
+    out = cli(settings, "projections", "rebuild", *names)
 
-    def is_set(self) -> bool:
-        self.asked += 1
-        return self.asked > 1
+    for name in names:
+        assert f"{name}: " in out
+    assert "events/s in all" in out
+    with psycopg.connect(url) as conn:
+        assert {t: rows_in(conn, "read_models", t) for t in tables} == before
+
+
+def rows_in(conn: psycopg.Connection[Any], schema: str, table: str) -> list[Any]:
+    query = SQL("SELECT * FROM {} ORDER BY 1").format(Identifier(schema, table))
+    return conn.execute(query).fetchall()
 
 
 @pytest.mark.usefixtures("with_history")
 def test_an_interrupted_rebuild_resumes_from_its_position(settings: Settings) -> None:
     url = str(settings.database_url)
+    models = ReadModels(url, READ_MODELS, eventsourcing_env(url, 1, 2))
     target = replace(LOGIN_HISTORY, schema="login_history_resume")
-    ensure_schema(url, target.schema)
-    env = {**eventsourcing_env(url, 1, 2), **RUNNER_ENV}
-    build_view(target, {**env, "CREATE_TABLE": "y"}).datastore.close()
-    with psycopg.connect(url) as conn:
-        head_row = conn.execute(
-            "SELECT max(notification_id) FROM auth_events"
-        ).fetchone()
-    assert head_row is not None
-    head = int(head_row[0])
+    models.create_tables(target)
 
     # Given: a rebuild interrupted after its first batch of 7 events
-    catch_up_in_batches(target, target.env(env), StopAfterFirstBatch(), batch_size=7)
+    first = GroupRunner([target], url, models.env, batch_size=7)
+    first.step()
+    first.close()
     with psycopg.connect(url) as conn:
         interrupted_at = position_in(conn, target.schema, "login_history", "Auth")
 
-    # When: it runs again
-    catch_up_in_batches(target, target.env(env), threading.Event(), batch_size=7)
+    # When: it runs again, to its end
+    again = GroupRunner([target], url, models.env, batch_size=7)
+    while again.step():
+        pass
+    again.close()
 
     # Then: it went on from there to the head, and equals the live table
+    head = models_head(url)
     assert 0 < interrupted_at < head
     with psycopg.connect(url) as conn:
         assert position_in(conn, target.schema, "login_history", "Auth") == head
-        query = SQL("SELECT * FROM {} ORDER BY position")
-        rebuilt = conn.execute(query.format(Identifier(target.schema, "login_history")))
-        live = conn.execute(query.format(Identifier("read_models", "login_history")))
-        assert rebuilt.fetchall() == live.fetchall()
+        assert rows_in(conn, target.schema, "login_history") == rows_in(
+            conn, "read_models", "login_history"
+        )
+
+
+def models_head(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT max(notification_id) FROM auth_events").fetchone()
+    assert row is not None
+    return int(row[0])

@@ -5,64 +5,34 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any
 
+import httpx
 import psycopg
 import pytest
-from eventsourcing.dispatch import singledispatchmethod
-from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL, Identifier
 
-from application.projections import UserDirectoryProjection
 from application.values import Client
-from domain.user import User
-from infrastructure.database import eventsourcing_env
-from infrastructure.postgres_views import PostgresUserDirectoryView
-from infrastructure.projection_runner import ProjectionWorker, ReadModelSpec
-from infrastructure.read_model_registry import live_schemas
+from infrastructure.projection_runner import ReadModelSpec
+from infrastructure.read_model_registry import live_versions
 from infrastructure.settings import Settings
 from interfaces.bootstrap import (
     ACTIVE_SESSIONS,
     LOGIN_HISTORY,
+    MAIL_OUTBOX,
     READ_MODELS,
-    RUNNER_ENV,
     USER_DIRECTORY,
     Services,
     build_services,
-    build_view,
 )
+from tests.http.conftest import start_server, stop_server
+from tests.integration.helpers import rebuild_from_zero
+from tests.projections.v2 import USER_DIRECTORY_V2
 
 pytestmark = pytest.mark.postgres
 CLIENT = Client("192.0.2.10", "pytest")
-
-
-class UserDirectoryProjectionV2(UserDirectoryProjection):
-    """Version 2 of the users table: it also knows each user's last login."""
-
-    name = "user_directory"
-    version = 2
-
-    @singledispatchmethod
-    def apply(self, event: Any, tracking: Tracking) -> None:
-        super().apply(event, tracking)
-
-    @apply.register
-    def _(self, event: User.LoggedIn, tracking: Tracking) -> None:
-        self._update(event, tracking, last_login_at=event.timestamp)
-
-
-class PostgresUserDirectoryViewV2(PostgresUserDirectoryView):
-    ddl = (
-        *PostgresUserDirectoryView.ddl,
-        "ALTER TABLE {schema}.users ADD COLUMN IF NOT EXISTS last_login_at timestamptz",
-    )
-    updatable: ClassVar = PostgresUserDirectoryView.updatable | {"last_login_at"}
-
-
-USER_DIRECTORY_V2 = ReadModelSpec.of(
-    UserDirectoryProjectionV2, PostgresUserDirectoryViewV2
-)
+PASSWORD = "password one"
 
 
 def rows_of(url: str, schema: str, table: str, order_by: str) -> list[tuple[Any, ...]]:
@@ -83,13 +53,15 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
 def workload(services: Services, users: int, prefix: str) -> None:
     for n in range(users):
         email = f"{prefix}-{n}@example.com"
-        grant = services.app.register(email, "password one", CLIENT)
-        services.app.login(email, "password one", CLIENT)
+        grant = services.app.register(email, PASSWORD, CLIENT)
+        services.app.login(email, PASSWORD, CLIENT)
         rotated = services.app.refresh(grant.refresh_token, CLIENT)
         if n % 3 == 0:
             services.app.logout(grant.user_id, rotated.session_id, CLIENT)
         if n % 4 == 0:
             services.app.verify_email(grant.user_id)
+        if n % 5 == 0:
+            services.app.logout_all(grant.user_id, CLIENT)
 
 
 @pytest.fixture
@@ -99,120 +71,123 @@ def v1(settings: Settings) -> Iterator[Services]:
     services.close()
 
 
+def live_schemas_of(url: str) -> dict[str, str]:
+    with psycopg.connect(url) as conn:
+        return {name: v.schema for name, v in live_versions(conn).items()}
+
+
 @pytest.mark.parametrize(
     ("spec", "order_by"),
     [
         (USER_DIRECTORY, "id"),
         (ACTIVE_SESSIONS, "session_id"),
         (LOGIN_HISTORY, "position"),
+        (MAIL_OUTBOX, "position"),
     ],
 )
 def test_a_rebuild_from_zero_equals_the_incrementally_built_tables_row_for_row(
     v1: Services, spec: ReadModelSpec[Any], order_by: str
 ) -> None:
-    # Given: tables built event by event while a workload ran
+    # Given: tables kept inline (consistent) or by the runner (lagging)
     workload(v1, 12, "incremental")
+    v1.mail.request_verification(
+        v1.app.find_user_by_email("incremental-1@example.com").id, CLIENT
+    )  # type: ignore[union-attr]
     url = v1.database_url
+    wait_until(lambda: v1.read_models.lag(v1.recorder, v1.app.name, 1) == 0)
 
     # When: the same projection replays the whole log into a fresh schema
-    rebuilt = replace(spec, schema=f"{spec.schema}_check")
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(SQL("CREATE SCHEMA {}").format(Identifier(rebuilt.schema)))
-    env = {**eventsourcing_env(url, 1, 2), **RUNNER_ENV}
-    build_view(rebuilt, {**env, "CREATE_TABLE": "y"}).datastore.close()
-    worker = ProjectionWorker(lambda: rebuilt, url, env)
-    worker.start()
-    head = v1.app.recorder.max_notification_id() or 0
-    try:
-        wait_until(lambda: _position(url, rebuilt) >= head)
-    finally:
-        worker.stop()
+    (rebuilt,) = rebuild_from_zero(url, [spec])
 
     # Then
     live = live_schemas_of(url)[spec.name]
-    table = spec.view.table
-    incremental = rows_of(url, live, table, order_by)
+    incremental = rows_of(url, live, spec.view.table, order_by)
     assert incremental
-    assert rows_of(url, rebuilt.schema, table, order_by) == incremental
+    assert rows_of(url, rebuilt.schema, spec.view.table, order_by) == incremental
 
 
-def _position(url: str, spec: ReadModelSpec[Any]) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            SQL(
-                "SELECT notification_id FROM {} WHERE application_name = 'Auth'"
-            ).format(Identifier(spec.schema, f"{spec.name}_tracking"))
-        ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def live_schemas_of(url: str) -> dict[str, str]:
-    with psycopg.connect(url) as conn:
-        return live_schemas(conn)
-
-
-def test_a_new_version_is_built_beside_the_live_one_and_switched_to_without_failures(
-    v1: Services, settings: Settings
+def test_a_consistent_version_built_under_http_traffic_switches_without_failures(
+    v1: Services, tmp_path: Path
 ) -> None:
-    # Given: version 1 serving, with history, and a client that keeps calling
-    workload(v1, 5, "before")
-    failures: list[BaseException] = []
+    # Given: version 1 of the users read model live, with history
+    workload(v1, 40, "before")
+    url = v1.database_url
+    v1.close()
+
+    # When: a release with version 2 serves HTTP while it builds and switches
+    process, base_url = start_server(
+        url, tmp_path / "v2", module="tests.projections.v2"
+    )
+    failures: list[str] = []
     calls = 0
     stop = threading.Event()
 
     def keep_calling() -> None:
         nonlocal calls
-        while not stop.is_set():
-            try:
-                email = f"during-{calls}@example.com"
-                grant = v1.app.register(email, "password one", CLIENT)
-                v1.app.login(email, "password one", CLIENT)
-                assert v1.users.get_user(grant.user_id) is not None
-                assert v1.sessions.get_session(grant.session_id, v1.app.clock())
+        with httpx.Client(base_url=base_url, timeout=30) as http:
+            while not stop.is_set():
+                email = {"email": f"during-{calls}@example.com", "password": PASSWORD}
+                steps = [
+                    (http.post("/api/auth/signup", json=email), 201),
+                    (http.post("/api/auth/login", json=email), 200),
+                ]
+                tokens = steps[-1][0].json()
+                bearer = {"authorization": f"Bearer {tokens['access_token']}"}
+                steps += [
+                    (
+                        http.post(
+                            "/api/auth/refresh",
+                            json={"refresh_token": tokens["refresh_token"]},
+                        ),
+                        200,
+                    ),
+                    (http.get("/api/auth/me", headers=bearer), 200),
+                    (http.post("/api/auth/logout?scope=current", headers=bearer), 200),
+                    (http.get("/api/auth/me", headers=bearer), 401),
+                ]
+                failures.extend(
+                    f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text}"
+                    for r, expected in steps
+                    if r.status_code != expected
+                )
                 calls += 1
-            except BaseException as error:  # noqa: BLE001  (any failure fails the test)
-                failures.append(error)
-                return
 
     client = threading.Thread(target=keep_calling)
     client.start()
-
-    # When: a process with version 2 of the users read model starts
-    deployed = build_services(
-        settings, (USER_DIRECTORY, USER_DIRECTORY_V2, ACTIVE_SESSIONS, LOGIN_HISTORY)
-    )
     try:
         wait_until(
-            lambda: (
-                live_schemas_of(v1.database_url)["user_directory"]
-                == "user_directory_v2"
-            )
+            lambda: live_schemas_of(url)["user_directory"] == "user_directory_v2"
         )
-        time.sleep(0.5)
+        switched_at_call = calls
+        wait_until(lambda: calls >= switched_at_call + 5)
     finally:
         stop.set()
         client.join()
-        deployed.close()
+        stop_server(process)
 
-    # Then: no call failed, and the new column is there for everyone who logged in
+    # Then: no request failed, calls ran on both sides of the switch, and
+    # version 2, written by its build and then inline, equals a rebuild
     assert failures == []
-    assert calls > 0
-    rows = rows_of(v1.database_url, "read_models", "users", "email")
-    assert len(rows) == 5 + calls
-    with psycopg.connect(v1.database_url) as conn:
+    assert switched_at_call > 0
+    (rebuilt,) = rebuild_from_zero(url, [USER_DIRECTORY_V2])
+    incremental = rows_of(url, "user_directory_v2", "users", "id")
+    assert len(incremental) == 40 + calls
+    assert rows_of(url, rebuilt.schema, "users", "id") == incremental
+    with psycopg.connect(url) as conn:
         missing = conn.execute(
             "SELECT count(*) FROM read_models.users WHERE last_login_at IS NULL"
         ).fetchone()
     assert missing == (0,)
-    wait_until(lambda: "user_directory_v1" not in _schemas(v1.database_url), timeout=30)
 
 
-def _schemas(url: str) -> set[str]:
-    with psycopg.connect(url) as conn:
-        return {str(n) for (n,) in conn.execute("SELECT nspname FROM pg_namespace")}
-
-
-def test_the_registry_starts_with_the_newest_versions_live(v1: Services) -> None:
-    assert live_schemas_of(v1.database_url) == {
+def test_the_registry_starts_with_the_newest_versions_live_and_consistent_ones_inline(
+    v1: Services,
+) -> None:
+    with psycopg.connect(v1.database_url) as conn:
+        live = live_versions(conn)
+    assert {name: v.schema for name, v in live.items()} == {
         spec.name: spec.schema for spec in READ_MODELS
+    }
+    assert {name for name, v in live.items() if v.inline} == {
+        spec.name for spec in READ_MODELS if spec.consistent
     }
