@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.http, pytest.mark.postgres]
 def history(database_url: str, user_id: str) -> list[tuple[str, str, str]]:
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
-            "SELECT kind, detail, ip FROM login_history_v1.login_history"
+            "SELECT kind, detail, ip FROM read_models.login_history"
             " WHERE user_id = %s ORDER BY position",
             (user_id,),
         ).fetchall()
