@@ -191,7 +191,8 @@ class AuthApplication(AuthStore):
         """Apply `change` to the user and end its sessions but `keep`, atomically.
 
         Saved on the user's version: a login racing it lands before it (and is
-        ended) or after it (and lives); the retry re-reads which.
+        ended) or after it (and lives). Logins may race it from many threads,
+        so it holds the user's other writers back meanwhile: it cannot starve.
         """
 
         def revoke() -> None:
@@ -203,7 +204,8 @@ class AuthApplication(AuthStore):
             user.revoke_sessions(reason, kept, client.ip, client.user_agent, now)
             self.save(user)
 
-        retry_on_conflict(revoke)
+        with self.exclusively(user_id):
+            retry_on_conflict(revoke)
 
     def change_password(
         self,

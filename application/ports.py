@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 Clock = Callable[[], datetime]
@@ -40,4 +41,13 @@ class MailTokens(Protocol):
 
     def user_of(self, token: str) -> UUID | None:
         """The account a token claims to be for (its hash proves the claim)."""
+        ...
+
+
+@runtime_checkable
+class AggregateLocks(Protocol):
+    """What a recorder offers so that one writer of an aggregate cannot lose."""
+
+    def exclusively(self, aggregate_id: UUID) -> AbstractContextManager[None]:
+        """Hold every other append to `aggregate_id` back while the block runs."""
         ...

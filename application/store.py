@@ -6,6 +6,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 from uuid import UUID
@@ -14,6 +15,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
 from application.errors import ConflictError, TooManyAttemptsError, UserNotFoundError
+from application.ports import AggregateLocks
 from domain.email_claim import EmailClaim
 from domain.errors import DomainError
 from domain.session import Session
@@ -107,6 +109,16 @@ class AuthStore(AuthEventLog):
         if not isinstance(aggregate, kind):
             raise missing
         return aggregate
+
+    def exclusively(self, aggregate_id: UUID) -> AbstractContextManager[None]:
+        """Keep other writers of the aggregate waiting while the block runs.
+
+        For a command that must not starve (a revocation racing logins): its
+        read and save then cannot lose. In memory there is nothing to hold.
+        """
+        if isinstance(self.recorder, AggregateLocks):
+            return self.recorder.exclusively(aggregate_id)
+        return nullcontext()
 
     def update_user(self, user_id: UUID, command: Callable[[User], None]) -> None:
         """Apply `command` to a fresh copy of the user and save it, retrying races."""

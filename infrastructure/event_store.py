@@ -10,7 +10,11 @@ commit behind a reader, while writers commit side by side (ADR 15).
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import (
@@ -36,6 +40,13 @@ INDEX_BITS = 20
 # Positions below this are final: every transaction that could write one has ended.
 HORIZON = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {INDEX_BITS})"
 FIRST_POSITION = f"(pg_current_xact_id()::text::bigint << {INDEX_BITS})"
+# Per-aggregate advisory locks: appends share them, a must-win writer excludes.
+LOCK_AGGREGATE = "SELECT pg_advisory_lock(hashtextextended(%s, 7))"
+UNLOCK_AGGREGATE = "SELECT pg_advisory_unlock(hashtextextended(%s, 7))"
+SHARE_AGGREGATES = (
+    "SELECT pg_advisory_xact_lock_shared(hashtextextended(id, 7))"
+    " FROM unnest(%s::text[]) AS id"
+)
 
 
 class InlineWriter(Protocol):
@@ -74,6 +85,25 @@ class AuthRecorder(PostgresApplicationRecorder):
         )
         self.notify_statement = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
         self.inline: InlineWriter | None = None
+        self._held = threading.local()
+
+    @contextmanager
+    def exclusively(self, aggregate_id: UUID) -> Iterator[None]:
+        """Hold appends to the aggregate back, but this thread's, while the block runs.
+
+        Every append takes a shared advisory lock on each aggregate it writes,
+        so this exclusive one (on a connection of its own) makes them wait;
+        they then lose on the version and decide again on what this wrote.
+        """
+        held: set[UUID] = self._held.__dict__.setdefault("ids", set())
+        with self.datastore.get_connection() as conn:
+            conn.execute(LOCK_AGGREGATE, (str(aggregate_id),))
+            held.add(aggregate_id)
+            try:
+                yield
+            finally:
+                held.discard(aggregate_id)
+                conn.execute(UNLOCK_AGGREGATE, (str(aggregate_id),))
 
     def _select(self, where: str, order: str = "") -> Composed:
         query = f"SELECT * FROM {{table}} WHERE {where} {order}"
@@ -95,6 +125,7 @@ class AuthRecorder(PostgresApplicationRecorder):
             with conn.pipeline() as pipeline, conn.transaction(), conn.cursor() as curs:
                 try:
                     curs.execute(self.lock_timeout_statement, prepare=True)
+                    self._wait_for_exclusive_writers(curs, stored_events)
                     self._insert_stored_events(curs, stored_events)
                     pipeline.sync()  # a version conflict raises here
                     ids = [row["notification_id"] for row in curs.fetchall()]
@@ -108,6 +139,15 @@ class AuthRecorder(PostgresApplicationRecorder):
             if failure is not None:
                 raise failure
         return ids
+
+    def _wait_for_exclusive_writers(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent]
+    ) -> None:
+        held: set[UUID] = self._held.__dict__.get("ids", set())
+        ids = {
+            str(e.originator_id) for e in stored_events if e.originator_id not in held
+        }
+        curs.execute(SHARE_AGGREGATES, (sorted(ids),), prepare=True)
 
     def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any
