@@ -175,16 +175,7 @@ class LoginHistoryProjection(ReadModelProjection[LoginHistoryView]):
             self.view.skip(tracking)
             return
         user_id, entry = found
-        row = LoginHistoryRow(
-            position=tracking.notification_id,
-            user_id=user_id,
-            session_id=entry.session_id,
-            occurred_at=entry.at,
-            kind=entry.event,
-            detail=entry.detail,
-            ip=entry.ip,
-            user_agent=entry.user_agent,
-        )
+        row = LoginHistoryRow.of(tracking.notification_id, user_id, entry)
         self.view.append(row, tracking)
 
 

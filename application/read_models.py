@@ -51,6 +51,20 @@ class LoginHistoryRow:
     ip: str
     user_agent: str
 
+    @classmethod
+    def of(cls, position: int, user_id: UUID, entry: TimelineEntry) -> LoginHistoryRow:
+        """The row that stores a timeline entry, at its event's position."""
+        return cls(
+            position=position,
+            user_id=user_id,
+            session_id=entry.session_id,
+            occurred_at=entry.at,
+            kind=entry.event,
+            detail=entry.detail,
+            ip=entry.ip,
+            user_agent=entry.user_agent,
+        )
+
     def entry(self) -> TimelineEntry:
         """The timeline entry this row stores."""
         return TimelineEntry(

@@ -275,7 +275,9 @@ class User(Aggregate):
         racing it are ordered by the user's version (before it, or after it).
         """
         if keep is not None and (
-            keep.is_revoked or self.has_revoked(keep.id, keep.login_version)
+            keep.user_id != self.id
+            or keep.is_revoked
+            or self.has_revoked(keep.id, keep.login_version)
         ):
             keep = None
         self.trigger_event(

@@ -443,6 +443,6 @@ class BuildWorker(ProjectionWorker):
         if self._replaced:
             self._stopping.wait(DROP_GRACE_S)
         for schema in self._replaced:
-            drop_schema(lock_conn, schema)
+            self.models.drop(schema)
         self.is_done = True
         return True
