@@ -16,13 +16,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
-import psycopg
 
+from application.store import AuthEventLog
 from bench.setup import Stack, start_service
+from infrastructure.database import eventsourcing_env
+from infrastructure.event_store import AuthRecorder
+from infrastructure.read_model_lifecycle import ReadModels
+from interfaces.bootstrap import READ_MODELS
 
 PASSWORD = "load test password"
 MAX_END_LAG = 1000  # events the read models may trail by when traffic stops
 MAX_RSS_GROWTH = 1.25  # last sample over the mid-run sample
+LAG_LIMIT = 100_000  # lag is counted up to this many events
 
 
 @dataclass
@@ -65,15 +70,24 @@ async def user(http: httpx.AsyncClient, n: int, deadline: float, tally: Tally) -
 
 
 async def sample(service: object, url: str, deadline: float, tally: Tally) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
+    """Each second: the lagging read models' lag in events, and the service's RSS.
+
+    The consistent read models commit with the events: they never lag.
+    """
+    env = {**eventsourcing_env(url, 1, 2), "CREATE_TABLE": "n"}
+    log = AuthEventLog(env)
+    models = ReadModels(url, READ_MODELS, env)
+    recorder = log.recorder
+    if not isinstance(recorder, AuthRecorder):
+        raise TypeError("the service keeps its events with the AuthRecorder")
+    try:
         while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT coalesce(max(notification_id), 0)"
-                " - authledger.live_position('Auth') FROM auth_events"
-            ).fetchone()
-            tally.lags.append(int(row[0]) if row else 0)
+            lag = await asyncio.to_thread(models.lag, recorder, log.name, LAG_LIMIT)
+            tally.lags.append(lag)
             tally.rss.append(sum(service.process.rss_mib()))  # type: ignore[attr-defined]
             await asyncio.sleep(1)
+    finally:
+        log.close()
 
 
 async def drive(

@@ -21,8 +21,18 @@ class Options:
     refresh_sessions: int = 128
     # Commands timed from commit to visibility in the read models, per run.
     freshness_samples: int = 200
+    # Event-store appends: writer processes, and seconds per run (pgbench's -T).
+    append_writers: tuple[int, ...] = (1, 8, 32)
+    append_seconds: int = 5
 
     @classmethod
     def quick_run(cls, peer: bool) -> Options:
         """A smoke run: one short run of everything, small sizes."""
-        return cls(runs=1, duration=4.0, peer=peer, quick=True, events=20_000)
+        return cls(
+            runs=1,
+            duration=4.0,
+            peer=peer,
+            quick=True,
+            events=20_000,
+            append_seconds=2,
+        )

@@ -18,6 +18,12 @@ import psycopg
 CORES = os.cpu_count() or 1
 # Counted as saturated: the machine's cores this busy, in total.
 SATURATED = 0.85
+# A backend that flushed its statistics less than 1 s ago keeps its counts
+# until it next ends a transaction a second later, or for up to
+# PGSTAT_IDLE_INTERVAL (10 s) once idle: pg_stat_database is only exact
+# after that long without new work. Counting transactions waits this long
+# before the first reading and after the run before the last.
+STATS_SETTLE_S = 10.5
 
 Group = Callable[[], list[psutil.Process]]
 
@@ -105,10 +111,15 @@ class Load:
         return "; ".join(parts)
 
 
-def idle_rates(groups: dict[str, Group], database_url: str) -> dict[str, float]:
-    """Transactions per second each database runs with no load (pollers)."""
-    with Meter(groups, database_url) as meter:
-        time.sleep(3)
+def idle_rates(
+    groups: dict[str, Group], database_url: str, seconds: float = 5.0
+) -> dict[str, float]:
+    """Transactions per second each database runs with no load (pollers).
+
+    The window is `seconds` plus the settling wait after it, all idle.
+    """
+    with Meter(groups, database_url, count_transactions=True) as meter:
+        time.sleep(seconds)
     return {db: n / meter.load.seconds for db, n in meter.load.transactions.items()}
 
 
@@ -116,7 +127,9 @@ class Meter:
     """Measure the cores each group uses and what postgres backends wait on.
 
     Use as a context manager around one run. Child processes reaped meanwhile
-    (wrk, pgbench, a CLI command) count as "loadgen".
+    (wrk, pgbench, a CLI command) count as "loadgen". With
+    `count_transactions`, also the transactions each database ran, less
+    `idle_rates`: it then waits STATS_SETTLE_S before and after the run.
     """
 
     def __init__(
@@ -124,10 +137,13 @@ class Meter:
         groups: dict[str, Group],
         database_url: str | None,
         idle_rates: dict[str, float] | None = None,
+        *,
+        count_transactions: bool = False,
     ) -> None:
         self.groups = groups
         self.database_url = database_url
         self.idle_rates = idle_rates or {}
+        self.count_transactions = bool(count_transactions and database_url)
         self.load = Load()
         self._stop = threading.Event()
         self._waits: Counter[str] = Counter()
@@ -136,8 +152,9 @@ class Meter:
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _transactions(self) -> dict[str, int]:
-        if not self.database_url:
+        if not self.count_transactions or not self.database_url:
             return {}
+        time.sleep(STATS_SETTLE_S)
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             rows = conn.execute(
                 "SELECT datname, xact_commit + xact_rollback FROM pg_stat_database"
@@ -176,9 +193,8 @@ class Meter:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        # Backends report their counts within about a second of going idle.
-        time.sleep(1.1 if self.database_url else 0)
-        counts, seconds = self._transactions(), time.monotonic() - self._counted
+        counts = self._transactions()
+        seconds = time.monotonic() - self._counted
         self.load.transactions = {
             db: n
             - self._transactions_before.get(db, 0)
