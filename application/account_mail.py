@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 from application.errors import InvalidMailTokenError, UserNotFoundError
-from application.store import retry_on_conflict
 from application.values import Client, hash_token
 from domain.errors import DomainError, RequestedTooSoonError
 from domain.throttle import ThrottlePolicy
@@ -129,4 +128,4 @@ class AccountMail:
                 changed.append(user)
             self.app.save(*changed)
 
-        retry_on_conflict(record)
+        self.app.attempt(record)

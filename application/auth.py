@@ -23,7 +23,7 @@ from application.errors import (
 )
 from application.ports import Clock, PasswordHasher, utc_now
 from application.read_models import UserRow
-from application.store import AuthStore, retry_on_conflict
+from application.store import RETRY_ATTEMPTS, AuthStore
 from application.values import (
     AuthPolicy,
     Client,
@@ -113,7 +113,7 @@ class AuthApplication(AuthStore):
             self.save(current, session)
             return self._grant(current, session, refresh_token)
 
-        return retry_on_conflict(open_session)
+        return self.attempt(open_session)
 
     def refresh(self, refresh_token: str, client: Client) -> SessionGrant:
         """Rotate a refresh token; a stale one revokes its whole session.
@@ -127,7 +127,7 @@ class AuthApplication(AuthStore):
         session_id = session_id_of(refresh_token)
         presented = hash_token(refresh_token)
 
-        def rotate() -> SessionGrant:
+        def rotate() -> SessionGrant | None:
             session = self._get(session_id, Session, InvalidRefreshTokenError)
             user = self._get(session.user_id, User, InvalidRefreshTokenError)
             if user.has_revoked(session.id, session.login_version):
@@ -146,15 +146,19 @@ class AuthApplication(AuthStore):
                 raise InvalidRefreshTokenError from None
             self.save(session)
             if session.is_revoked:
-                raise InvalidRefreshTokenError
+                return None
             return self._grant(user, session, successor)
 
+        # Strict: a lost race is refused (it raced, it did not replay). With a
+        # reuse interval it is decided again on the new version.
+        attempts = RETRY_ATTEMPTS if self.policy.refresh.reuse_interval else 1
         try:
-            if self.policy.refresh.reuse_interval:
-                return retry_on_conflict(rotate)
-            return rotate()
-        except (IntegrityError, ConflictError):
+            grant = self.attempt(rotate, attempts)
+        except ConflictError:
             raise InvalidRefreshTokenError from None
+        if grant is None:  # revoked for reuse or expiry: that is stored
+            raise InvalidRefreshTokenError
+        return grant
 
     def logout(self, user_id: UUID, session_id: UUID, client: Client) -> None:
         """End one of the user's sessions."""
@@ -173,7 +177,7 @@ class AuthApplication(AuthStore):
             )
             self.save(session)
 
-        retry_on_conflict(revoke)
+        self.attempt(revoke)
 
     def logout_all(self, user_id: UUID, client: Client) -> None:
         """End every session of the user, however many, with one event."""
@@ -205,7 +209,7 @@ class AuthApplication(AuthStore):
             self.save(user)
 
         with self.exclusively(user_id):
-            retry_on_conflict(revoke)
+            self.attempt(revoke)
 
     def change_password(
         self,
@@ -272,7 +276,7 @@ class AuthApplication(AuthStore):
                 changed.append(user)
             self.save(*changed)
 
-        retry_on_conflict(record)
+        self.attempt(record)
 
     def _find_session(self, session_id: UUID) -> Session | None:
         try:

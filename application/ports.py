@@ -45,9 +45,13 @@ class MailTokens(Protocol):
 
 
 @runtime_checkable
-class AggregateLocks(Protocol):
-    """What a recorder offers so that one writer of an aggregate cannot lose."""
+class StoreTransactions(Protocol):
+    """What a database recorder offers beyond one transaction per save."""
 
     def exclusively(self, aggregate_id: UUID) -> AbstractContextManager[None]:
         """Hold every other append to `aggregate_id` back while the block runs."""
+        ...
+
+    def one_transaction(self) -> AbstractContextManager[None]:
+        """Run the block's reads and its save in one database transaction."""
         ...

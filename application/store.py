@@ -15,7 +15,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
 from application.errors import ConflictError, TooManyAttemptsError, UserNotFoundError
-from application.ports import AggregateLocks
+from application.ports import StoreTransactions
 from domain.email_claim import EmailClaim
 from domain.errors import DomainError
 from domain.session import Session
@@ -45,10 +45,12 @@ def retry_on_conflict(
     growing pauses keep racing writers from colliding in step. When every
     attempt lost, ConflictError: the caller may try again later.
     """
-    for attempt in range(attempts):
+    for attempt in range(1, attempts + 1):
         try:
             return command()
         except IntegrityError:
+            if attempt == attempts:
+                break
             ceiling = min(FIRST_BACKOFF_S * 2**attempt, LONGEST_BACKOFF_S)
             time.sleep(random.uniform(0, ceiling))  # noqa: S311  (jitter, not secrecy)
     raise ConflictError
@@ -116,9 +118,33 @@ class AuthStore(AuthEventLog):
         For a command that must not starve (a revocation racing logins): its
         read and save then cannot lose. In memory there is nothing to hold.
         """
-        if isinstance(self.recorder, AggregateLocks):
+        if isinstance(self.recorder, StoreTransactions):
             return self.recorder.exclusively(aggregate_id)
         return nullcontext()
+
+    def one_transaction(self) -> AbstractContextManager[None]:
+        """Read and save in one database transaction: one commit per command.
+
+        Only for commands that do no slow work (no password hashing) between
+        their reads and their save: the transaction holds a connection.
+        """
+        if isinstance(self.recorder, StoreTransactions):
+            return self.recorder.one_transaction()
+        return nullcontext()
+
+    def attempt(
+        self, command: Callable[[], Result], attempts: int = RETRY_ATTEMPTS
+    ) -> Result:
+        """Run `command` (read, decide, save) as one transaction, retrying lost races.
+
+        `command` must save last: an error raised after its save undoes it.
+        """
+
+        def in_one_transaction() -> Result:
+            with self.one_transaction():
+                return command()
+
+        return retry_on_conflict(in_one_transaction, attempts)
 
     def update_user(self, user_id: UUID, command: Callable[[User], None]) -> None:
         """Apply `command` to a fresh copy of the user and save it, retrying races."""
@@ -128,4 +154,4 @@ class AuthStore(AuthEventLog):
             command(user)
             self.save(user)
 
-        retry_on_conflict(update)
+        self.attempt(update)

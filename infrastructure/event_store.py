@@ -32,7 +32,7 @@ from application.errors import ReadModelFailedError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from psycopg import Cursor
+    from psycopg import Connection, Cursor
     from psycopg.rows import DictRow
 
 # A transaction holds at most 2**20 events; 2**43 transaction ids fit in a bigint.
@@ -41,8 +41,7 @@ INDEX_BITS = 20
 HORIZON = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {INDEX_BITS})"
 FIRST_POSITION = f"(pg_current_xact_id()::text::bigint << {INDEX_BITS})"
 # Per-aggregate advisory locks: appends share them, a must-win writer excludes.
-LOCK_AGGREGATE = "SELECT pg_advisory_lock(hashtextextended(%s, 7))"
-UNLOCK_AGGREGATE = "SELECT pg_advisory_unlock(hashtextextended(%s, 7))"
+LOCK_AGGREGATE = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))"
 SHARE_AGGREGATES = (
     "SELECT pg_advisory_xact_lock_shared(hashtextextended(id, 7))"
     " FROM unnest(%s::text[]) AS id"
@@ -86,24 +85,64 @@ class AuthRecorder(PostgresApplicationRecorder):
         self.notify_statement = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
         self.inline: InlineWriter | None = None
         self._held = threading.local()
+        self._pin_connections()
+
+    def _pin_connections(self) -> None:
+        """Let one_transaction() lend its connection to this thread's reads.
+
+        The repository (events and snapshots) reaches the database through the
+        datastore's get_connection(); within one_transaction() it gets the
+        thread's open transaction instead of a pooled autocommit connection.
+        """
+        pooled = self.datastore.get_connection
+
+        @contextmanager
+        def get_connection() -> Iterator[Connection[DictRow]]:
+            pinned = self._held.__dict__.get("conn")
+            if pinned is not None:
+                yield pinned
+                return
+            with pooled() as conn:
+                yield conn
+
+        self._pooled = pooled
+        self.datastore.get_connection = get_connection  # type: ignore[method-assign]
+
+    @contextmanager
+    def one_transaction(self) -> Iterator[None]:
+        """Run this thread's reads and appends in one transaction, committed at the end.
+
+        An append inside it is a savepoint; its positions still come from the
+        transaction's id, assigned at the append, its first write.
+        """
+        if self._held.__dict__.get("conn") is not None:
+            yield  # already inside one
+            return
+        with self._pooled() as conn, conn.transaction():
+            self._held.conn = conn
+            try:
+                yield
+            finally:
+                self._held.conn = None
 
     @contextmanager
     def exclusively(self, aggregate_id: UUID) -> Iterator[None]:
         """Hold appends to the aggregate back, but this thread's, while the block runs.
 
         Every append takes a shared advisory lock on each aggregate it writes,
-        so this exclusive one (on a connection of its own) makes them wait;
-        they then lose on the version and decide again on what this wrote.
+        so this exclusive one (in a transaction of its own, which ends it
+        whatever happens) makes them wait; they then lose on the version and
+        decide again on what this wrote.
         """
         held: set[UUID] = self._held.__dict__.setdefault("ids", set())
-        with self.datastore.get_connection() as conn:
+        with self._pooled() as conn, conn.transaction():
+            conn.execute(self.lock_timeout_statement)
             conn.execute(LOCK_AGGREGATE, (str(aggregate_id),))
             held.add(aggregate_id)
             try:
                 yield
             finally:
                 held.discard(aggregate_id)
-                conn.execute(UNLOCK_AGGREGATE, (str(aggregate_id),))
 
     def _select(self, where: str, order: str = "") -> Composed:
         query = f"SELECT * FROM {{table}} WHERE {where} {order}"
