@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime
+from itertools import groupby
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from uuid import UUID
 
@@ -56,6 +58,7 @@ class PostgresReadModel(PostgresTrackingRecorder):
             for statement in self.ddl
         )
         self._bound = threading.local()
+        self._statements: dict[str, Composed] = {}
 
     @contextmanager
     def writing(self, curs: Cursor[DictRow], *, track: bool) -> Iterator[None]:
@@ -63,48 +66,60 @@ class PostgresReadModel(PostgresTrackingRecorder):
 
         Rows and position then commit together with the caller's transaction:
         exactly once. Consistent read models written inline track nothing:
-        they are at the head of the log by construction.
+        they are at the head of the log by construction. Changes are sent at
+        the end, runs of the same statement as one executemany.
         """
-        self._bound.curs = curs
+        self._bound.pending = []
         self._bound.position = None
         try:
             yield
+            for statement, rows in groupby(self._bound.pending, key=itemgetter(0)):
+                params = [row[1] for row in rows]
+                if len(params) == 1:
+                    curs.execute(statement, params[0], prepare=True)
+                else:
+                    curs.executemany(statement, params)
             if track and self._bound.position is not None:
                 self._insert_tracking(curs, self._bound.position)
         finally:
-            self._bound.curs = None
+            self._bound.pending = None
 
     def qualified(self, query: str) -> Composed:
         """Format `{table}` in a query as this view's schema-qualified table."""
-        return SQL(query).format(table=Identifier(self.datastore.schema, self.table))
+        statement = self._statements.get(query)
+        if statement is None:
+            table = Identifier(self.datastore.schema, self.table)
+            statement = self._statements[query] = SQL(query).format(table=table)
+        return statement
 
     def write(
         self, tracking: Tracking, query: str, params: Sequence[Any] | dict[str, Any]
     ) -> None:
-        """Apply one event's change through the bound transaction."""
-        curs = self._bound_cursor(tracking)
-        curs.execute(self.qualified(query), params, prepare=True)
+        """Apply one event's change in the bound transaction."""
+        self._pending(tracking).append((self.qualified(query), params))
 
-    def _bound_cursor(self, tracking: Tracking) -> Cursor[DictRow]:
-        curs: Cursor[DictRow] | None = getattr(self._bound, "curs", None)
-        if curs is None:
+    def _pending(self, tracking: Tracking) -> list[tuple[Composed, Any]]:
+        pending: list[tuple[Composed, Any]] | None = getattr(
+            self._bound, "pending", None
+        )
+        if pending is None:
             raise RuntimeError(f"{self.table}: written outside a transaction")
         self._bound.position = tracking
-        return curs
+        return pending
 
     def insert(self, row: Any, tracking: Tracking) -> None:
         """Insert a dataclass row whose fields are the table's columns."""
-        names = [f.name for f in fields(row)]
-        values = ", ".join("%s" for _ in names)
+        names = _field_names(type(row))
         self.write(
             tracking,
-            f"INSERT INTO {{table}} ({', '.join(names)}) VALUES ({values})",
+            f"INSERT INTO {{table}} ({', '.join(names)})"
+            f" VALUES ({', '.join('%s' for _ in names)})",
             [getattr(row, name) for name in names],
         )
 
     def skip(self, tracking: Tracking) -> None:
         """Record the position of an event this view does not need."""
-        self._bound_cursor(tracking)
+        self._pending(tracking)
 
     def select(
         self, row_type: type[Row], query: str, params: Sequence[Any]
@@ -123,8 +138,18 @@ class PostgresReadModel(PostgresTrackingRecorder):
             return curs.fetchall()
 
 
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _field_names(row_type: type[Any]) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(row_type)
+    if names is None:
+        names = _FIELD_NAMES[row_type] = tuple(f.name for f in fields(row_type))
+    return names
+
+
 def _columns(row_type: type[Any]) -> str:
-    return ", ".join(f.name for f in fields(row_type))
+    return ", ".join(_field_names(row_type))
 
 
 class PostgresUserDirectoryView(PostgresReadModel, UserDirectoryView):

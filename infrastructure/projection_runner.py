@@ -207,19 +207,21 @@ class GroupRunner:
 
     def step(self) -> int:
         """Apply the next batch to every member; return how many events it held."""
-        page = self.recorder.select_notifications(
-            start=self.position, limit=self.batch_size, inclusive_of_start=False
-        )
-        if not page:
-            return 0
-        events = decode(self.app.mapper, self.app.name, page)
-        with (
-            self.recorder.datastore.transaction(commit=True) as curs,
-            curs.connection.pipeline(),
-        ):
-            # Safe: rows and positions are lost together, and replayed.
-            curs.execute("SET LOCAL synchronous_commit TO OFF")
-            self.apply(curs, events)
+        # One transaction reads the batch and writes it: one commit a batch.
+        with self.recorder.one_transaction():
+            page = self.recorder.select_notifications(
+                start=self.position, limit=self.batch_size, inclusive_of_start=False
+            )
+            if not page:
+                return 0
+            events = decode(self.app.mapper, self.app.name, page)
+            with (
+                self.recorder.datastore.transaction(commit=True) as curs,
+                curs.connection.pipeline(),
+            ):
+                # Safe: rows and positions are lost together, and replayed.
+                curs.execute("SET LOCAL synchronous_commit TO OFF")
+                self.apply(curs, events)
         for member in self.members:
             member.position = max(member.position, page[-1].id)
         if self.on_batch:
@@ -256,12 +258,11 @@ class GroupRunner:
                     continue  # more to read at once
                 if checkpoint():
                     return
-                if applied:
-                    continue
-                if self.recorder.has_events_after(self.position):
+                if not applied and self.recorder.has_events_after(self.position):
                     # Committed, but behind a transaction still running.
                     stopping.wait(BEHIND_HORIZON_PAUSE_S)
                 else:
+                    # Returns at once if appends notified while we applied.
                     wait_for_notify(IDLE_POLL_S)
 
 
