@@ -77,8 +77,11 @@ class PostgresReadModel(PostgresTrackingRecorder):
                 params = [row[1] for row in rows]
                 if len(params) == 1:
                     curs.execute(statement, params[0], prepare=True)
-                else:
-                    curs.executemany(statement, params)
+                    continue
+                # A cursor of its own: executemany's last result must not
+                # become the one the tracking insert's fetch reads.
+                with curs.connection.cursor() as many:
+                    many.executemany(statement, params)
             if track and self._bound.position is not None:
                 self._insert_tracking(curs, self._bound.position)
         finally:

@@ -30,7 +30,7 @@ RUNS = itertools.count()
 def fold(url: str) -> tuple[dict[str, Any], set[str]]:
     """Users and live sessions computed straight from the stored events."""
     users: dict[str, Any] = {}
-    opened: dict[str, str] = {}  # session -> user
+    opened: dict[str, str | None] = {}  # session -> user
     revoked: set[str] = set()
     with psycopg.connect(url) as conn:
         rows = conn.execute(

@@ -149,4 +149,4 @@ def history_of(services: Any, user_id: Any) -> list[Any]:
 
 def history_position(services: Any) -> int:
     statuses = services.read_models.status(services.recorder, services.app.name)
-    return next(s.position for s in statuses if s.name == "login_history")
+    return int(next(s.position for s in statuses if s.name == "login_history"))

@@ -90,9 +90,9 @@ def test_a_rebuild_from_zero_equals_the_incrementally_built_tables_row_for_row(
 ) -> None:
     # Given: tables kept inline (consistent) or by the runner (lagging)
     workload(v1, 12, "incremental")
-    v1.mail.request_verification(
-        v1.app.find_user_by_email("incremental-1@example.com").id, CLIENT
-    )  # type: ignore[union-attr]
+    mailed = v1.app.find_user_by_email("incremental-1@example.com")
+    assert mailed is not None
+    v1.mail.request_verification(mailed.id, CLIENT)
     url = v1.database_url
     wait_until(lambda: v1.read_models.lag(v1.recorder, v1.app.name, 1) == 0)
 
@@ -191,3 +191,26 @@ def test_the_registry_starts_with_the_newest_versions_live_and_consistent_ones_i
     assert {name for name, v in live.items() if v.inline} == {
         spec.name for spec in READ_MODELS if spec.consistent
     }
+
+
+def test_a_batch_that_ends_in_a_run_of_one_statement_records_its_position(
+    v1: Services,
+) -> None:
+    # Given: a log that ends in rotations of three sessions, one after another
+    grants = [
+        v1.app.register(f"run-{n}@example.com", PASSWORD, CLIENT) for n in range(3)
+    ]
+    for grant in grants:
+        v1.app.refresh(grant.refresh_token, CLIENT)
+
+    # When: a rebuild applies them in one batch (one executemany)
+    (rebuilt,) = rebuild_from_zero(v1.database_url, [ACTIVE_SESSIONS])
+
+    # Then: the rows and the position are the live ones
+    url = v1.database_url
+    assert rows_of(url, rebuilt.schema, "active_sessions", "session_id") == rows_of(
+        url, "read_models", "active_sessions", "session_id"
+    )
+    assert {
+        row[2] for row in rows_of(url, rebuilt.schema, "active_sessions", "session_id")
+    } == {1}
