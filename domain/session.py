@@ -29,6 +29,13 @@ class RefreshPolicy:
 
 class Session(Aggregate):
     TOPIC = "authledger:Session"
+    # Version 2 knows the user's version at its login (snapshots of version 1
+    # do not): sessions opened before markers existed precede every marker.
+    class_version = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["login_version"] = 0
 
     class Event(Aggregate.Event):
         pass

@@ -51,6 +51,14 @@ class LockoutPolicy:
 
 class User(Aggregate):
     TOPIC = "authledger:User"
+    # Version 2 knows its latest session revocation (snapshots of version 1
+    # do not): upcast_v1_v2 restores them as "never revoked".
+    class_version = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["sessions_revoked_at"] = None
+        state["kept_session_id"] = None
 
     class Event(Aggregate.Event):
         pass

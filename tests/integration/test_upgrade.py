@@ -32,11 +32,15 @@ from tests.integration.helpers import (
 
 pytestmark = pytest.mark.postgres
 FIXTURES = Path(__file__).parent.parent / "fixtures"
-# Written with the dump: ada's live session, after one rotation.
+# Written with the dump: ada's live session, after one rotation, and carol's,
+# rotated past its snapshot (carol's user has one too).
 ADA_REFRESH_TOKEN = (
-    "95e79c1410e54d5fafdaabef50ae693a.UNF4B0kfXFjjiXvWeBGqrjvI-yhtc7SsteO12C63RJs"
+    "d4454cacf650438d8980163c92f2d491.NA9GM5PgMZmgCr8hHPAgX8wfNpOPg0FFr1eiXb61Yus"
 )
-WAVE_1_EVENTS = 22
+CAROL_REFRESH_TOKEN = (
+    "46d0107e6c134b7481a970084a42a542.OlSvYxN0UXiPaPu-7LvK09BH2n5j9qfCcK13X-EGs_4"
+)
+WAVE_1_EVENTS = 177
 
 
 def psql() -> Path:
@@ -86,6 +90,16 @@ def test_the_upgrade_keeps_accounts_sessions_and_history(upgraded: Services) -> 
     bob = app.login("bob@example.com", "a newer good password", Client())
     rotated = app.refresh(ADA_REFRESH_TOKEN, Client())
     assert rotated.user_id == ada.user_id
+    # Aggregates restored from wave 1's snapshots know the new rules too
+    carol = app.refresh(CAROL_REFRESH_TOKEN, Client())
+    app.change_password(
+        carol.user_id,
+        "carol's good password",
+        "carol's newer password",
+        Client(),
+        keep=carol.session_id,
+    )
+    assert app.refresh(carol.refresh_token, Client()).user_id == carol.user_id
     timeline = Auditor(app).timeline(ada.user_id)
     assert [e.event for e in timeline][:2] == ["registered", "session_opened"]
 
