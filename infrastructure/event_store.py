@@ -18,9 +18,11 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import (
+    DatabaseError,
     InterfaceError,
     Notification,
     OperationalError,
+    ProgrammingError,
     StoredEvent,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
@@ -32,7 +34,7 @@ from application.errors import ReadModelFailedError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from psycopg import Connection, Cursor
+    from psycopg import Connection, Cursor, Pipeline
     from psycopg.rows import DictRow
 
 # A transaction holds at most 2**20 events; 2**43 transaction ids fit in a bigint.
@@ -46,6 +48,10 @@ SHARE_AGGREGATES = (
     "SELECT pg_advisory_xact_lock_shared(hashtextextended(id, 7))"
     " FROM unnest(%s::text[]) AS id"
 )
+
+
+class TransactionLostError(DatabaseError):
+    """The connection of a one_transaction() block broke: nothing of it committed."""
 
 
 class InlineWriter(Protocol):
@@ -82,7 +88,6 @@ class AuthRecorder(PostgresApplicationRecorder):
         self.lock_timeout_statement = SQL("SET LOCAL lock_timeout = '{0}s'").format(
             self.datastore.lock_timeout
         )
-        self.notify_statement = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
         self.inline: InlineWriter | None = None
         self._held = threading.local()
         self._pin_connections()
@@ -100,6 +105,10 @@ class AuthRecorder(PostgresApplicationRecorder):
         def get_connection() -> Iterator[Connection[DictRow]]:
             pinned = self._held.__dict__.get("conn")
             if pinned is not None:
+                if pinned.broken or pinned.closed:
+                    # The library would retry on it ten times: the transaction
+                    # is gone, so the whole command fails now (503, retryable).
+                    raise TransactionLostError("the database connection was lost")
                 yield pinned
                 return
             with pooled() as conn:
@@ -120,29 +129,28 @@ class AuthRecorder(PostgresApplicationRecorder):
             return
         with self._pooled() as conn, conn.transaction():
             self._held.conn = conn
+            self._held.appended = False
             try:
                 yield
             finally:
                 self._held.conn = None
+                self._held.appended = False
 
     @contextmanager
     def exclusively(self, aggregate_id: UUID) -> Iterator[None]:
-        """Hold appends to the aggregate back, but this thread's, while the block runs.
+        """Hold other appends to the aggregate back while the block runs.
 
-        Every append takes a shared advisory lock on each aggregate it writes,
-        so this exclusive one (in a transaction of its own, which ends it
-        whatever happens) makes them wait; they then lose on the version and
-        decide again on what this wrote.
+        Every append takes a shared advisory lock on each aggregate it writes;
+        this takes the exclusive one first thing in the block's one transaction
+        (so on the connection its reads and save use, and released at its
+        end whatever happens). Racing appends wait, then lose on the version
+        and decide again on what the block wrote.
         """
-        held: set[UUID] = self._held.__dict__.setdefault("ids", set())
-        with self._pooled() as conn, conn.transaction():
+        with self.one_transaction():
+            conn = self._held.conn
             conn.execute(self.lock_timeout_statement)
             conn.execute(LOCK_AGGREGATE, (str(aggregate_id),))
-            held.add(aggregate_id)
-            try:
-                yield
-            finally:
-                held.discard(aggregate_id)
+            yield
 
     def _select(self, where: str, order: str = "") -> Composed:
         query = f"SELECT * FROM {{table}} WHERE {where} {order}"
@@ -154,39 +162,49 @@ class AuthRecorder(PostgresApplicationRecorder):
     ) -> Sequence[int] | None:
         """Append the events and write the inline read models, in one transaction.
 
-        No table lock: concurrent appends commit (and flush) together. A failure
-        of an inline read model rolls back the events too.
+        No table lock and no NOTIFY (whose lock is held through commit):
+        concurrent appends commit and flush together. A failure of an inline
+        read model rolls back the events too.
         """
         if not stored_events:
             return []
+        self._check_one_append(len(stored_events))
         failure: BaseException | None = None
         with self.datastore.get_connection() as conn:
-            with conn.pipeline() as pipeline, conn.transaction(), conn.cursor() as curs:
-                try:
-                    curs.execute(self.lock_timeout_statement, prepare=True)
-                    self._wait_for_exclusive_writers(curs, stored_events)
-                    self._insert_stored_events(curs, stored_events)
-                    pipeline.sync()  # a version conflict raises here
-                    ids = [row["notification_id"] for row in curs.fetchall()]
-                    self._write_inline(curs, stored_events, ids)
-                    # Delivered on commit; wakes the lagging read models' runners.
-                    curs.execute(self.notify_statement)
-                # Re-raised below: leaving a failed pipeline by an error warns.
-                except Exception as error:  # noqa: BLE001
-                    failure = error
-                    raise psycopg.Rollback from None
+            try:
+                with (
+                    conn.pipeline() as pipeline,
+                    conn.transaction(),
+                    conn.cursor() as curs,
+                ):
+                    try:
+                        curs.execute(self.lock_timeout_statement, prepare=True)
+                        self._wait_for_exclusive_writers(curs, stored_events)
+                        self._insert_stored_events(curs, stored_events)
+                        pipeline.sync()  # a version conflict raises here
+                        ids = [row["notification_id"] for row in curs.fetchall()]
+                        self._write_inline(curs, pipeline, stored_events, ids)
+                    # Re-raised below: leaving a failed pipeline by an error warns.
+                    except Exception as error:  # noqa: BLE001
+                        failure = error
+                        raise psycopg.Rollback from None
+            except (psycopg.Rollback, psycopg.Error):
+                # A Rollback that escapes, or a rollback that failed (a lost
+                # connection): either way the failure below is what happened.
+                if failure is None:
+                    raise
             if failure is not None:
                 raise failure
+        if self._held.__dict__.get("conn") is not None:
+            self._held.appended = True  # this transaction's positions are taken
         return ids
 
     def _wait_for_exclusive_writers(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent]
     ) -> None:
-        held: set[UUID] = self._held.__dict__.get("ids", set())
-        ids = {
-            str(e.originator_id) for e in stored_events if e.originator_id not in held
-        }
-        curs.execute(SHARE_AGGREGATES, (sorted(ids),), prepare=True)
+        # A backend never waits for its own locks: the exclusive holder passes.
+        ids = sorted({str(e.originator_id) for e in stored_events})
+        curs.execute(SHARE_AGGREGATES, (ids,), prepare=True)
 
     def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any
@@ -205,9 +223,17 @@ class AuthRecorder(PostgresApplicationRecorder):
             prepare=True,
         )
 
+    def _check_one_append(self, events: int) -> None:
+        """Positions come from the transaction's id: one append per transaction."""
+        if events >= 1 << INDEX_BITS:
+            raise ProgrammingError(f"{events} events in one append")
+        if self._held.__dict__.get("appended"):
+            raise ProgrammingError("a second append in one transaction")
+
     def _write_inline(
         self,
         curs: Cursor[DictRow],
+        pipeline: Pipeline,
         stored_events: Sequence[StoredEvent],
         ids: list[int],
     ) -> None:
@@ -225,6 +251,7 @@ class AuthRecorder(PostgresApplicationRecorder):
         ]
         try:
             self.inline(curs, notifications)
+            pipeline.sync()  # the inline writes' SQL errors surface here
         except Exception as error:
             raise ReadModelFailedError(str(error)) from error
 

@@ -6,15 +6,12 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import psycopg
 from eventsourcing.persistence import InfrastructureFactory, Tracking
 from eventsourcing.utils import Environment
-from psycopg.sql import SQL, Identifier
 
 from application.store import AuthEventLog
 from infrastructure.event_store import AuthRecorder
@@ -31,10 +28,10 @@ log = logging.getLogger(__name__)
 
 View = TypeVar("View", bound="PostgresReadModel")
 CATCH_UP_BATCH = 1000
-# While committed events wait behind a running transaction, look again soon.
-BEHIND_HORIZON_PAUSE_S = 0.002
-# A missed notification costs at most this much lag.
-IDLE_POLL_S = 0.5
+# Polling, not LISTEN: a pause between batches lets a batch gather more events.
+BUSY_POLL_S = 0.002
+IDLE_POLL_S = 0.01
+STAY_BUSY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -247,33 +244,21 @@ class GroupRunner:
     def follow(self, stopping: threading.Event, checkpoint: Callable[[], bool]) -> None:
         """Apply events as they commit until `stopping`, or `checkpoint()` says stop.
 
-        `checkpoint` runs after every batch that was not full (the group had
-        all there was to read, though writers may keep adding), and at least
-        every IDLE_POLL_S.
+        It polls (appends send no NOTIFY: its lock is held through commit):
+        every BUSY_POLL_S while events keep coming, every IDLE_POLL_S after a
+        second without any. Committed events waiting behind a transaction
+        still running are picked up by the next poll. `checkpoint` runs after
+        every batch that was not full.
         """
-        with listening(self.url, self.recorder.channel_name) as wait_for_notify:
-            while not stopping.is_set():
-                applied = self.step()
-                if applied == self.batch_size:
-                    continue  # more to read at once
-                if checkpoint():
-                    return
-                if not applied and self.recorder.has_events_after(self.position):
-                    # Committed, but behind a transaction still running.
-                    stopping.wait(BEHIND_HORIZON_PAUSE_S)
-                else:
-                    # Returns at once if appends notified while we applied.
-                    wait_for_notify(IDLE_POLL_S)
-
-
-@contextmanager
-def listening(url: str, channel: str) -> Iterator[Callable[[float], None]]:
-    """LISTEN on `channel`; yield a function that waits for a notification."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(SQL("LISTEN {}").format(Identifier(channel)))
-
-        def wait(timeout_s: float) -> None:
-            for _ in conn.notifies(timeout=timeout_s, stop_after=1):
-                pass
-
-        yield wait
+        active_at = time.monotonic()
+        while not stopping.is_set():
+            applied = self.step()
+            if applied == self.batch_size:
+                continue  # more to read at once
+            if checkpoint():
+                return
+            now = time.monotonic()
+            if applied:
+                active_at = now
+            busy = now - active_at < STAY_BUSY_S
+            stopping.wait(BUSY_POLL_S if busy else IDLE_POLL_S)

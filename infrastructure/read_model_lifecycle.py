@@ -170,8 +170,10 @@ class ReadModels:
                 started.append(BuildWorker(self, [newest]))
         return started
 
-    def lagging_group(self) -> list[ReadModelSpec[Any]]:
-        live = self.live()
+    def lagging_group(
+        self, live: dict[str, LiveVersion] | None = None
+    ) -> list[ReadModelSpec[Any]]:
+        live = self.live() if live is None else live
         specs = (self.live_spec(name, live) for name in self.newest())
         return [s for s in specs if s is not None and not s.consistent]
 
@@ -358,7 +360,8 @@ class ProjectionWorker:
             specs = self.group()
             self.label = ", ".join(s.schema for s in specs)
             if not specs:
-                self._stopping.wait(self._retry_s)
+                if not self.is_done:
+                    self._stopping.wait(self._retry_s)
                 return
             runner = GroupRunner(specs, self.models.url, self.models.env)
             runner.on_batch = self.on_batch
@@ -424,7 +427,28 @@ class BuildWorker(ProjectionWorker):
         return "authledger.projection.build." + ",".join(t.schema for t in self.targets)
 
     def group(self) -> list[ReadModelSpec[Any]]:
-        return [t for t in self.targets if t.schema not in self._switched]
+        """What is left to build: not switched here, nor live already.
+
+        A standby that takes the lock after another process switched a
+        version must not build it again: a consistent one is written inline
+        from the switch on, and tracks no position past it.
+        """
+        live = self.models.live()
+
+        def switched(target: ReadModelSpec[Any]) -> bool:
+            version = live.get(target.name, _NOT_INLINE)
+            return version.schema == target.schema and (
+                version.inline or not target.consistent
+            )
+
+        left = [
+            t
+            for t in self.targets
+            if t.schema not in self._switched and not switched(t)
+        ]
+        if not left:
+            self.is_done = True
+        return left
 
     def checkpoint(
         self, runner: GroupRunner, lock_conn: psycopg.Connection[Any]

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from eventsourcing.persistence import (
+    DatabaseError,
     IntegrityError,
     InterfaceError,
     OperationalError,
@@ -115,6 +116,8 @@ ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
         RETRY_SOON,
     ),
     OperationalError: (503, "database_unavailable", "Service unavailable.", RETRY_SOON),
+    # Any other database failure (a lost transaction, an aborted one): retryable.
+    DatabaseError: (503, "database_unavailable", "Service unavailable.", RETRY_SOON),
     InterfaceError: (503, "database_unavailable", "Service unavailable.", RETRY_SOON),
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
