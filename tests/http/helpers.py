@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from application.values import session_id_of
+
 T = TypeVar("T")
 
 PASSWORD = "correct horse battery"
@@ -47,3 +49,8 @@ def signup(
 
 def login(client: httpx.Client, email: str, password: str = PASSWORD) -> httpx.Response:
     return client.post("/api/auth/login", json={"email": email, "password": password})
+
+
+def session_of(tokens: dict[str, Any]) -> str:
+    """The id of the session a token response opened, as the tables print it."""
+    return str(session_id_of(str(tokens["refresh_token"])))

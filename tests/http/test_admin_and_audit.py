@@ -207,6 +207,28 @@ def test_the_export_streams_every_event_without_secrets(
     }
 
 
+def test_the_export_since_a_moment_streams_only_what_came_after_in_order(
+    client: httpx.Client, module_database_url: str, server_data_dir: Path
+) -> None:
+    everything = cli(module_database_url, server_data_dir, "audit", "export")
+    records = [json.loads(line) for line in everything.stdout.splitlines()]
+    moment = records[len(records) // 2]["timestamp"]
+    signup(client)  # and one more event while it streams the rest
+
+    since = cli(
+        module_database_url, server_data_dir, "audit", "export", "--since", moment
+    )
+
+    later = [json.loads(line) for line in since.stdout.splitlines()]
+    assert later
+    assert all(r["timestamp"] >= moment for r in later)
+    expected = [r["position"] for r in records if r["timestamp"] >= moment]
+    positions = [r["position"] for r in later]
+    assert positions[: len(expected)] == expected
+    assert positions == sorted(positions)
+    assert len(positions) > len(expected)  # the new signup's events too
+
+
 def test_the_state_at_a_moment_is_replayed_from_the_events(
     client: httpx.Client,
     admin: dict[str, Any],

@@ -8,7 +8,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.http.helpers import PASSWORD, bearer, login, new_email, signup
+from tests.http.helpers import PASSWORD, bearer, login, new_email, session_of, signup
 
 pytestmark = [pytest.mark.http, pytest.mark.postgres]
 
@@ -41,18 +41,13 @@ def user_updated_at(url: str, user_id: str) -> Any:
     return row[0]
 
 
-def session_id_of(tokens: dict[str, Any]) -> str:
-    hex_id = tokens["refresh_token"].split(".")[0]
-    return f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
-
-
 def test_a_signup_is_in_both_read_models_when_it_returns(
     client: httpx.Client, module_database_url: str
 ) -> None:
     tokens = signup(client)
 
     assert user_updated_at(module_database_url, tokens["user"]["id"]) is not None
-    assert session_row(module_database_url, session_id_of(tokens)) is not None
+    assert session_row(module_database_url, session_of(tokens)) is not None
 
 
 def test_a_refresh_is_in_active_sessions_when_it_returns(
@@ -65,7 +60,7 @@ def test_a_refresh_is_in_active_sessions_when_it_returns(
     )
 
     assert response.status_code == 200
-    row = session_row(module_database_url, session_id_of(tokens))
+    row = session_row(module_database_url, session_of(tokens))
     assert row is not None
     assert row[1] == 1  # the rotation's generation, already
 
@@ -79,8 +74,8 @@ def test_a_logout_is_in_active_sessions_when_it_returns(
 
     current = client.post("/api/auth/logout?scope=current", headers=bearer(second))
     assert current.status_code == 200
-    assert session_row(module_database_url, session_id_of(second)) is None
-    assert session_row(module_database_url, session_id_of(first)) is not None
+    assert session_row(module_database_url, session_of(second)) is None
+    assert session_row(module_database_url, session_of(first)) is not None
 
     everywhere = client.post("/api/auth/logout", headers=bearer(first))
     assert everywhere.status_code == 200
@@ -103,7 +98,7 @@ def test_a_password_change_is_in_both_read_models_when_it_returns(
     )
 
     assert response.status_code == 200
-    assert sessions_of(module_database_url, user_id) == {session_id_of(kept)}
+    assert sessions_of(module_database_url, user_id) == {session_of(kept)}
     assert user_updated_at(module_database_url, user_id) > before
     # And the next request with the ended session's token is refused at once
     assert client.get("/api/auth/me", headers=bearer(other)).status_code == 401

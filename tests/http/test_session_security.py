@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import httpx
 import psycopg
@@ -19,6 +18,7 @@ from tests.http.helpers import (
     eventually,
     login,
     new_email,
+    session_of,
     signup,
 )
 
@@ -45,11 +45,6 @@ def rotations(database_url: str, session_id: str) -> list[tuple[int, str]]:
         ).fetchall()
     events = [json.loads(bytes(state)) for (state,) in rows]
     return [(int(e["generation"]), str(e["refresh_token_hash"])) for e in events]
-
-
-def session_id_of(tokens: dict[str, Any]) -> str:
-    head = str(tokens["refresh_token"]).split(".")[0]
-    return f"{head[:8]}-{head[8:12]}-{head[12:16]}-{head[16:20]}-{head[20:]}"
 
 
 def refresh_in_parallel(base_url: str, token: str, count: int) -> list[httpx.Response]:
@@ -90,7 +85,7 @@ def test_parallel_refreshes_of_one_token_yield_exactly_one_successor_in_strict_m
     answers = refresh_in_parallel(server, tokens["refresh_token"], 6)
 
     assert sorted(a.status_code for a in answers) == [200] + [401] * 5
-    assert [g for g, _ in rotations(module_database_url, session_id_of(tokens))] == [1]
+    assert [g for g, _ in rotations(module_database_url, session_of(tokens))] == [1]
 
 
 def test_sessions_are_listed_and_one_can_be_revoked(client: httpx.Client) -> None:
@@ -211,7 +206,7 @@ def test_within_the_reuse_interval_every_racer_gets_a_newer_token(
     answers = refresh_in_parallel(lenient_server, tokens["refresh_token"], 4)
 
     assert [a.status_code for a in answers] == [200] * 4
-    stored = rotations(module_database_url, session_id_of(tokens))
+    stored = rotations(module_database_url, session_of(tokens))
     assert [generation for generation, _ in stored] == [1, 2, 3, 4]
     handed_out = {hash_token(a.json()["refresh_token"]) for a in answers}
     assert handed_out == {token_hash for _, token_hash in stored}

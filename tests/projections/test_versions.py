@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,11 @@ from interfaces.bootstrap import (
     build_services,
 )
 from tests.http.conftest import start_server, stop_server
-from tests.integration.helpers import rebuild_from_zero
+from tests.integration.helpers import (
+    rebuild_from_zero,
+    wait_for_read_models,
+    wait_until,
+)
 from tests.projections.v2 import USER_DIRECTORY_V2
 
 pytestmark = pytest.mark.postgres
@@ -41,13 +44,6 @@ def rows_of(url: str, schema: str, table: str, order_by: str) -> list[tuple[Any,
             Identifier(schema, table), Identifier(order_by)
         )
         return conn.execute(query).fetchall()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def workload(services: Services, users: int, prefix: str) -> None:
@@ -94,7 +90,7 @@ def test_a_rebuild_from_zero_equals_the_incrementally_built_tables_row_for_row(
     assert mailed is not None
     v1.mail.request_verification(mailed.id, CLIENT)
     url = v1.database_url
-    wait_until(lambda: v1.read_models.lag(v1.recorder, v1.app.name, 1) == 0)
+    wait_for_read_models(v1)
 
     # When: the same projection replays the whole log into a fresh schema
     (rebuilt,) = rebuild_from_zero(url, [spec])
@@ -156,10 +152,12 @@ def test_a_consistent_version_built_under_http_traffic_switches_without_failures
     client.start()
     try:
         wait_until(
-            lambda: live_schemas_of(url)["user_directory"] == "user_directory_v2"
+            lambda: live_schemas_of(url)["user_directory"] == "user_directory_v2",
+            60,
+            "the switch to version 2",
         )
         switched_at_call = calls
-        wait_until(lambda: calls >= switched_at_call + 5)
+        wait_until(lambda: calls >= switched_at_call + 5, 60, "calls after it")
     finally:
         stop.set()
         client.join()

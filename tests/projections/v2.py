@@ -59,13 +59,6 @@ class SlowToBuildUserDirectoryViewV2(PostgresUserDirectoryViewV2):
 USER_DIRECTORY_V2 = ReadModelSpec.of(
     UserDirectoryProjectionV2, PostgresUserDirectoryViewV2
 )
-WITH_V2 = (
-    USER_DIRECTORY_V1,
-    USER_DIRECTORY_V2,
-    ACTIVE_SESSIONS,
-    LOGIN_HISTORY,
-    MAIL_OUTBOX,
-)
 SLOW_V2 = ReadModelSpec.of(UserDirectoryProjectionV2, SlowToBuildUserDirectoryViewV2)
 WITH_SLOW_V2 = (USER_DIRECTORY_V1, SLOW_V2, ACTIVE_SESSIONS, LOGIN_HISTORY, MAIL_OUTBOX)
 
