@@ -28,10 +28,9 @@ log = logging.getLogger(__name__)
 
 View = TypeVar("View", bound="PostgresReadModel")
 CATCH_UP_BATCH = 1000
-# Polling, not LISTEN: a pause between batches lets a batch gather more events.
-BUSY_POLL_S = 0.002
-IDLE_POLL_S = 0.01
-STAY_BUSY_S = 1.0
+# Polling, not LISTEN: the pause bounds the lag of an idle runner, lets a
+# batch gather what arrives meanwhile, and keeps polls off bcrypt's cores.
+POLL_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -244,21 +243,15 @@ class GroupRunner:
     def follow(self, stopping: threading.Event, checkpoint: Callable[[], bool]) -> None:
         """Apply events as they commit until `stopping`, or `checkpoint()` says stop.
 
-        It polls (appends send no NOTIFY: its lock is held through commit):
-        every BUSY_POLL_S while events keep coming, every IDLE_POLL_S after a
-        second without any. Committed events waiting behind a transaction
-        still running are picked up by the next poll. `checkpoint` runs after
-        every batch that was not full.
+        It polls every POLL_S (appends send no NOTIFY: its lock is held
+        through commit). Committed events waiting behind a transaction still
+        running are picked up by a later poll. `checkpoint` runs after every
+        batch that was not full.
         """
-        active_at = time.monotonic()
         while not stopping.is_set():
             applied = self.step()
             if applied == self.batch_size:
                 continue  # more to read at once
             if checkpoint():
                 return
-            now = time.monotonic()
-            if applied:
-                active_at = now
-            busy = now - active_at < STAY_BUSY_S
-            stopping.wait(BUSY_POLL_S if busy else IDLE_POLL_S)
+            stopping.wait(POLL_S)

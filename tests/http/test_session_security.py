@@ -70,7 +70,10 @@ def test_reusing_a_rotated_token_revokes_the_session_and_is_in_the_history(
 
     assert replay.status_code == 401
     assert client.get("/api/auth/me", headers=bearer(successor)).status_code == 401
-    kinds = history(module_database_url, tokens["user"]["id"])
+    kinds = eventually(
+        lambda: history(module_database_url, tokens["user"]["id"]),
+        lambda entries: len(entries) >= 4,
+    )
     assert [(kind, detail) for kind, detail, _ in kinds][2:] == [
         ("token_rotated", "generation 1"),
         ("session_revoked", "reuse_detected"),

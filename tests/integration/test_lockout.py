@@ -117,6 +117,7 @@ def test_once_the_lock_runs_out_the_right_password_logs_in_again(
     assert row is not None
     assert row.locked_until is None
     assert row.failed_logins == 0
+    wait_for_read_models(strict)
     kinds = [(h.kind, h.detail) for h in strict.history.history(user_id, 100, 0)]
     assert kinds[-3:-1] == [("login_failed", "locked"), ("unlocked", "expired")]
     assert kinds[-1][0] == "session_opened"

@@ -12,7 +12,12 @@ from application.errors import (
     WrongPasswordError,
 )
 from interfaces.bootstrap import Services
-from tests.integration.helpers import CLIENT, states_with_topic, stored_events
+from tests.integration.helpers import (
+    CLIENT,
+    states_with_topic,
+    stored_events,
+    wait_for_read_models,
+)
 
 PASSWORD = "correct horse battery staple"
 SESSIONS_REVOKED = "authledger:User.SessionsRevoked"
@@ -63,7 +68,8 @@ def test_presenting_a_rotated_refresh_token_revokes_the_whole_session(
     # And even the newest token is dead
     with pytest.raises(InvalidRefreshTokenError):
         services.app.refresh(refreshed.refresh_token, CLIENT)
-    # And the audit trail shows the reuse
+    # And the audit trail shows the reuse (once the lagging timeline has it)
+    wait_for_read_models(services)
     history = services.history.history(login.user_id, 100, 0)
     assert [(h.kind, h.detail) for h in history][2:] == [
         ("token_rotated", "generation 1"),
