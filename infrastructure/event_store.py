@@ -293,16 +293,6 @@ class AuthRecorder(PostgresApplicationRecorder):
         return None if row is None else row["max"]
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def has_events_after(self, position: int) -> bool:
-        """Whether any committed event lies after `position`, past the horizon too."""
-        statement = SQL(
-            "SELECT EXISTS (SELECT 1 FROM {table} WHERE notification_id > %s) AS any"
-        ).format(table=self.table)
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            row = curs.execute(statement, (position,), prepare=True).fetchone()
-        return bool(row and row["any"])
-
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def count_after(self, position: int, at_most: int) -> int:
         """How many readable events lie after `position`, counting up to `at_most`."""
         statement = SQL(

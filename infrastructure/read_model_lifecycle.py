@@ -250,9 +250,10 @@ class ReadModels:
     def lag(self, recorder: AuthRecorder, app_name: str, at_most: int) -> int:
         """The most events any live lagging read model has still to apply."""
         with self.connect() as conn:
+            live = live_versions(conn)
             positions = [
                 position_in(conn, s.schema, s.name, app_name)
-                for s in self.lagging_group()
+                for s in self.lagging_group(live)
             ]
         return max((recorder.count_after(p, at_most) for p in positions), default=0)
 

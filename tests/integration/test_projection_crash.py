@@ -254,6 +254,14 @@ SLOW_VIEWS: dict[str, type[PostgresReadModel]] = {
 }
 
 
+def sigkill(process: multiprocessing.process.BaseProcess) -> None:
+    """Kill the child as a crash would, and wait until it is gone."""
+    assert process.pid is not None
+    os.kill(process.pid, signal.SIGKILL)
+    process.join(timeout=10)
+    assert process.exitcode == -signal.SIGKILL
+
+
 def project_slowly(url: str, specs: list[ReadModelSpec[Any]]) -> None:
     """In a process of its own: run the lagging group as an API process does."""
     env = {**eventsourcing_env(url, 1, 2), **RUNNER_ENV}
@@ -286,14 +294,11 @@ def test_a_lagging_runner_process_killed_mid_batch_restarts_to_equal_a_rebuild(
             30,
             "the projections in the other process to get going",
         )
-        assert process.pid is not None
-        os.kill(process.pid, signal.SIGKILL)
-        process.join(timeout=10)
+        sigkill(process)
     finally:
         if process.is_alive():
             process.kill()
             process.join()
-    assert process.exitcode == -signal.SIGKILL
     stopped_at = [tracking_position(url, spec) or 0 for spec in specs]
     assert all(position < last for position in stopped_at), stopped_at
 
@@ -349,14 +354,11 @@ def test_a_process_killed_inside_command_transactions_leaves_no_half_command(
         # When it is killed while a command's transaction is open
         wait_until(lambda: len(stored_events(services)) >= 60, 30, "commands to run")
         wait_until(lambda: in_transaction(url), 10, "a command mid-transaction")
-        assert process.pid is not None
-        os.kill(process.pid, signal.SIGKILL)
-        process.join(timeout=10)
+        sigkill(process)
     finally:
         if process.is_alive():
             process.kill()
             process.join()
-    assert process.exitcode == -signal.SIGKILL
 
     # Then every command is in the log with its consistent rows, or not at all:
     # the read models (and the lagging ones, once run) equal a rebuild
