@@ -10,11 +10,14 @@ commit behind a reader, while writers commit side by side (ADR 15).
 
 from __future__ import annotations
 
+import select
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
+from weakref import WeakKeyDictionary
 
 import psycopg
 from eventsourcing.persistence import (
@@ -44,10 +47,12 @@ HORIZON = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {INDEX_BIT
 FIRST_POSITION = f"(pg_current_xact_id()::text::bigint << {INDEX_BITS})"
 # Per-aggregate advisory locks: appends share them, a must-win writer excludes.
 LOCK_AGGREGATE = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))"
-SHARE_AGGREGATES = (
-    "SELECT pg_advisory_xact_lock_shared(hashtextextended(id, 7))"
-    " FROM unnest(%s::text[]) AS id"
-)
+# One append is one statement: Postgres takes at most 65 535 parameters, 5 per event.
+MAX_EVENTS = 10_000
+# Appends of up to this many events use prepared statements (one per shape).
+PREPARED_EVENTS = 64
+# A connection back in the pool this recently is trusted without a ping.
+TRUSTED_FOR_S = 0.5
 
 
 class TransactionLostError(DatabaseError):
@@ -70,26 +75,23 @@ class AuthRecorder(PostgresApplicationRecorder):
     def __init__(
         self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
     ) -> None:
+        # Set at connect, so no append spends a statement on it; before the
+        # library's constructor, whose first query opens the pool.
+        connect_kwargs = datastore.pool.kwargs
+        if not isinstance(connect_kwargs, dict):
+            raise TypeError("the datastore's pool takes no connection settings")
+        connect_kwargs["options"] = f"-c lock_timeout={datastore.lock_timeout}s"
         super().__init__(datastore, events_table_name=events_table_name)
         self.table = Identifier(self.datastore.schema, self.events_table_name)
-        self.insert_events_statement = SQL(
-            "INSERT INTO {table} (originator_id, originator_version, topic, state,"
-            " notification_id) SELECT e.originator_id, e.originator_version, e.topic,"
-            " e.state, {first} + e.index - 1"
-            " FROM unnest(%s::{schema}.{stored_event}[]) WITH ORDINALITY"
-            " AS e(originator_id, originator_version, topic, state, index)"
-            " ORDER BY e.index RETURNING notification_id"
-        ).format(
-            table=self.table,
-            first=SQL(FIRST_POSITION),
-            schema=Identifier(self.datastore.schema),
-            stored_event=Identifier(self.stored_event_type_name),
-        )
+        self._insert_statements: dict[tuple[int, int], bytes] = {}
         self.lock_timeout_statement = SQL("SET LOCAL lock_timeout = '{0}s'").format(
             self.datastore.lock_timeout
         )
         self.inline: InlineWriter | None = None
         self._held = threading.local()
+        self._returned: WeakKeyDictionary[Connection[DictRow], float] = (
+            WeakKeyDictionary()
+        )
         self._pin_connections()
 
     def _pin_connections(self) -> None:
@@ -111,11 +113,48 @@ class AuthRecorder(PostgresApplicationRecorder):
                     raise TransactionLostError("the database connection was lost")
                 yield pinned
                 return
-            with pooled() as conn:
+            with self._checked() as conn:
                 yield conn
 
         self._pooled = pooled
         self.datastore.get_connection = get_connection  # type: ignore[method-assign]
+
+    @contextmanager
+    def _checked(self) -> Iterator[Connection[DictRow]]:
+        """A pooled connection that is alive, skipping those a restart closed.
+
+        In place of the pool's ping before every use: a dead one goes back
+        (the pool discards it) and the next is tried, up to the whole pool.
+        """
+        for _ in range(self.datastore.pool.max_size + 1):
+            with self._pooled() as conn:
+                if self._alive(conn):
+                    try:
+                        yield conn
+                    finally:
+                        self._returned[conn] = time.monotonic()
+                    return
+        raise OperationalError("no live connection to the database")
+
+    def _alive(self, conn: Connection[DictRow]) -> bool:
+        """Ping only a connection idle for long, or one the server wrote to.
+
+        A server that ends a connection (restart, termination) says so before
+        closing it, so its socket turns readable; a connection used moments
+        ago with nothing to read is trusted without a round trip (HikariCP's
+        alive-bypass window).
+        """
+        if conn.closed or conn.broken:
+            return False
+        returned = self._returned.get(conn)
+        recent = returned is not None and time.monotonic() - returned < TRUSTED_FOR_S
+        if recent and not select.select([conn.fileno()], [], [], 0)[0]:
+            return True
+        try:
+            conn.execute("")
+        except psycopg.Error:
+            return False
+        return True
 
     @contextmanager
     def one_transaction(self) -> Iterator[None]:
@@ -127,7 +166,7 @@ class AuthRecorder(PostgresApplicationRecorder):
         if self._held.__dict__.get("conn") is not None:
             yield  # already inside one
             return
-        with self._pooled() as conn, conn.transaction():
+        with self._checked() as conn, conn.transaction():
             self._held.conn = conn
             self._held.appended = False
             try:
@@ -147,9 +186,7 @@ class AuthRecorder(PostgresApplicationRecorder):
         and decide again on what the block wrote.
         """
         with self.one_transaction():
-            conn = self._held.conn
-            conn.execute(self.lock_timeout_statement)
-            conn.execute(LOCK_AGGREGATE, (str(aggregate_id),))
+            self._held.conn.execute(LOCK_AGGREGATE, (str(aggregate_id),))
             yield
 
     def _select(self, where: str, order: str = "") -> Composed:
@@ -164,68 +201,97 @@ class AuthRecorder(PostgresApplicationRecorder):
 
         No table lock and no NOTIFY (whose lock is held through commit):
         concurrent appends commit and flush together. A failure of an inline
-        read model rolls back the events too.
+        read model rolls back the events too. With nothing to write beside
+        them, the one insert statement is the whole transaction.
         """
         if not stored_events:
             return []
         self._check_one_append(len(stored_events))
-        failure: BaseException | None = None
         with self.datastore.get_connection() as conn:
-            try:
-                with (
-                    conn.pipeline() as pipeline,
-                    conn.transaction(),
-                    conn.cursor() as curs,
-                ):
-                    try:
-                        curs.execute(self.lock_timeout_statement, prepare=True)
-                        self._wait_for_exclusive_writers(curs, stored_events)
-                        self._insert_stored_events(curs, stored_events)
-                        pipeline.sync()  # a version conflict raises here
-                        ids = [row["notification_id"] for row in curs.fetchall()]
-                        self._write_inline(curs, pipeline, stored_events, ids)
-                    # Re-raised below: leaving a failed pipeline by an error warns.
-                    except Exception as error:  # noqa: BLE001
-                        failure = error
-                        raise psycopg.Rollback from None
-            except (psycopg.Rollback, psycopg.Error):
-                # A Rollback that escapes, or a rollback that failed (a lost
-                # connection): either way the failure below is what happened.
-                if failure is None:
-                    raise
-            if failure is not None:
-                raise failure
+            if self.inline is None and self._held.__dict__.get("conn") is None:
+                with conn.cursor() as curs:
+                    self._insert_stored_events(curs, stored_events)
+                    ids = [row["notification_id"] for row in curs.fetchall()]
+            else:
+                ids = self._insert_with_inline(conn, stored_events)
         if self._held.__dict__.get("conn") is not None:
             self._held.appended = True  # this transaction's positions are taken
         return ids
 
-    def _wait_for_exclusive_writers(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent]
-    ) -> None:
-        # A backend never waits for its own locks: the exclusive holder passes.
-        ids = sorted({str(e.originator_id) for e in stored_events})
-        curs.execute(SHARE_AGGREGATES, (ids,), prepare=True)
+    def _insert_with_inline(
+        self, conn: Connection[DictRow], stored_events: Sequence[StoredEvent]
+    ) -> list[int]:
+        failure: BaseException | None = None
+        try:
+            with conn.pipeline() as pipeline, conn.transaction(), conn.cursor() as curs:
+                try:
+                    self._insert_stored_events(curs, stored_events)
+                    _sync(conn, pipeline)  # a version conflict raises here
+                    ids = [row["notification_id"] for row in curs.fetchall()]
+                    self._write_inline(curs, pipeline, stored_events, ids)
+                # Re-raised below: leaving a failed pipeline by an error warns.
+                except Exception as error:  # noqa: BLE001
+                    failure = error
+                    raise psycopg.Rollback from None
+        except (psycopg.Rollback, psycopg.Error):
+            # A Rollback that escapes, or a rollback that failed (a lost
+            # connection): either way the failure below is what happened.
+            if failure is None:
+                raise
+        if failure is not None:
+            raise failure
+        return ids
 
     def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any
     ) -> None:
         """Insert without the library's table lock; positions come from the xid."""
+        params: list[Any] = []
+        for e in stored_events:
+            params += (e.originator_id, e.originator_version, e.topic, e.state)
+        # A backend never waits for its own locks: the exclusive holder passes.
+        aggregates = sorted({str(e.originator_id) for e in stored_events})
+        shape = (len(stored_events), len(aggregates))
         curs.execute(
-            self.insert_events_statement,
-            (
-                [
-                    self.construct_pg_stored_event(
-                        e.originator_id, e.originator_version, e.topic, e.state
-                    )
-                    for e in stored_events
-                ],
-            ),
-            prepare=True,
+            self._insert_statement(*shape),
+            params + aggregates,
+            prepare=shape[0] <= PREPARED_EVENTS,
         )
+
+    def _insert_statement(self, events: int, aggregates: int) -> bytes:
+        """Share each aggregate's lock (an exclusive holder makes it wait), then
+        insert at positions from the transaction's id: one statement, whose
+        parameters are plain values (arrays cost the client twice the CPU),
+        kept as bytes (composing it again costs as much as sending it).
+        """
+        statement = self._insert_statements.get((events, aggregates))
+        if statement is not None:
+            return statement
+        row = "(%s::uuid, %s::bigint, %s::text, %s::bytea, {})"
+        rows = ", ".join(row.format(index) for index in range(events))
+        keys = ", ".join(["(%s::text)"] * aggregates)
+        statement = (
+            SQL(
+                "INSERT INTO {table} (originator_id, originator_version, topic, state,"
+                " notification_id) SELECT e.originator_id, e.originator_version,"
+                " e.topic, e.state, {first} + e.index"
+                f" FROM (VALUES {rows})"
+                " AS e(originator_id, originator_version, topic, state, index)"
+                " WHERE (SELECT count(*) FROM (SELECT"
+                " pg_advisory_xact_lock_shared(hashtextextended(key, 7))"
+                f" FROM (VALUES {keys}) AS k(key)) AS held) >= 0"
+                " ORDER BY e.index RETURNING notification_id"
+            )
+            .format(table=self.table, first=SQL(FIRST_POSITION))
+            .as_bytes()
+        )
+        if events <= PREPARED_EVENTS:
+            self._insert_statements[events, aggregates] = statement
+        return statement
 
     def _check_one_append(self, events: int) -> None:
         """Positions come from the transaction's id: one append per transaction."""
-        if events >= 1 << INDEX_BITS:
+        if events > MAX_EVENTS:
             raise ProgrammingError(f"{events} events in one append")
         if self._held.__dict__.get("appended"):
             raise ProgrammingError("a second append in one transaction")
@@ -251,7 +317,9 @@ class AuthRecorder(PostgresApplicationRecorder):
         ]
         try:
             self.inline(curs, notifications)
-            pipeline.sync()  # the inline writes' SQL errors surface here
+            _sync(
+                curs.connection, pipeline
+            )  # the inline writes' SQL errors surface here
         except Exception as error:
             raise ReadModelFailedError(str(error)) from error
 
@@ -322,6 +390,21 @@ class AuthRecorder(PostgresApplicationRecorder):
         """Wait for every append in flight, and hold new ones until commit."""
         curs.execute(self.lock_timeout_statement)
         curs.execute(SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(self.table))
+
+
+def _sync(conn: Connection[DictRow], pipeline: Pipeline) -> None:
+    """Send what the pipeline holds, then sync it.
+
+    psycopg's sync alone waits forever when a large request (a few hundred
+    kB) is still unsent (psycopg issue 685): flush first, reading the
+    server's answers meanwhile so that neither side blocks the other.
+    """
+    pgconn = conn.pgconn
+    while pgconn.flush():
+        readable, _, _ = select.select([pgconn.socket], [pgconn.socket], [])
+        if readable:
+            pgconn.consume_input()
+    pipeline.sync()
 
 
 def _notification(row: DictRow) -> Notification:
