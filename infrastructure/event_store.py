@@ -30,6 +30,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from application.errors import ReadModelFailedError
@@ -207,14 +208,14 @@ class AuthRecorder(PostgresApplicationRecorder):
         if not stored_events:
             return []
         self._check_one_append(len(stored_events))
+        pinned = self._held.__dict__.get("conn")
+        if self.inline is None and pinned is None:
+            with self._checked() as conn, conn.cursor(row_factory=tuple_row) as curs:
+                self._insert_stored_events(curs, stored_events)
+                return sorted(row[0] for row in curs.fetchall())
         with self.datastore.get_connection() as conn:
-            if self.inline is None and self._held.__dict__.get("conn") is None:
-                with conn.cursor() as curs:
-                    self._insert_stored_events(curs, stored_events)
-                    ids = [row["notification_id"] for row in curs.fetchall()]
-            else:
-                ids = self._insert_with_inline(conn, stored_events)
-        if self._held.__dict__.get("conn") is not None:
+            ids = self._insert_with_inline(conn, stored_events)
+        if pinned is not None:
             self._held.appended = True  # this transaction's positions are taken
         return ids
 
@@ -227,7 +228,7 @@ class AuthRecorder(PostgresApplicationRecorder):
                 try:
                     self._insert_stored_events(curs, stored_events)
                     _sync(conn, pipeline)  # a version conflict raises here
-                    ids = [row["notification_id"] for row in curs.fetchall()]
+                    ids = sorted(row["notification_id"] for row in curs.fetchall())
                     self._write_inline(curs, pipeline, stored_events, ids)
                 # Re-raised below: leaving a failed pipeline by an error warns.
                 except Exception as error:  # noqa: BLE001
@@ -243,7 +244,7 @@ class AuthRecorder(PostgresApplicationRecorder):
         return ids
 
     def _insert_stored_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any
+        self, curs: Cursor[Any], stored_events: Sequence[StoredEvent], **_: Any
     ) -> None:
         """Insert without the library's table lock; positions come from the xid."""
         params: list[Any] = []
@@ -263,6 +264,8 @@ class AuthRecorder(PostgresApplicationRecorder):
         insert at positions from the transaction's id: one statement, whose
         parameters are plain values (arrays cost the client twice the CPU),
         kept as bytes (composing it again costs as much as sending it).
+        RETURNING promises no order: positions grow with the index, so the
+        caller sorts them back into the events' order.
         """
         statement = self._insert_statements.get((events, aggregates))
         if statement is not None:
@@ -280,7 +283,7 @@ class AuthRecorder(PostgresApplicationRecorder):
                 " WHERE (SELECT count(*) FROM (SELECT"
                 " pg_advisory_xact_lock_shared(hashtextextended(key, 7))"
                 f" FROM (VALUES {keys}) AS k(key)) AS held) >= 0"
-                " ORDER BY e.index RETURNING notification_id"
+                " RETURNING notification_id"
             )
             .format(table=self.table, first=SQL(FIRST_POSITION))
             .as_bytes()
