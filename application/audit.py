@@ -50,9 +50,14 @@ class Auditor:
             except (DomainError, AggregateNotFoundError):
                 raise UserNotFoundError(email_or_id) from None
             user_id = claim.user_id
-        if user_id not in self.app.repository:
+        if not self._is_user(user_id):
             raise UserNotFoundError(email_or_id)
         return user_id
+
+    def _is_user(self, stream_id: UUID) -> bool:
+        """Whether the stream is a user's (a session's or a throttle's is not)."""
+        first = next(iter(self.app.events.get(stream_id, limit=1)), None)
+        return isinstance(first, User.Created)
 
     def timeline(
         self,
@@ -62,7 +67,7 @@ class Auditor:
     ) -> list[TimelineEntry]:
         """Replay the user's stream and the stream of every session it opened."""
         user_events = list(self.app.events.get(user_id))
-        if not user_events:
+        if not user_events or not isinstance(user_events[0], User.Created):
             raise UserNotFoundError(user_id)
         session_ids = [
             e.session_id for e in user_events if isinstance(e, User.LoggedIn)
@@ -87,7 +92,7 @@ class Auditor:
             if event.timestamp > at:
                 break
             version = event.originator_version
-        if version is None:
+        if version is None or not self._is_user(user_id):
             raise UserNotFoundError(user_id)
         user: User = self.app.repository.get(user_id, version=version)
         state = {k.lstrip("_"): v for k, v in vars(user).items()}

@@ -6,6 +6,7 @@ revocation ends are those the user's own stream lists before it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from uuid import UUID, uuid4
 from eventsourcing.persistence import IntegrityError
 
 from application.errors import (
+    AccountLockedError,
     ConflictError,
     EmailAlreadyRegisteredError,
     InvalidCredentialsError,
@@ -36,7 +38,7 @@ from domain.email_claim import EmailClaim
 from domain.errors import DomainError
 from domain.session import Session
 from domain.user import User
-from domain.values import RevocationReason, Role, normalise_email
+from domain.values import FailuresClearedBy, RevocationReason, Role, normalise_email
 
 if TYPE_CHECKING:
     from eventsourcing.domain import BaseAggregate
@@ -68,6 +70,9 @@ class AuthApplication(AuthStore):
     ) -> SessionGrant:
         """Create an account, claim its email and open its first session."""
         email = normalise_email(email)
+        # Cheap refusals first: a taken address costs no bcrypt work.
+        if EmailClaim.create_id(email) in self.repository:
+            raise EmailAlreadyRegisteredError
         password_hash = self.passwords.hash(password)
         now = self.clock()
         user = User.register(email, password_hash, role, now)
@@ -109,6 +114,9 @@ class AuthApplication(AuthStore):
             current.release_expired_lock(now)
             if current.password_hash != checked_hash or current.is_locked(now):
                 raise InvalidCredentialsError
+            current.clear_failures(
+                FailuresClearedBy.LOGIN, client.ip, client.user_agent, now
+            )
             session, refresh_token = self._open_session(current, client, now)
             self.save(current, session)
             return self._grant(current, session, refresh_token)
@@ -223,6 +231,8 @@ class AuthApplication(AuthStore):
         now = self.clock()
         self.check_not_blocked(client.ip, now)
         user = self.get_user(user_id)
+        # Wrong guesses here count toward the lock, and the lock holds here too.
+        self.check_not_locked(user, now)
         if not self.passwords.verify(current_password, user.password_hash):
             # A stolen access token must not become a password-guessing oracle.
             self._record_failure(client, user_id, now)
@@ -233,6 +243,7 @@ class AuthApplication(AuthStore):
         def change(current: User) -> None:
             if current.password_hash != checked_hash:
                 raise WrongPasswordError  # changed meanwhile: the one given is old
+            self.check_not_locked(current, now)
             current.change_password(new_hash, now)
 
         self.revoke_sessions(
@@ -254,6 +265,12 @@ class AuthApplication(AuthStore):
         self.update_user(user_id, lambda u: u.unlock(unlocked_by, self.clock()))
 
     # Helpers ---------------------------------------------------------------
+
+    @staticmethod
+    def check_not_locked(user: User, now: datetime) -> None:
+        if user.locked_until is not None and user.is_locked(now):
+            wait = user.locked_until - now
+            raise AccountLockedError(math.ceil(wait.total_seconds()))
 
     def _record_failure(
         self, client: Client, user_id: UUID | None, now: datetime

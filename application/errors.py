@@ -17,12 +17,20 @@ class WrongPasswordError(ApplicationError):
     """The current password given to confirm a change is wrong."""
 
 
-class TooManyAttemptsError(ApplicationError):
-    """This client address failed too often; it must wait before trying again."""
+class RetryLaterError(ApplicationError):
+    """Refused for now: the caller may try again in `retry_after_s` seconds."""
 
     def __init__(self, retry_after_s: int) -> None:
         super().__init__(retry_after_s)
         self.retry_after_s = retry_after_s
+
+
+class TooManyAttemptsError(RetryLaterError):
+    """This client address failed too often; it must wait before trying again."""
+
+
+class AccountLockedError(RetryLaterError):
+    """The account is locked: even the right password changes nothing until then."""
 
 
 class InvalidRefreshTokenError(ApplicationError):

@@ -107,6 +107,10 @@ class UserDirectoryProjection(ReadModelProjection[UserDirectoryView]):
     def _(self, event: User.Unlocked, tracking: Tracking) -> None:
         self._update(event, tracking, locked_until=None, failed_logins=0)
 
+    @apply.register
+    def _(self, event: User.FailuresCleared, tracking: Tracking) -> None:
+        self._update(event, tracking, locked_until=None, failed_logins=0)
+
     def _update(self, event: User.Event, tracking: Tracking, **changes: Any) -> None:
         self.view.update_user(event.originator_id, event.timestamp, tracking, **changes)
 

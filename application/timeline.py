@@ -37,6 +37,8 @@ def describe(event: object) -> tuple[str, str]:  # noqa: PLR0911, PLR0912  (a br
                 "unlocked",
                 f"by {event.unlocked_by}" if event.unlocked_by else "expired",
             )
+        case User.FailuresCleared():
+            return "failures_cleared", event.reason
         case User.PasswordChanged():
             return "password_changed", ""
         case User.RoleChanged():

@@ -27,3 +27,7 @@ class InvalidMailTokenError(DomainError):
 
 class RequestedTooSoonError(DomainError):
     """A mail of this kind went out moments ago; wait before asking again."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(retry_after_s)
+        self.retry_after_s = retry_after_s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from domain.errors import (
     InvalidMailTokenError,
     RequestedTooSoonError,
 )
-from domain.values import LoginFailure, RevocationReason, Role
+from domain.values import FailuresClearedBy, LoginFailure, RevocationReason, Role
 
 if TYPE_CHECKING:
     from domain.session import Session
@@ -31,17 +32,23 @@ class MailPolicy:
 
     def check_not_too_soon(self, pending: dict[str, Any] | None, now: datetime) -> None:
         if pending is not None and now - pending["requested_at"] < self.cooldown:
-            raise RequestedTooSoonError
+            wait = pending["requested_at"] + self.cooldown - now
+            raise RequestedTooSoonError(math.ceil(wait.total_seconds()))
 
 
 @dataclass(frozen=True)
 class LockoutPolicy:
-    """Lock an account after `max_failures` within `window`, for a doubling period."""
+    """Lock an account after `max_failures` within `window`, for a doubling period.
+
+    The period doubles while lockouts follow each other; one that comes
+    `decay` or more after the previous lockout is a first one again.
+    """
 
     max_failures: int = 5
     window: timedelta = timedelta(minutes=15)
     first_lock: timedelta = timedelta(minutes=1)
     longest_lock: timedelta = timedelta(hours=1)
+    decay: timedelta = timedelta(hours=24)
 
     def lock_period(self, earlier_lockouts: int) -> timedelta:
         """Double the lock with every lockout, capped so it can never overflow."""
@@ -52,13 +59,18 @@ class LockoutPolicy:
 class User(Aggregate):
     TOPIC = "authledger:User"
     # Version 2 knows its latest session revocation (snapshots of version 1
-    # do not): upcast_v1_v2 restores them as "never revoked".
-    class_version = 2
+    # do not): upcast_v1_v2 restores them as "never revoked". Version 3 knows
+    # when it was last locked out: older snapshots restore as "long ago".
+    class_version = 3
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         state["sessions_revoked_at"] = None
         state["kept_session_id"] = None
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state["last_locked_at"] = None
 
     class Event(Aggregate.Event):
         pass
@@ -153,12 +165,36 @@ class User(Aggregate):
 
     class LockedOut(Event):
         TOPIC = "authledger:User.LockedOut"
+        # Version 2 says how many lockouts in a row this one is; those of
+        # version 1 (before lockouts decayed) counted every one.
+        class_version = 2
         until: datetime
+        lockouts: int | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["lockouts"] = None
 
         def apply(self, user: User) -> None:
             user.locked_until = self.until
-            user.lockouts += 1
+            user.lockouts = (
+                user.lockouts + 1 if self.lockouts is None else self.lockouts
+            )
+            user.last_locked_at = self.timestamp
             user.failed_logins = 0
+
+    class FailuresCleared(Event):
+        """The failure count (and any lock) is void: the owner proved who they are."""
+
+        TOPIC = "authledger:User.FailuresCleared"
+        reason: str
+        ip: str
+        user_agent: str
+
+        def apply(self, user: User) -> None:
+            user.failed_logins = 0
+            user.window_started_at = None
+            user.locked_until = None
 
     class Unlocked(Event):
         TOPIC = "authledger:User.Unlocked"
@@ -179,6 +215,7 @@ class User(Aggregate):
         self.window_started_at: datetime | None = None
         self.locked_until: datetime | None = None
         self.lockouts = 0
+        self.last_locked_at: datetime | None = None
         self.last_login_at: datetime | None = None
         self.pending_verification: dict[str, Any] | None = None
         self.pending_reset: dict[str, Any] | None = None
@@ -239,11 +276,37 @@ class User(Aggregate):
         )
 
     def reset_password(
-        self, token_hash: str, password_hash: str, now: datetime
+        self,
+        token_hash: str,
+        password_hash: str,
+        ip: str,
+        user_agent: str,
+        now: datetime,
     ) -> None:
-        """Set a new password with the mailed token: once, before it expires."""
-        _check_token(self.pending_reset, token_hash, now)
+        """Set a new password with the mailed token: once, before it expires.
+
+        Following the link proves the mailbox: any lock and failure count end.
+        """
+        self.check_reset_token(token_hash, now)
         self.change_password(password_hash, now)
+        self.clear_failures(FailuresClearedBy.PASSWORD_RESET, ip, user_agent, now)
+
+    def check_reset_token(self, token_hash: str, now: datetime) -> None:
+        """Refuse a token that is not the pending reset's, or has expired."""
+        _check_token(self.pending_reset, token_hash, now)
+
+    def clear_failures(
+        self, reason: FailuresClearedBy, ip: str, user_agent: str, now: datetime
+    ) -> None:
+        """Void the failure count and any lock, if there is anything to void."""
+        if self.failed_logins or self.locked_until is not None:
+            self.trigger_event(
+                self.FailuresCleared,
+                timestamp=now,
+                reason=reason.value,
+                ip=ip,
+                user_agent=user_agent,
+            )
 
     def change_password(self, password_hash: str, now: datetime) -> None:
         self.trigger_event(
@@ -350,8 +413,15 @@ class User(Aggregate):
             failures_in_window=failures,
         )
         if failures >= policy.max_failures:
-            until = now + policy.lock_period(self.lockouts)
-            self.trigger_event(self.LockedOut, timestamp=now, until=until)
+            in_a_row = (
+                self.last_locked_at is not None
+                and now - self.last_locked_at < policy.decay
+            )
+            earlier = self.lockouts if in_a_row else 0
+            until = now + policy.lock_period(earlier)
+            self.trigger_event(
+                self.LockedOut, timestamp=now, until=until, lockouts=earlier + 1
+            )
 
 
 def _pending(

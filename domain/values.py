@@ -22,6 +22,11 @@ class RevocationReason(StrEnum):
     ADMIN = "admin"
 
 
+class FailuresClearedBy(StrEnum):
+    LOGIN = "login"
+    PASSWORD_RESET = "password_reset"  # noqa: S105  (a reason, not a secret)
+
+
 class LoginFailure(StrEnum):
     BAD_PASSWORD = "bad_password"  # noqa: S105  (a reason, not a secret)
     LOCKED = "locked"

@@ -13,7 +13,7 @@ from infrastructure.database import DatabaseProbe
 from infrastructure.settings import Settings
 from interfaces.bootstrap import READ_MODELS, build_services
 from interfaces.http.errors import install_error_handlers
-from interfaces.http.limits import BodySizeLimit, DatabaseGate
+from interfaces.http.limits import BodySizeLimit, DatabaseGate, SecurityHeaders
 from interfaces.http.routes import account, admin, auth, health, sessions
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(DatabaseGate, probe=probe)
+    app.add_middleware(SecurityHeaders)  # outermost: every answer has them
     app.include_router(auth.router)
     app.include_router(sessions.router)
     app.include_router(account.router)

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from application.errors import (
+    AccountLockedError,
     ConflictError,
     EmailAlreadyRegisteredError,
     InvalidCredentialsError,
@@ -89,7 +90,7 @@ ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
         429,
         "too_soon",
         "A link was sent moments ago; check your mail.",
-        RETRY_SOON,
+        {},
     ),
     WrongPasswordError: (
         400,
@@ -101,6 +102,12 @@ ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
         429,
         "too_many_attempts",
         "Too many failed attempts; try again later.",
+        {},
+    ),
+    AccountLockedError: (
+        423,
+        "account_locked",
+        "The account is locked after failed attempts; try again later.",
         {},
     ),
     ForbiddenError: (403, "forbidden", "This requires another role.", {}),
@@ -134,8 +141,9 @@ def _known_error(request: Request, error: Exception) -> JSONResponse:
     for kind in type(error).__mro__:
         if kind in ERRORS:
             status, code, detail, headers = ERRORS[kind]
-            if isinstance(error, TooManyAttemptsError):
-                headers = {"Retry-After": str(error.retry_after_s)}
+            wait = getattr(error, "retry_after_s", None)
+            if isinstance(wait, int):  # how long this refusal lasts, not a guess
+                headers = {"Retry-After": str(wait)}
             if status >= 500:
                 log.warning("answered %s: %s", status, type(error).__name__)
             return JSONResponse(error_body(code, detail), status, headers=headers)

@@ -1,5 +1,5 @@
-"""Guards in front of the routes: a body size limit, and fast 503s while the
-database is down."""
+"""Guards in front of the routes: a body size limit, fast 503s while the
+database is down, and the headers every answer carries."""
 
 from __future__ import annotations
 
@@ -62,6 +62,36 @@ class BodySizeLimit:
         await JSONResponse(body, 413, headers={"Connection": "close"})(
             scope, receive, send
         )
+
+
+# Answers carry tokens or personal data: no cache keeps them (RFC 6749 5.1),
+# and no browser guesses a type other than the one declared.
+SECURITY_HEADERS = (
+    (b"cache-control", b"no-store"),
+    (b"pragma", b"no-cache"),
+    (b"x-content-type-options", b"nosniff"),
+)
+
+
+class SecurityHeaders:
+    """Add SECURITY_HEADERS to every HTTP answer, errors included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(n, v) for n, v in SECURITY_HEADERS if n not in names]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class DatabaseGate:

@@ -62,6 +62,7 @@ EXPECTED_TIMELINE = [
     ("session_opened", "first", ""),
     ("login_failed", None, "bad_password"),
     ("login_failed", None, "bad_password"),
+    ("failures_cleared", None, "login"),
     ("session_opened", "second", ""),
     ("token_rotated", "second", "generation 1"),
     ("session_revoked", "second", "reuse_detected"),
@@ -186,7 +187,7 @@ def test_the_history_can_be_paged(
     assert [e["event"] for e in page] == [
         "login_failed",
         "login_failed",
-        "session_opened",
+        "failures_cleared",
     ]
 
 

@@ -43,7 +43,11 @@ def fold(url: str) -> tuple[dict[str, Any], set[str]]:
             users[aggregate] = {"email": state["email"], "failed_logins": 0}
         elif topic == "authledger:User.LoginFailed":
             users[aggregate]["failed_logins"] = state["failures_in_window"]
-        elif topic in ("authledger:User.LockedOut", "authledger:User.Unlocked"):
+        elif topic in (
+            "authledger:User.LockedOut",
+            "authledger:User.Unlocked",
+            "authledger:User.FailuresCleared",
+        ):
             users[aggregate]["failed_logins"] = 0
         elif topic == "authledger:User.SessionsRevoked":
             # Every session the user opened before this, but the one kept.

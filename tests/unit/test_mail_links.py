@@ -100,8 +100,8 @@ def test_a_newer_reset_link_replaces_the_older_one() -> None:
 
     # When / Then
     with pytest.raises(InvalidMailTokenError):
-        user.reset_password("older", "hash-1", T0 + timedelta(minutes=3))
-    user.reset_password("newer", "hash-1", T0 + timedelta(minutes=3))
+        user.reset_password("older", "hash-1", "", "", T0 + timedelta(minutes=3))
+    user.reset_password("newer", "hash-1", "", "", T0 + timedelta(minutes=3))
     changed = only(user.collect_events(), User.PasswordChanged)
     assert changed.password_hash == "hash-1"
 
@@ -113,7 +113,7 @@ def test_any_password_change_voids_an_outstanding_reset_link() -> None:
     user.change_password("hash-1", T0 + timedelta(minutes=1))
 
     with pytest.raises(InvalidMailTokenError):
-        user.reset_password("reset", "hash-2", T0 + timedelta(minutes=2))
+        user.reset_password("reset", "hash-2", "", "", T0 + timedelta(minutes=2))
 
 
 def test_tokens_are_minted_the_same_again_and_differ_by_purpose_and_key() -> None:

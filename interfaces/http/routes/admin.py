@@ -18,7 +18,8 @@ from interfaces.http.schemas import (
 )
 
 PageSize = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
+# Deeper than any real page, and far below what a database integer holds.
+Offset = Annotated[int, Query(ge=0, le=1_000_000)]
 
 
 def require_admin(current: CurrentUserDep) -> CurrentUser:

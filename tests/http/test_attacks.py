@@ -1,0 +1,128 @@
+"""An attacker's pass over the running service: each attack, and that it fails."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.cli import run_cli
+from tests.http.helpers import PASSWORD, bearer, login, new_email, signup
+
+pytestmark = [pytest.mark.http, pytest.mark.postgres]
+
+ADMIN_PASSWORD = "an admin's long password"
+NEW_PASSWORD = "a brand new passphrase"
+
+
+def change_password(
+    client: httpx.Client, tokens: dict[str, Any], current: str, new: str = NEW_PASSWORD
+) -> httpx.Response:
+    return client.post(
+        "/api/auth/password",
+        json={"current_password": current, "new_password": new},
+        headers=bearer(tokens),
+    )
+
+
+@pytest.fixture(scope="module")
+def admin(
+    client: httpx.Client, module_database_url: str, server_data_dir: Path
+) -> dict[str, Any]:
+    email = new_email()
+    run_cli(
+        module_database_url,
+        server_data_dir,
+        "users",
+        "create-admin",
+        email,
+        AUTHLEDGER_ADMIN_PASSWORD=ADMIN_PASSWORD,
+    )
+    tokens: dict[str, Any] = login(client, email, ADMIN_PASSWORD).json()
+    return tokens
+
+
+def test_a_stolen_access_token_cannot_guess_the_password_past_the_lock(
+    client: httpx.Client,
+) -> None:
+    # Given: an attacker holding the victim's access token guesses the password
+    email = new_email()
+    stolen = signup(client, email)
+    guesses = [change_password(client, stolen, f"guess number {n}") for n in range(5)]
+    assert [g.json()["code"] for g in guesses] == ["wrong_password"] * 5
+
+    # When: the next guess is the right one
+    right = change_password(client, stolen, PASSWORD)
+
+    # Then: the account is locked: the change is refused, the password unchanged
+    assert right.status_code == 423
+    assert right.json()["code"] == "account_locked"
+    assert 0 < int(right.headers["retry-after"]) <= 60
+    assert login(client, email, NEW_PASSWORD).status_code == 401
+
+
+def test_token_responses_are_never_cached_and_no_response_is_sniffed(
+    client: httpx.Client,
+) -> None:
+    tokens = signup(client)
+    refreshed = client.post(
+        "/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
+    answers = [
+        refreshed,
+        client.get("/api/auth/me", headers=bearer(tokens)),
+        client.get("/nowhere"),
+        client.get("/healthz"),
+    ]
+
+    assert refreshed.status_code == 200
+    for answer in answers:
+        assert answer.headers["cache-control"] == "no-store"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    assert refreshed.headers["pragma"] == "no-cache"
+
+
+def test_too_soon_says_how_long_to_wait(client: httpx.Client) -> None:
+    tokens = signup(client)
+    first = client.post("/api/auth/verify/request", headers=bearer(tokens))
+
+    again = client.post("/api/auth/verify/request", headers=bearer(tokens))
+
+    assert first.status_code == 202
+    assert again.status_code == 429
+    assert again.json()["code"] == "too_soon"
+    assert 55 <= int(again.headers["retry-after"]) <= 60
+
+
+@pytest.mark.parametrize("offset", [2**63, 2**31])
+def test_offsets_beyond_any_page_are_refused_as_invalid(
+    client: httpx.Client, admin: dict[str, Any], offset: int
+) -> None:
+    user_id = admin["user"]["id"]
+    for path in ("/api/admin/users", f"/api/admin/users/{user_id}/history"):
+        answer = client.get(path, params={"offset": offset}, headers=bearer(admin))
+
+        assert answer.status_code == 422
+        assert answer.json()["code"] == "validation_error"
+
+
+def test_the_history_of_a_stream_that_is_not_a_user_is_not_found(
+    client: httpx.Client,
+    admin: dict[str, Any],
+    module_database_url: str,
+    server_data_dir: Path,
+) -> None:
+    tokens = signup(client)
+    session_id = tokens["refresh_token"].split(".")[0]
+
+    over_http = client.get(
+        f"/api/admin/users/{session_id}/history", headers=bearer(admin)
+    )
+    with pytest.raises(subprocess.CalledProcessError) as on_the_cli:
+        run_cli(module_database_url, server_data_dir, "audit", "history", session_id)
+
+    assert over_http.status_code == 404
+    assert "no such user" in on_the_cli.value.stderr.lower()

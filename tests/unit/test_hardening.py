@@ -1,0 +1,193 @@
+"""Attacks on the use cases, reproduced: locks, resets, bcrypt amplification."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import uuid4
+
+import pytest
+
+from application.account_mail import RESET, AccountMail
+from application.auth import AuthApplication
+from application.errors import (
+    AccountLockedError,
+    EmailAlreadyRegisteredError,
+    InvalidCredentialsError,
+    InvalidMailTokenError,
+)
+from application.values import AuthPolicy
+from domain.user import LockoutPolicy, User
+from infrastructure.passwords import BcryptPasswordHasher
+from tests.unit.test_use_cases import (
+    CLIENT,
+    EMAIL,
+    MAIL_TOKENS,
+    NEW_PASSWORD,
+    PASSWORD,
+    WRONG_PASSWORD,
+    FakeClock,
+    mailed_token,
+    names,
+    position,
+    stored_since,
+    stream,
+)
+
+LOCKOUT = LockoutPolicy(
+    max_failures=3,
+    first_lock=timedelta(minutes=1),
+    longest_lock=timedelta(hours=1),
+    decay=timedelta(hours=24),
+)
+
+
+class CountingHasher(BcryptPasswordHasher):
+    """The real hasher, counting the hashes it makes (each one costs bcrypt)."""
+
+    def __init__(self) -> None:
+        self.hashes = 0
+        super().__init__(b"unit-test-pepper", rounds=4)
+
+    def hash(self, password: str) -> str:
+        self.hashes += 1
+        return super().hash(password)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def hasher() -> CountingHasher:
+    return CountingHasher()
+
+
+@pytest.fixture
+def app(clock: FakeClock, hasher: CountingHasher) -> AuthApplication:
+    return AuthApplication(
+        env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
+        passwords=hasher,
+        policy=AuthPolicy(lockout=LOCKOUT),
+        clock=clock,
+    )
+
+
+@pytest.fixture
+def mail(app: AuthApplication) -> AccountMail:
+    return AccountMail(app, MAIL_TOKENS)
+
+
+def lock_out(app: AuthApplication) -> None:
+    for n in range(LOCKOUT.max_failures):
+        with pytest.raises(InvalidCredentialsError):
+            app.login(EMAIL, f"{WRONG_PASSWORD} {n}", CLIENT)
+
+
+def test_a_forged_reset_token_for_a_real_account_costs_no_hashing(
+    app: AuthApplication, mail: AccountMail, hasher: CountingHasher
+) -> None:
+    # Given a real account with a pending reset, and a token naming it
+    user_id = app.register(EMAIL, PASSWORD, CLIENT).user_id
+    mail.forgot_password(EMAIL, CLIENT)
+    forged = MAIL_TOKENS.mint(RESET, user_id, uuid4())
+    hashes, before = hasher.hashes, position(app)
+
+    # When it is offered with a new password
+    with pytest.raises(InvalidMailTokenError):
+        mail.reset_password(forged, NEW_PASSWORD, CLIENT)
+
+    # Then it was refused before any bcrypt work, and nothing was stored
+    assert hasher.hashes == hashes
+    assert position(app) == before
+
+
+def test_signing_up_with_a_taken_email_costs_no_hashing(
+    app: AuthApplication, hasher: CountingHasher
+) -> None:
+    app.register(EMAIL, PASSWORD, CLIENT)
+    hashes, before = hasher.hashes, position(app)
+
+    with pytest.raises(EmailAlreadyRegisteredError):
+        app.register(EMAIL, NEW_PASSWORD, CLIENT)
+
+    assert hasher.hashes == hashes
+    assert position(app) == before
+
+
+def test_a_reset_lifts_the_lock_and_the_new_password_logs_in_at_once(
+    app: AuthApplication, mail: AccountMail
+) -> None:
+    # Given a locked account whose owner asked for a reset link
+    user_id = app.register(EMAIL, PASSWORD, CLIENT).user_id
+    lock_out(app)
+    mail.forgot_password(EMAIL, CLIENT)
+    before = position(app)
+
+    # When the owner follows it (proof of the mailbox)
+    mail.reset_password(mailed_token(app, user_id, RESET), NEW_PASSWORD, CLIENT)
+
+    # Then the lock and the failure count are cleared with the new password
+    assert names(stored_since(app, before)) == [
+        "User.PasswordChanged",
+        "User.FailuresCleared",
+        "User.SessionsRevoked",
+    ]
+    assert app.login(EMAIL, NEW_PASSWORD, CLIENT).user_id == user_id
+
+
+def test_a_successful_login_clears_the_failure_count(app: AuthApplication) -> None:
+    # Given two failures, one short of the lock
+    app.register(EMAIL, PASSWORD, CLIENT)
+    for n in range(LOCKOUT.max_failures - 1):
+        with pytest.raises(InvalidCredentialsError):
+            app.login(EMAIL, f"{WRONG_PASSWORD} {n}", CLIENT)
+
+    # When the owner logs in, then mistypes twice
+    user_id = app.login(EMAIL, PASSWORD, CLIENT).user_id
+    for n in range(LOCKOUT.max_failures - 1):
+        with pytest.raises(InvalidCredentialsError):
+            app.login(EMAIL, f"typo {n}", CLIENT)
+
+    # Then the account is not locked: the count restarted at the login
+    assert app.login(EMAIL, PASSWORD, CLIENT).user_id == user_id
+    assert app.get_user(user_id).locked_until is None
+
+
+def test_lock_periods_double_while_attacks_continue_and_decay_after_a_quiet_day(
+    app: AuthApplication, clock: FakeClock
+) -> None:
+    # Given an account locked four times in a row (1, 2, 4, 8 minutes)
+    user_id = app.register(EMAIL, PASSWORD, CLIENT).user_id
+    periods = []
+    for _ in range(4):
+        lock_out(app)
+        locked = app.get_user(user_id)
+        assert locked.locked_until is not None
+        periods.append(locked.locked_until - clock.now)
+        clock.advance(periods[-1])
+    assert periods == [timedelta(minutes=m) for m in (1, 2, 4, 8)]
+
+    # When the next attack comes after a day without any lock
+    clock.advance(LOCKOUT.decay)
+    lock_out(app)
+
+    # Then its lock is the first, short one again
+    relocked = app.get_user(user_id)
+    assert relocked.locked_until == clock.now + LOCKOUT.first_lock
+
+
+def test_a_locked_account_refuses_a_password_change_even_with_the_right_password(
+    app: AuthApplication, hasher: CountingHasher
+) -> None:
+    grant = app.register(EMAIL, PASSWORD, CLIENT)
+    lock_out(app)
+    hashes, before = hasher.hashes, position(app)
+
+    with pytest.raises(AccountLockedError) as refused:
+        app.change_password(grant.user_id, PASSWORD, NEW_PASSWORD, CLIENT)
+
+    assert 0 < refused.value.retry_after_s <= 60
+    assert hasher.hashes == hashes
+    assert position(app) == before
+    assert isinstance(stream(app, grant.user_id)[-1], User.LockedOut)
