@@ -7,16 +7,21 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from application.audit import Auditor
 from application.errors import UserNotFoundError
 from infrastructure.settings import Settings
 from interfaces.bootstrap import Services, build_services
+from interfaces.printable import printable
+
+if TYPE_CHECKING:
+    from application.timeline import TimelineEntry
 
 audit = typer.Typer(no_args_is_help=True, help="Replay the event store for auditors.")
 
@@ -93,18 +98,26 @@ def history(
         for entry in entries:
             typer.echo(_json_line(vars(entry)))
         return
+    Console(width=200).print(timeline_table(entries))
+
+
+def timeline_table(entries: list[TimelineEntry]) -> Table:
+    """The entries as a table; what clients wrote is shown as text, never as markup."""
     table = Table("time (UTC)", "event", "session", "ip", "user agent", "detail")
     for entry in entries:
-        table.add_row(
+        cells = (
             entry.at.isoformat(timespec="seconds"),
             entry.event,
             str(entry.session_id or ""),
             entry.ip,
             entry.user_agent,
             entry.detail,
+        )
+        table.add_row(
+            *(Text(printable(cell)) for cell in cells),
             style="red" if entry.event in {"login_failed", "locked_out"} else None,
         )
-    Console(width=200).print(table)
+    return table
 
 
 @audit.command()

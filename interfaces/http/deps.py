@@ -14,9 +14,8 @@ from application.read_models import UserRow
 from application.values import Client
 from infrastructure.tokens import AccessClaims, InvalidAccessTokenError
 from interfaces.bootstrap import Services
+from interfaces.printable import printable
 
-# Control characters in a user agent could forge lines in logs or the audit trail.
-_UNPRINTABLE = dict.fromkeys(range(32)) | {127: None}
 MAX_USER_AGENT = 256
 
 bearer_scheme = HTTPBearer(auto_error=False)
@@ -66,7 +65,8 @@ def get_client(request: Request, services: ServicesDep) -> Client:
         request.headers.get("x-forwarded-for"),
         services.settings.trusted_proxies,
     )
-    user_agent = request.headers.get("user-agent", "").translate(_UNPRINTABLE)
+    # Stored in the audit trail: nothing in it may forge a line or hide text.
+    user_agent = printable(request.headers.get("user-agent", "")[: 4 * MAX_USER_AGENT])
     return Client(ip=ip, user_agent=user_agent[:MAX_USER_AGENT])
 
 

@@ -126,3 +126,36 @@ def test_the_history_of_a_stream_that_is_not_a_user_is_not_found(
 
     assert over_http.status_code == 404
     assert "no such user" in on_the_cli.value.stderr.lower()
+
+
+HOSTILE_AGENTS = {
+    "markup": b"x[/nope]",
+    "hyperlink": b"[link=https://evil.example]click[/link]",
+    "next line": b"ok\x85forged row",
+}
+
+
+def test_a_hostile_user_agent_is_stored_printable_and_shown_literally(
+    client: httpx.Client, module_database_url: str, server_data_dir: Path
+) -> None:
+    # Given: one failed login per hostile user agent, unauthenticated
+    email = new_email()
+    signup(client, email)
+    for agent in HOSTILE_AGENTS.values():
+        answer = client.post(
+            "/api/auth/login",
+            json={"email": email, "password": "not the password"},
+            headers={b"User-Agent": agent},
+        )
+        assert answer.status_code == 401
+
+    # When: an auditor prints the user's history from the event store
+    shown = run_cli(
+        module_database_url, server_data_dir, "audit", "history", email, "--replay"
+    ).stdout
+
+    # Then: every agent shows as typed, less its control and format characters
+    assert "x[/nope]" in shown
+    assert "[link=https://evil.example]click[/link]" in shown
+    assert "okforged row" in shown
+    assert not {"\x85", "\x1b"} & set(shown)
