@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import smtplib
 import ssl
 import threading
@@ -101,10 +102,13 @@ class FileSender:
     directory: Path
 
     def send(self, message: EmailMessage) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # They hold live links: readable by the service's user only.
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         name = str(message["Message-ID"]).strip("<>").replace("@", "_")
         path = self.directory / f"{name}.eml"
-        path.write_bytes(bytes(message))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(bytes(message))
         log.warning("mail to %s written to %s", message["To"], path)
 
 

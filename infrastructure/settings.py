@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
+import stat
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +23,8 @@ from domain.throttle import ThrottlePolicy
 from domain.user import LockoutPolicy, MailPolicy
 
 MIN_SECRET_BYTES = 32
+# Estimated from the secret's own character frequencies: "a" * 32 has none.
+MIN_SECRET_BITS = 128
 # Placeholders people paste from examples; production refuses them even if long.
 KNOWN_DEFAULT_SECRETS = frozenset(
     {"changethis", "change-me", "secret", "CHANGE_ME_TO_A_LONG_RANDOM_SECRET_VALUE"}
@@ -123,6 +128,10 @@ def load_secrets(settings: Settings) -> Secrets:
     if settings.env == "production":
         _check_strong("AUTHLEDGER_JWT_SECRET", jwt_secret)
         _check_strong("AUTHLEDGER_PASSWORD_PEPPER", pepper)
+        if _reveal(jwt_secret) == _reveal(pepper):
+            raise InsecureSettingsError(
+                "AUTHLEDGER_JWT_SECRET and AUTHLEDGER_PASSWORD_PEPPER must differ"
+            )
     stored = (
         _development_secrets(settings.data_dir) if None in (jwt_secret, pepper) else {}
     )
@@ -146,12 +155,24 @@ def _check_strong(env_name: str, value: SecretStr | None) -> None:
         raise InsecureSettingsError(
             f"{env_name} must be at least {MIN_SECRET_BYTES} bytes"
         )
+    if _entropy_bits(raw) < MIN_SECRET_BITS:
+        raise InsecureSettingsError(
+            f"{env_name} is too regular: use a random value"
+            " (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
+
+
+def _entropy_bits(text: str) -> float:
+    """Shannon entropy of the text's characters, times its length: an upper
+    bound on what it can hold, low for repeats and short alphabets."""
+    counts = Counter(text)
+    return -sum(n * math.log2(n / len(text)) for n in counts.values())
 
 
 def _development_secrets(data_dir: Path) -> dict[str, str]:
     path = data_dir / "secrets.json"
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fresh = {
             key: secrets.token_urlsafe(48) for key in ("jwt_secret", "password_pepper")
         }
@@ -164,5 +185,9 @@ def _development_secrets(data_dir: Path) -> dict[str, str]:
         with contextlib.suppress(FileExistsError):
             os.link(draft, path)
         draft.unlink()
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        raise InsecureSettingsError(
+            f"{path} can be read by other users: chmod 600 it (or delete it)"
+        )
     stored: dict[str, str] = json.loads(path.read_text())
     return stored

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import logging
 from dataclasses import dataclass
 from typing import Annotated
 from uuid import UUID
@@ -15,6 +17,8 @@ from application.values import Client
 from infrastructure.tokens import AccessClaims, InvalidAccessTokenError
 from interfaces.bootstrap import Services
 from interfaces.printable import printable
+
+log = logging.getLogger(__name__)
 
 MAX_USER_AGENT = 256
 
@@ -57,14 +61,22 @@ def client_ip(peer: str, forwarded_for: str | None, trusted: list[str]) -> str:
     return peer
 
 
+@functools.cache
+def _warn_of_untrusted_forwarding() -> None:
+    """Once per process: behind a proxy, every client would share one throttle."""
+    log.warning(
+        "requests carry X-Forwarded-For but AUTHLEDGER_TRUSTED_PROXIES is empty:"
+        " if a proxy is in front, every client counts as the proxy's address"
+    )
+
+
 def get_client(request: Request, services: ServicesDep) -> Client:
     """Who is calling: address (see client_ip) and a sanitised user agent."""
     peer = request.client.host if request.client else ""
-    ip = client_ip(
-        peer,
-        request.headers.get("x-forwarded-for"),
-        services.settings.trusted_proxies,
-    )
+    forwarded_for = request.headers.get("x-forwarded-for")
+    if forwarded_for and not services.settings.trusted_proxies:
+        _warn_of_untrusted_forwarding()
+    ip = client_ip(peer, forwarded_for, services.settings.trusted_proxies)
     # Stored in the audit trail: nothing in it may forge a line or hide text.
     user_agent = printable(request.headers.get("user-agent", "")[: 4 * MAX_USER_AGENT])
     return Client(ip=ip, user_agent=user_agent[:MAX_USER_AGENT])

@@ -10,6 +10,7 @@ proto=IPPROTO_TCP (asyncio then sets TCP_NODELAY on accepted connections).
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -36,6 +37,21 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+# uvicorn's access records: (client, method, path with query, HTTP version, status).
+ACCESS_LOG_ARGS = 5
+
+
+class WithoutQueryStrings(logging.Filter):
+    """Log the path of each request, never its query: it may carry a token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == ACCESS_LOG_ARGS:
+            client, method, full_path, *rest = args
+            record.args = (client, method, str(full_path).split("?", 1)[0], *rest)
+        return True
+
+
 def _serve_one(host: str, port: int, log_level: str) -> None:
     config = uvicorn.Config(
         "interfaces.http.app:create_app",
@@ -47,6 +63,7 @@ def _serve_one(host: str, port: int, log_level: str) -> None:
         # them with its own 401 body instead of the server's bare 400.
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     )
+    logging.getLogger("uvicorn.access").addFilter(WithoutQueryStrings())
     uvicorn.Server(config).run(sockets=[listening_socket(host, port)])
 
 

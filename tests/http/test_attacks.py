@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,40 @@ def test_a_hostile_user_agent_is_stored_printable_and_shown_literally(
     assert "[link=https://evil.example]click[/link]" in shown
     assert "okforged row" in shown
     assert not {"\x85", "\x1b"} & set(shown)
+
+
+def server_log(server_data_dir: Path) -> str:
+    return "".join(path.read_text() for path in server_data_dir.glob("server-*.log"))
+
+
+def test_a_token_in_a_query_string_never_reaches_the_access_log(
+    client: httpx.Client, server_data_dir: Path
+) -> None:
+    secret = "live-token-9f8e7d6c5b4a"
+
+    answer = client.get("/api/auth/me", params={"access_token": secret})
+
+    assert answer.status_code == 401
+    assert "GET /api/auth/me" in eventually_logged(server_data_dir, "/api/auth/me")
+    assert secret not in server_log(server_data_dir)
+
+
+def eventually_logged(server_data_dir: Path, text: str) -> str:
+    deadline = time.monotonic() + 5
+    while text not in (log := server_log(server_data_dir)):
+        assert time.monotonic() < deadline, "the access log never showed the request"
+        time.sleep(0.05)
+    return log
+
+
+def test_a_forwarded_header_without_trusted_proxies_is_warned_about(
+    client: httpx.Client, server_data_dir: Path
+) -> None:
+    client.post(
+        "/api/auth/login",
+        json={"email": new_email(), "password": "whatever it is"},
+        headers={"X-Forwarded-For": "198.51.100.23"},
+    )
+
+    log = eventually_logged(server_data_dir, "AUTHLEDGER_TRUSTED_PROXIES")
+    assert "X-Forwarded-For" in log

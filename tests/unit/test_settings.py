@@ -10,7 +10,8 @@ from pydantic import SecretStr
 
 from infrastructure.settings import InsecureSettingsError, Settings, load_secrets
 
-STRONG = "x" * 48
+STRONG = "kD3v9-Qx_7mPz2LwRt8YbN4cHj6Fs1Ue"  # 32 bytes, 32 distinct characters
+OTHER_STRONG = "Zq8Wm3Nv7Rc2Xb5Kt9Lp4Hy6Jd1Gf0SaE"
 
 
 @pytest.mark.parametrize(
@@ -21,6 +22,19 @@ STRONG = "x" * 48
         ("too short", STRONG),
         ("changethis", STRONG),
         (STRONG, "short"),
+        ("a" * 32, OTHER_STRONG),
+        (STRONG, "abcd" * 8),
+        (STRONG, STRONG),
+    ],
+    ids=[
+        "no-jwt",
+        "no-pepper",
+        "short",
+        "default",
+        "short-pepper",
+        "one-letter",
+        "repeating",
+        "same-for-both",
     ],
 )
 def test_production_refuses_missing_short_or_default_secrets(
@@ -43,13 +57,13 @@ def test_production_accepts_strong_secrets(tmp_path: Path) -> None:
         env="production",
         data_dir=tmp_path,
         jwt_secret=SecretStr(STRONG),
-        password_pepper=SecretStr("p" * 32),
+        password_pepper=SecretStr(OTHER_STRONG),
     )
 
     secrets = load_secrets(settings)
 
     assert secrets.jwt_secret == STRONG.encode()
-    assert secrets.password_pepper == b"p" * 32
+    assert secrets.password_pepper == OTHER_STRONG.encode()
 
 
 def test_development_generates_secrets_once_and_keeps_them_private(
@@ -76,3 +90,18 @@ def test_a_secret_from_the_environment_wins_over_the_generated_one(
 
     assert configured.jwt_secret == STRONG.encode()
     assert configured.password_pepper == generated.password_pepper
+
+
+def test_development_keeps_its_data_directory_private(tmp_path: Path) -> None:
+    load_secrets(Settings(data_dir=tmp_path / "data"))
+
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+
+
+def test_a_secrets_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    load_secrets(settings)
+    (tmp_path / "secrets.json").chmod(0o644)
+
+    with pytest.raises(InsecureSettingsError, match="chmod 600"):
+        load_secrets(settings)
