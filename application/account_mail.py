@@ -15,6 +15,8 @@ from domain.user import MailPolicy, User
 from domain.values import RevocationReason
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from eventsourcing.domain import BaseAggregate
 
     from application.auth import AuthApplication
@@ -59,10 +61,11 @@ class AccountMail:
             ),
         )
 
-    def verify_email(self, token: str) -> None:
+    def verify_email(self, token: str, client: Client) -> None:
         """Verify an email with the token its link carried."""
-        user_id = self._user_of(token)
         now = self.app.clock()
+        self._count_link(client, now)
+        user_id = self._user_of(token)
         try:
             self.app.update_user(
                 user_id, lambda u: u.verify_email_with(hash_token(token), now)
@@ -89,8 +92,9 @@ class AccountMail:
 
     def reset_password(self, token: str, new_password: str, client: Client) -> None:
         """Set a new password with the token its link carried; end every session."""
-        user_id = self._user_of(token)
         now = self.app.clock()
+        self._count_link(client, now)
+        user_id = self._user_of(token)
         # The token is checked before any bcrypt work: a forged one costs none.
         try:
             self.app.get_user(user_id).check_reset_token(hash_token(token), now)
@@ -108,6 +112,10 @@ class AccountMail:
             )
         except (DomainError, UserNotFoundError):
             raise InvalidMailTokenError from None
+
+    def _count_link(self, client: Client, now: datetime) -> None:
+        """Each link followed counts against the address: tokens cannot be sprayed."""
+        self.app.count_attempt(f"link:{client.ip}", self.per_address, now)
 
     def _user_of(self, token: str) -> UUID:
         user_id = self.tokens.user_of(token)

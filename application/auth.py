@@ -70,6 +70,7 @@ class AuthApplication(AuthStore):
     ) -> SessionGrant:
         """Create an account, claim its email and open its first session."""
         email = normalise_email(email)
+        self.count_attempt(f"signup:{client.ip}", self.policy.signup, self.clock())
         # Cheap refusals first: a taken address costs no bcrypt work.
         if EmailClaim.create_id(email) in self.repository:
             raise EmailAlreadyRegisteredError

@@ -29,6 +29,13 @@ class TooManyAttemptsError(RetryLaterError):
     """This client address failed too often; it must wait before trying again."""
 
 
+class HashingBusyError(RetryLaterError):
+    """Every password check slot is taken and the queue is full: shed, not queue."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+
 class AccountLockedError(RetryLaterError):
     """The account is locked: even the right password changes nothing until then."""
 

@@ -26,6 +26,8 @@ from domain.values import normalise_email
 if TYPE_CHECKING:
     from eventsourcing.domain import BaseAggregate
 
+    from domain.throttle import ThrottlePolicy
+
 TAggregate = TypeVar("TAggregate", bound="BaseAggregate[UUID]")
 Result = TypeVar("Result")
 
@@ -83,6 +85,17 @@ class AuthStore(AuthEventLog):
         wait = self.throttle(key, now).retry_after(now)
         if wait is not None:
             raise TooManyAttemptsError(math.ceil(wait.total_seconds()))
+
+    def count_attempt(self, key: str, policy: ThrottlePolicy, now: datetime) -> None:
+        """Refuse while `key` is blocked; else count one attempt against it."""
+        self.check_not_blocked(key, now)
+
+        def count() -> None:
+            throttle = self.throttle(key, now)
+            throttle.count_attempt(policy, now)
+            self.save(throttle)
+
+        self.attempt(count)
 
     def get_user(self, user_id: UUID) -> User:
         """The user, replayed from the event store."""

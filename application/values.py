@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -28,6 +28,13 @@ class AuthPolicy:
 
     lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
     throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
+    # Every signup counts against its address, a refused one too (it tells
+    # whether an address has an account).
+    signup: ThrottlePolicy = field(
+        default_factory=lambda: ThrottlePolicy(
+            max_attempts=20, window=timedelta(hours=1)
+        )
+    )
     refresh: RefreshPolicy = field(default_factory=RefreshPolicy)
 
 

@@ -190,6 +190,8 @@ def start_service(
         "AUTHLEDGER_DATABASE_URL": database_url,
         "AUTHLEDGER_DATA_DIR": str(data_dir),
         "AUTHLEDGER_BCRYPT_ROUNDS": "12",
+        # The signup row signs up thousands of accounts from one address.
+        "AUTHLEDGER_SIGNUP_MAX_PER_ADDRESS": "100000000",
         **extra_env,
     }
     argv = [sys.executable, "-m", "interfaces.cli", "serve"]

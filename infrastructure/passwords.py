@@ -5,8 +5,44 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
+import threading
+from types import TracebackType
 
 import bcrypt
+
+from application.errors import HashingBusyError
+
+
+class Gate:
+    """At most `concurrency` bcrypt runs at once and `max_waiting` queued.
+
+    Past that a request is refused at once (503, retry in a second) instead
+    of queueing: unauthenticated bcrypt work must not grow every login's wait.
+    """
+
+    def __init__(self, concurrency: int, max_waiting: int) -> None:
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._lock = threading.Lock()
+        self._admitted = 0
+        self._limit = concurrency + max_waiting
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._admitted >= self._limit:
+                raise HashingBusyError
+            self._admitted += 1
+        self._slots.acquire()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self._slots.release()
+        with self._lock:
+            self._admitted -= 1
 
 
 class BcryptPasswordHasher:
@@ -18,9 +54,19 @@ class BcryptPasswordHasher:
     cracked, nor "shucked" against leaked unsalted hashes.
     """
 
-    def __init__(self, pepper: bytes, rounds: int = 12) -> None:
+    def __init__(
+        self,
+        pepper: bytes,
+        rounds: int = 12,
+        *,
+        concurrency: int = os.cpu_count() or 1,
+        max_waiting: int | None = None,
+    ) -> None:
         self._pepper = pepper
         self._rounds = rounds
+        self._gate = Gate(
+            concurrency, 8 * concurrency if max_waiting is None else max_waiting
+        )
         self._dummy_hash = self.hash("an unguessable placeholder password")
 
     def _prehash(self, password: str) -> bytes:
@@ -30,11 +76,13 @@ class BcryptPasswordHasher:
     def hash(self, password: str) -> str:
         """Return a bcrypt hash of the peppered password."""
         salt = bcrypt.gensalt(rounds=self._rounds)
-        return bcrypt.hashpw(self._prehash(password), salt).decode()
+        with self._gate:
+            return bcrypt.hashpw(self._prehash(password), salt).decode()
 
     def verify(self, password: str, password_hash: str) -> bool:
         """Tell whether the password matches; constant-time inside bcrypt."""
-        return bcrypt.checkpw(self._prehash(password), password_hash.encode())
+        with self._gate:
+            return bcrypt.checkpw(self._prehash(password), password_hash.encode())
 
     def verify_dummy(self, password: str) -> None:
         """Spend one real check, so an unknown email takes as long as a known one."""

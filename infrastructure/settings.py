@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     lockout_longest_s: int = Field(default=3600, gt=0)
     client_max_failures: int = Field(default=20, ge=1)
     client_window_s: int = Field(default=15 * 60, gt=0)
+    signup_max_per_address: int = Field(default=20, ge=1)
+    signup_window_s: int = Field(default=3600, gt=0)
     trusted_proxies: list[str] = Field(default_factory=list)
     run_projections: bool = True
     run_mailer: bool = True
@@ -103,6 +105,10 @@ class Settings(BaseSettings):
             throttle=ThrottlePolicy(
                 max_attempts=self.client_max_failures,
                 window=timedelta(seconds=self.client_window_s),
+            ),
+            signup=ThrottlePolicy(
+                max_attempts=self.signup_max_per_address,
+                window=timedelta(seconds=self.signup_window_s),
             ),
             refresh=RefreshPolicy(
                 token_ttl=timedelta(seconds=self.refresh_token_ttl_s),

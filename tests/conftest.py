@@ -84,6 +84,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         data_dir=tmp_path / "data",
         bcrypt_rounds=4,
+        # Tests sign up from one address; the throttle has tests of its own.
+        signup_max_per_address=1_000_000,
     )
 
 

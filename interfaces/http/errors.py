@@ -20,6 +20,7 @@ from application.errors import (
     AccountLockedError,
     ConflictError,
     EmailAlreadyRegisteredError,
+    HashingBusyError,
     InvalidCredentialsError,
     InvalidMailTokenError,
     InvalidRefreshTokenError,
@@ -102,6 +103,12 @@ ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
         429,
         "too_many_attempts",
         "Too many failed attempts; try again later.",
+        {},
+    ),
+    HashingBusyError: (
+        503,
+        "busy",
+        "Too many password checks at once; retry in a moment.",
         {},
     ),
     AccountLockedError: (

@@ -34,6 +34,15 @@ def stored_events(services: Services) -> list[Notification]:
     return list(services.app.recorder.select_notifications(start=1, limit=10_000))
 
 
+def stored_facts(services: Services) -> list[Notification]:
+    """Every event in the store but the address counters each request adds to."""
+    return [
+        n
+        for n in stored_events(services)
+        if not n.topic.startswith("authledger:ClientThrottle.")
+    ]
+
+
 def states_with_topic(services: Services, topic: str) -> list[dict[str, Any]]:
     """The decoded state of every stored event with this topic."""
     return [

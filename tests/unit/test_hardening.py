@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from uuid import uuid4
 
@@ -12,10 +14,13 @@ from application.auth import AuthApplication
 from application.errors import (
     AccountLockedError,
     EmailAlreadyRegisteredError,
+    HashingBusyError,
     InvalidCredentialsError,
     InvalidMailTokenError,
+    TooManyAttemptsError,
 )
 from application.values import AuthPolicy
+from domain.throttle import ThrottlePolicy
 from domain.user import LockoutPolicy, User
 from infrastructure.passwords import BcryptPasswordHasher
 from tests.unit.test_use_cases import (
@@ -23,13 +28,14 @@ from tests.unit.test_use_cases import (
     EMAIL,
     MAIL_TOKENS,
     NEW_PASSWORD,
+    OTHER_CLIENT,
     PASSWORD,
     WRONG_PASSWORD,
     FakeClock,
+    facts_since,
     mailed_token,
     names,
     position,
-    stored_since,
     stream,
 )
 
@@ -99,7 +105,7 @@ def test_a_forged_reset_token_for_a_real_account_costs_no_hashing(
 
     # Then it was refused before any bcrypt work, and nothing was stored
     assert hasher.hashes == hashes
-    assert position(app) == before
+    assert not facts_since(app, before)
 
 
 def test_signing_up_with_a_taken_email_costs_no_hashing(
@@ -112,7 +118,7 @@ def test_signing_up_with_a_taken_email_costs_no_hashing(
         app.register(EMAIL, NEW_PASSWORD, CLIENT)
 
     assert hasher.hashes == hashes
-    assert position(app) == before
+    assert not facts_since(app, before)
 
 
 def test_a_reset_lifts_the_lock_and_the_new_password_logs_in_at_once(
@@ -128,7 +134,7 @@ def test_a_reset_lifts_the_lock_and_the_new_password_logs_in_at_once(
     mail.reset_password(mailed_token(app, user_id, RESET), NEW_PASSWORD, CLIENT)
 
     # Then the lock and the failure count are cleared with the new password
-    assert names(stored_since(app, before)) == [
+    assert names(facts_since(app, before)) == [
         "User.PasswordChanged",
         "User.FailuresCleared",
         "User.SessionsRevoked",
@@ -191,3 +197,70 @@ def test_a_locked_account_refuses_a_password_change_even_with_the_right_password
     assert hasher.hashes == hashes
     assert position(app) == before
     assert isinstance(stream(app, grant.user_id)[-1], User.LockedOut)
+
+
+def test_signups_from_one_address_are_throttled_before_any_hashing(
+    clock: FakeClock, hasher: CountingHasher
+) -> None:
+    signup = ThrottlePolicy(max_attempts=3, window=timedelta(hours=1))
+    app = AuthApplication(
+        env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
+        passwords=hasher,
+        policy=AuthPolicy(signup=signup),
+        clock=clock,
+    )
+    app.register(EMAIL, PASSWORD, CLIENT)
+    for n in range(signup.max_attempts - 1):  # a taken address counts too
+        with pytest.raises(EmailAlreadyRegisteredError):
+            app.register(EMAIL, f"{PASSWORD} {n}", CLIENT)
+    hashes = hasher.hashes
+
+    with pytest.raises(TooManyAttemptsError) as refused:
+        app.register("someone.else@example.com", PASSWORD, CLIENT)
+
+    assert 0 < refused.value.retry_after_s <= 3600
+    assert hasher.hashes == hashes
+    assert app.register("someone.else@example.com", PASSWORD, OTHER_CLIENT)
+
+
+@pytest.mark.parametrize("link", ["reset", "verify"])
+def test_mailed_link_tokens_from_one_address_are_throttled(
+    app: AuthApplication, link: str
+) -> None:
+    mail = AccountMail(app, MAIL_TOKENS, per_address=ThrottlePolicy(max_attempts=3))
+    user_id = app.register(EMAIL, PASSWORD, CLIENT).user_id
+
+    def submit(token: str) -> None:
+        if link == "reset":
+            mail.reset_password(token, NEW_PASSWORD, CLIENT)
+        else:
+            mail.verify_email(token, CLIENT)
+
+    for _ in range(3):
+        with pytest.raises(InvalidMailTokenError):
+            submit(MAIL_TOKENS.mint(RESET, user_id, uuid4()))
+
+    with pytest.raises(TooManyAttemptsError):
+        submit(MAIL_TOKENS.mint(RESET, user_id, uuid4()))
+
+
+def test_bcrypt_work_beyond_the_bound_is_refused_at_once() -> None:
+    # Given: a hasher that runs one bcrypt at a time and lets one more wait
+    bounded = BcryptPasswordHasher(b"pepper", rounds=12, concurrency=1, max_waiting=1)
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(bounded.hash, "first")
+        time.sleep(0.05)
+        waiting = pool.submit(bounded.hash, "second")
+        time.sleep(0.05)
+
+        # When: a third asks while both are taken
+        started = time.monotonic()
+        with pytest.raises(HashingBusyError) as refused:
+            bounded.verify_dummy("third")
+        refused_after = time.monotonic() - started
+
+        # Then: it is refused without waiting, and the others complete
+        assert refused_after < 0.05
+        assert refused.value.retry_after_s == 1
+        assert bounded.verify("first", running.result())
+        assert bounded.verify("second", waiting.result())

@@ -26,9 +26,11 @@ def request_verification(
 
 
 @router.post("/verify")
-def verify_email(body: VerifyEmailRequest, services: ServicesDep) -> MessageResponse:
+def verify_email(
+    body: VerifyEmailRequest, services: ServicesDep, client: ClientDep
+) -> MessageResponse:
     """Verify an email with the token from its link; each token works once."""
-    services.mail.verify_email(body.token)
+    services.mail.verify_email(body.token, client)
     return MessageResponse(detail="Email verified.")
 
 
