@@ -6,6 +6,7 @@ revocation ends are those the user's own stream lists before it.
 
 from __future__ import annotations
 
+import hmac
 import math
 from collections.abc import Callable
 from datetime import datetime
@@ -30,12 +31,14 @@ from application.values import (
     AuthPolicy,
     Client,
     SessionGrant,
+    generation_of,
     hash_token,
     new_refresh_token,
     session_id_of,
+    successor_token,
 )
 from domain.email_claim import EmailClaim
-from domain.errors import DomainError
+from domain.errors import DomainError, UnknownRefreshTokenError
 from domain.session import Session
 from domain.user import User
 from domain.values import FailuresClearedBy, RevocationReason, Role, normalise_email
@@ -55,12 +58,15 @@ class AuthApplication(AuthStore):
         env: EnvType | None = None,
         *,
         passwords: PasswordHasher,
+        refresh_key: bytes,
         policy: AuthPolicy | None = None,
         clock: Clock = utc_now,
     ) -> None:
         super().__init__(env)
         self.policy = policy or AuthPolicy()
         self.passwords = passwords
+        # Refresh tokens after the first are HMACs of their predecessor.
+        self.refresh_key = refresh_key
         self.clock = clock
 
     # Commands --------------------------------------------------------------
@@ -131,7 +137,7 @@ class AuthApplication(AuthStore):
         the session: one commits, and the loser's save fails on the version. In
         strict mode (no reuse interval) the loser is refused without revoking,
         since it raced rather than replayed; with an interval it is decided again
-        on the new version and gets a newer token.
+        on the new version and gets the winner's token, its token's successor.
         """
         session_id = session_id_of(refresh_token)
         presented = hash_token(refresh_token)
@@ -141,9 +147,14 @@ class AuthApplication(AuthStore):
             user = self._get(session.user_id, User, InvalidRefreshTokenError)
             if user.has_revoked(session.id, session.login_version):
                 raise InvalidRefreshTokenError
-            successor = new_refresh_token(session_id)
+            generation = generation_of(refresh_token)
+            successor = successor_token(
+                self.refresh_key,
+                refresh_token,
+                session.generation + 1 if generation is None else generation + 1,
+            )
             try:
-                session.refresh(
+                changed = session.refresh(
                     presented,
                     hash_token(successor),
                     client.ip,
@@ -151,9 +162,15 @@ class AuthApplication(AuthStore):
                     self.policy.refresh,
                     self.clock(),
                 )
+            except UnknownRefreshTokenError:
+                if not self._issued(session, generation, presented):
+                    raise InvalidRefreshTokenError from None
+                session.replayed(client.ip, client.user_agent, self.clock())
+                changed = True
             except DomainError:
                 raise InvalidRefreshTokenError from None
-            self.save(session)
+            if changed:
+                self.save(session)
             if session.is_revoked:
                 return None
             return self._grant(user, session, successor)
@@ -168,6 +185,25 @@ class AuthApplication(AuthStore):
         if grant is None:  # revoked for reuse or expiry: that is stored
             raise InvalidRefreshTokenError
         return grant
+
+    def _issued(
+        self, session: Session, generation: int | None, token_hash: str
+    ) -> bool:
+        """Whether the session once handed out this token, now retired.
+
+        Its generation says which event holds its hash (the session's first
+        event is generation 0, each rotation the next): one event read, so a
+        forged token costs no more than a real one.
+        """
+        if generation is None or generation >= session.generation:
+            return False
+        issued = list(self.events.get(session.id, gt=generation, lte=generation + 1))
+        return (
+            len(issued) == 1
+            and isinstance(issued[0], Session.Opened | Session.TokenRotated)
+            and getattr(issued[0], "generation", 0) == generation
+            and hmac.compare_digest(issued[0].refresh_token_hash, token_hash)
+        )
 
     def logout(self, user_id: UUID, session_id: UUID, client: Client) -> None:
         """End one of the user's sessions."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
 
 # A refresh token is "<session id hex>.<256 random bits>"; anything longer is junk.
 REFRESH_TOKEN_MAX_LENGTH = 128
+# `<session id>.<generation>.<secret>`; tokens of before generations have two.
+TOKEN_PARTS = 3
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,27 @@ def hash_token(token: str) -> str:
 
 
 def new_refresh_token(session_id: UUID) -> str:
-    return f"{session_id.hex}.{secrets.token_urlsafe(32)}"
+    """A session's first refresh token: `<session id>.0.<256 random bits>`."""
+    return f"{session_id.hex}.0.{secrets.token_urlsafe(32)}"
+
+
+def successor_token(key: bytes, token: str, generation: int) -> str:
+    """The token that replaces `token` at `generation`: an HMAC of it.
+
+    The same token always has the same successor, so tabs racing on one
+    token within the reuse interval are all handed the one that won.
+    """
+    mac = hmac.new(key, token.encode(), hashlib.sha256).digest()
+    secret = base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    return f"{session_id_of(token).hex}.{generation}.{secret}"
+
+
+def generation_of(token: str) -> int | None:
+    """The generation a token names (None for those of before generations)."""
+    parts = token.split(".")
+    if len(parts) == TOKEN_PARTS and parts[1].isdecimal() and len(parts[1]) < 10:
+        return int(parts[1])
+    return None
 
 
 def session_id_of(token: str) -> UUID:

@@ -19,23 +19,33 @@ class RefreshPolicy:
 
     `token_ttl` is the idle lifetime of each refresh token, `max_session_age` the
     absolute lifetime that rotation never extends, and `reuse_interval` the grace
-    period (0 = strict) in which a just-retired token may be presented again.
+    period (0 = strict) in which the token just retired may be presented again:
+    tabs racing on one token all get its successor instead of killing the session.
     """
 
     token_ttl: timedelta = timedelta(days=7)
     max_session_age: timedelta = timedelta(days=30)
-    reuse_interval: timedelta = timedelta(0)
+    reuse_interval: timedelta = timedelta(seconds=10)
 
 
 class Session(Aggregate):
     TOPIC = "authledger:Session"
     # Version 2 knows the user's version at its login (snapshots of version 1
     # do not): sessions opened before markers existed precede every marker.
-    class_version = 2
+    # Version 3 keeps only its previous token, not every retired one: older
+    # tokens are found in the events by their generation.
+    class_version = 3
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         state["login_version"] = 0
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        retired: dict[str, datetime] = state.pop("retired_at") or {}
+        previous = max(retired, key=retired.__getitem__, default=None)
+        state["previous_token_hash"] = previous
+        state["rotated_at"] = retired[previous] if previous else None
 
     class Event(Aggregate.Event):
         pass
@@ -69,7 +79,8 @@ class Session(Aggregate):
         user_agent: str
 
         def apply(self, session: Session) -> None:
-            session.retired_at[session.refresh_token_hash] = self.timestamp
+            session.previous_token_hash = session.refresh_token_hash
+            session.rotated_at = self.timestamp
             session.refresh_token_hash = self.refresh_token_hash
             session.generation = self.generation
             session.expires_at = self.expires_at
@@ -102,7 +113,8 @@ class Session(Aggregate):
         self.expires_at = expires_at
         self.ends_at = ends_at
         self.generation = 0
-        self.retired_at: dict[str, datetime] = {}
+        self.previous_token_hash: str | None = None
+        self.rotated_at: datetime | None = None
         self.revoked_reason: RevocationReason | None = None
 
     @classmethod
@@ -147,26 +159,34 @@ class Session(Aggregate):
         user_agent: str,
         policy: RefreshPolicy,
         now: datetime,
-    ) -> None:
+    ) -> bool:
         """Rotate to `successor_hash`, or revoke the session if the token is stale.
 
-        The current token rotates while it has not expired. An earlier token
-        rotates again only within the reuse interval, measured from the rotation
-        that retired it (so concurrent tabs racing on one token all get the
-        newest); outside it, it is a replay and the whole session is revoked
-        (RFC 9700 §4.14.2). A revoked session is terminal, whichever token.
+        The current token rotates while it has not expired. The one it
+        replaced, presented again within the reuse interval, is a tab that
+        raced the rotation: False, nothing changes, and it gets the current
+        token (its successor). Outside the interval it is a replay and the
+        whole session is revoked (RFC 9700 4.14.2), as is any older token
+        (see `replayed`). A revoked session is terminal, whichever token.
         """
         self.check_not_revoked()
-        if presented_hash in self.retired_at:
-            retired_for = now - self.retired_at[presented_hash]
-            if not policy.reuse_interval or retired_for > policy.reuse_interval:
-                self.revoke(RevocationReason.REUSE_DETECTED, ip, user_agent, now)
-                return
+        if presented_hash == self.previous_token_hash:
+            raced = (
+                policy.reuse_interval
+                and self.rotated_at is not None
+                and now - self.rotated_at <= policy.reuse_interval
+                and successor_hash == self.refresh_token_hash
+            )
+            if not raced:
+                self.replayed(ip, user_agent, now)
+                return True
         elif presented_hash != self.refresh_token_hash:
             raise UnknownRefreshTokenError(self.id)
         if now >= self.expires_at:
             self.revoke(RevocationReason.EXPIRED, ip, user_agent, now)
-            return
+            return True
+        if presented_hash == self.previous_token_hash:
+            return False
         self.trigger_event(
             self.TokenRotated,
             timestamp=now,
@@ -177,6 +197,11 @@ class Session(Aggregate):
             ip=ip,
             user_agent=user_agent,
         )
+        return True
+
+    def replayed(self, ip: str, user_agent: str, now: datetime) -> None:
+        """A retired token came back: whoever holds it, the session is over."""
+        self.revoke(RevocationReason.REUSE_DETECTED, ip, user_agent, now)
 
     def revoke(
         self, reason: RevocationReason, ip: str, user_agent: str, now: datetime

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import math
 import os
@@ -51,7 +53,7 @@ class Settings(BaseSettings):
     access_token_ttl_s: int = Field(default=15 * 60, gt=0)
     refresh_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     session_max_age_s: int = Field(default=30 * 24 * 3600, gt=0)
-    refresh_reuse_interval_s: float = Field(default=0, ge=0, le=300)
+    refresh_reuse_interval_s: float = Field(default=10, ge=0, le=300)
     lockout_max_failures: int = Field(default=5, ge=1)
     lockout_window_s: int = Field(default=15 * 60, gt=0)
     lockout_first_s: int = Field(default=60, gt=0)
@@ -145,6 +147,11 @@ def load_secrets(settings: Settings) -> Secrets:
         jwt_secret=_reveal(jwt_secret) or stored["jwt_secret"].encode(),
         password_pepper=_reveal(pepper) or stored["password_pepper"].encode(),
     )
+
+
+def derive_key(secret: bytes, purpose: str) -> bytes:
+    """A key for one purpose from a configured secret: no key serves two."""
+    return hmac.new(secret, f"authledger/{purpose}".encode(), hashlib.sha256).digest()
 
 
 def _reveal(secret: SecretStr | None) -> bytes:

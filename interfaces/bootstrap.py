@@ -35,7 +35,12 @@ from infrastructure.postgres_views import (
 )
 from infrastructure.projection_runner import ReadModelSpec, build_view
 from infrastructure.read_model_lifecycle import ProjectionWorker, ReadModels
-from infrastructure.settings import InsecureSettingsError, Settings, load_secrets
+from infrastructure.settings import (
+    InsecureSettingsError,
+    Settings,
+    derive_key,
+    load_secrets,
+)
 from infrastructure.tokens import JwtTokens
 
 USER_DIRECTORY = ReadModelSpec.of(UserDirectoryProjection, PostgresUserDirectoryView)
@@ -124,6 +129,7 @@ def build_services(
             passwords=BcryptPasswordHasher(
                 secrets.password_pepper, settings.bcrypt_rounds
             ),
+            refresh_key=derive_key(secrets.jwt_secret, "refresh-tokens"),
             policy=settings.auth_policy(),
         )
         recorder = app.recorder

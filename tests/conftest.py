@@ -86,6 +86,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         bcrypt_rounds=4,
         # Tests sign up from one address; the throttle has tests of its own.
         signup_max_per_address=1_000_000,
+        # Replays come at once here: strict mode (the default interval is
+        # tested on its own).
+        refresh_reuse_interval_s=0,
     )
 
 

@@ -201,7 +201,7 @@ def test_the_export_streams_every_event_without_secrets(
     assert positions == sorted(positions)
     assert f"{len(records)} events exported" in result.stderr
     assert "hash" not in result.stdout
-    assert scripted_user["second"]["refresh_token"].split(".")[1] not in result.stdout
+    assert scripted_user["second"]["refresh_token"].split(".")[-1] not in result.stdout
     assert {r["topic"] for r in records} >= {
         "authledger:User.Registered",
         "authledger:Session.Revoked",

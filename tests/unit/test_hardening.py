@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -19,7 +19,8 @@ from application.errors import (
     InvalidMailTokenError,
     TooManyAttemptsError,
 )
-from application.values import AuthPolicy
+from application.values import AuthPolicy, session_id_of
+from domain.session import RefreshPolicy, Session
 from domain.throttle import ThrottlePolicy
 from domain.user import LockoutPolicy, User
 from infrastructure.passwords import BcryptPasswordHasher
@@ -30,12 +31,17 @@ from tests.unit.test_use_cases import (
     NEW_PASSWORD,
     OTHER_CLIENT,
     PASSWORD,
+    REFRESH_KEY,
     WRONG_PASSWORD,
     FakeClock,
     facts_since,
+    last,
     mailed_token,
     names,
+    of_type,
     position,
+    refresh_fails,
+    session_events,
     stream,
 )
 
@@ -74,6 +80,7 @@ def app(clock: FakeClock, hasher: CountingHasher) -> AuthApplication:
     return AuthApplication(
         env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
         passwords=hasher,
+        refresh_key=REFRESH_KEY,
         policy=AuthPolicy(lockout=LOCKOUT),
         clock=clock,
     )
@@ -206,6 +213,7 @@ def test_signups_from_one_address_are_throttled_before_any_hashing(
     app = AuthApplication(
         env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
         passwords=hasher,
+        refresh_key=REFRESH_KEY,
         policy=AuthPolicy(signup=signup),
         clock=clock,
     )
@@ -264,3 +272,87 @@ def test_bcrypt_work_beyond_the_bound_is_refused_at_once() -> None:
         assert refused.value.retry_after_s == 1
         assert bounded.verify("first", running.result())
         assert bounded.verify("second", waiting.result())
+
+
+# Refresh tokens ------------------------------------------------------------
+
+
+def snapshot_bytes(app: AuthApplication, session_id: UUID) -> int:
+    """The size of the session's newest snapshot, as stored."""
+    [snapshot] = app.snapshots.get(session_id, desc=True, limit=1)  # type: ignore[union-attr]
+    return len(app.mapper.to_stored_event(snapshot).state)
+
+
+def test_a_session_rotated_many_times_costs_what_a_new_one_costs(
+    app: AuthApplication, clock: FakeClock
+) -> None:
+    # Given a session rotated every 15 minutes, far past two snapshot intervals
+    token = app.register(EMAIL, PASSWORD, CLIENT).refresh_token
+    session_id = session_id_of(token)
+    sizes = {}
+    for rotation in range(1, 301):
+        clock.advance(timedelta(minutes=15))
+        token = app.refresh(token, CLIENT).refresh_token
+        if rotation in (50, 300):
+            sizes[rotation] = snapshot_bytes(app, session_id)
+
+    # Then its state does not grow with its history: only what reuse needs
+    assert sizes[300] <= sizes[50] + 8  # a few more digits, nothing per rotation
+    assert not refresh_fails(app, token)
+
+
+def test_tabs_racing_on_one_token_within_the_reuse_interval_all_get_the_same_one(
+    app: AuthApplication, clock: FakeClock
+) -> None:
+    # Given a session, and twenty tabs holding its token
+    grant = app.register(EMAIL, PASSWORD, CLIENT)
+
+    # When they all refresh it within a few seconds of each other
+    answers = []
+    for _ in range(20):
+        answers.append(app.refresh(grant.refresh_token, CLIENT).refresh_token)
+        clock.advance(timedelta(milliseconds=300))
+
+    # Then one rotation is stored, every tab holds the newest token, and it works
+    assert session_events(app, grant.session_id) == [
+        "Session.Opened",
+        "Session.TokenRotated",
+    ]
+    assert len(set(answers)) == 1
+    assert not refresh_fails(app, answers[0])
+
+
+def test_a_token_retired_longer_ago_than_the_interval_is_a_replay(
+    app: AuthApplication, clock: FakeClock
+) -> None:
+    grant = app.register(EMAIL, PASSWORD, CLIENT)
+    newest = app.refresh(grant.refresh_token, CLIENT).refresh_token
+    clock.advance(RefreshPolicy().reuse_interval + timedelta(seconds=1))
+
+    assert refresh_fails(app, grant.refresh_token)
+
+    assert last(stream(app, grant.session_id), Session.Revoked).reason == (
+        "reuse_detected"
+    )
+    assert refresh_fails(app, newest)
+
+
+def test_any_older_token_of_the_chain_is_a_replay_and_a_forged_one_is_not(
+    app: AuthApplication, clock: FakeClock
+) -> None:
+    # Given a session rotated five times
+    tokens = [app.register(EMAIL, PASSWORD, CLIENT).refresh_token]
+    for _ in range(5):
+        clock.advance(timedelta(minutes=15))
+        tokens.append(app.refresh(tokens[-1], CLIENT).refresh_token)
+    session_id = session_id_of(tokens[0])
+    sid, generation, _ = tokens[1].split(".")
+
+    # When a forged token claims an old generation, it is refused, nothing revoked
+    assert refresh_fails(app, f"{sid}.{generation}.forged-secret")
+    assert not of_type(stream(app, session_id), Session.Revoked)
+
+    # When the third token, long retired, comes back: the session is revoked
+    assert refresh_fails(app, tokens[2])
+    assert last(stream(app, session_id), Session.Revoked).reason == "reuse_detected"
+    assert refresh_fails(app, tokens[-1])

@@ -146,39 +146,41 @@ def test_strict_mode_revokes_a_retired_token_replayed_at_the_instant_of_rotation
     assert revoked.reason == "reuse_detected"
 
 
-def test_a_retired_token_presented_within_the_reuse_interval_rotates_again() -> None:
+def test_the_token_just_retired_within_the_reuse_interval_changes_nothing() -> None:
     # Given
     session = opened_session(GRACE)
     retired_at = T0 + timedelta(minutes=10)
     refresh(session, "h0", "h1", retired_at, GRACE)
     session.collect_events()
 
-    # When
-    now = retired_at + timedelta(seconds=10)
-    refresh(session, "h0", "h2", now, GRACE)
+    # When: a tab that raced the rotation presents it, its successor being "h1"
+    changed = session.refresh(
+        "h0", "h1", IP, UA, GRACE, retired_at + timedelta(seconds=10)
+    )
 
-    # Then
-    rotated = only(session.collect_events(), Session.TokenRotated)
-    assert rotated.refresh_token_hash == "h2"
-    assert rotated.generation == 2
-    assert rotated.expires_at == now + GRACE.token_ttl
+    # Then: it is handed the current token; nothing is recorded
+    assert changed is False
+    assert session.collect_events() == []
+    assert session.refresh_token_hash == "h1"
 
 
-def test_racing_presentations_of_one_token_within_the_interval_all_rotate() -> None:
-    # Given: two tabs have already rotated "h0", one after the other
+def test_racers_on_one_token_within_the_interval_all_get_its_successor() -> None:
+    # Given: one tab rotated "h0"
     session = opened_session(GRACE)
     retired_at = T0 + timedelta(minutes=10)
     refresh(session, "h0", "h1", retired_at, GRACE)
-    refresh(session, "h0", "h2", retired_at + timedelta(seconds=1), GRACE)
     session.collect_events()
 
-    # When: a third tab presents "h0" too
-    refresh(session, "h0", "h3", retired_at + timedelta(seconds=2), GRACE)
+    # When: three more tabs present "h0" within the interval
+    answers = [
+        session.refresh("h0", "h1", IP, UA, GRACE, retired_at + timedelta(seconds=n))
+        for n in (1, 2, 30)
+    ]
 
-    # Then
-    rotated = only(session.collect_events(), Session.TokenRotated)
-    assert rotated.refresh_token_hash == "h3"
-    assert rotated.generation == 3
+    # Then: none changes the session: they all get "h1"
+    assert answers == [False, False, False]
+    assert session.collect_events() == []
+    assert (session.refresh_token_hash, session.generation) == ("h1", 1)
 
 
 def test_a_retired_token_presented_after_the_reuse_interval_revokes_the_session() -> (
@@ -198,22 +200,18 @@ def test_a_retired_token_presented_after_the_reuse_interval_revokes_the_session(
     assert revoked.reason == "reuse_detected"
 
 
-def test_the_reuse_interval_runs_from_the_rotation_that_first_retired_the_token() -> (
-    None
-):
-    # Given: "h0" retired at 10:00 and presented again at 10:20 (within 30 s)
+def test_a_token_older_than_the_previous_one_is_unknown_to_the_session() -> None:
+    # Given: "h0" retired by "h1", itself retired by "h2", moments ago
     session = opened_session(GRACE)
     retired_at = T0 + timedelta(minutes=10)
     refresh(session, "h0", "h1", retired_at, GRACE)
-    refresh(session, "h0", "h2", retired_at + timedelta(seconds=20), GRACE)
+    refresh(session, "h1", "h2", retired_at + timedelta(seconds=1), GRACE)
     session.collect_events()
 
-    # When: 31 s after it was first retired
-    refresh(session, "h0", "h3", retired_at + timedelta(seconds=31), GRACE)
-
-    # Then
-    revoked = only(session.collect_events(), Session.Revoked)
-    assert revoked.reason == "reuse_detected"
+    # When / Then: it keeps only the previous one; the events hold the others
+    with pytest.raises(UnknownRefreshTokenError):
+        refresh(session, "h0", "h1", retired_at + timedelta(seconds=2), GRACE)
+    assert session.collect_events() == []
 
 
 def test_a_retired_token_within_the_interval_but_after_the_session_end_expires_it() -> (
@@ -227,7 +225,7 @@ def test_a_retired_token_within_the_interval_but_after_the_session_end_expires_i
     session.collect_events()
 
     # When
-    refresh(session, "h1", "h3", ends_at, SHORT)
+    refresh(session, "h1", "h2", ends_at, SHORT)
 
     # Then
     revoked = only(session.collect_events(), Session.Revoked)

@@ -32,7 +32,7 @@ class SessionMachine(RuleBasedStateMachine):
         self.events = list(self.session.collect_events())
 
     def present(self, token: str) -> None:
-        successor = f"t{len(self.issued)}"
+        successor = f"{token}+"  # each token's successor is derived from it
         try:
             self.session.refresh(token, successor, "ip", "ua", POLICY, self.now)
         except (SessionRevokedError, UnknownRefreshTokenError):
@@ -68,7 +68,7 @@ class SessionMachine(RuleBasedStateMachine):
     @invariant()
     def a_session_has_exactly_one_live_token(self) -> None:
         assert self.session.refresh_token_hash == self.issued[-1]
-        assert self.issued[-1] not in self.session.retired_at
+        assert self.session.previous_token_hash != self.issued[-1]
 
     @invariant()
     def generations_count_up_by_one(self) -> None:
