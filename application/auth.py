@@ -6,9 +6,10 @@ revocation ends are those the user's own stream lists before it.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
@@ -76,7 +77,8 @@ class AuthApplication(AuthStore):
     ) -> SessionGrant:
         """Create an account, claim its email and open its first session."""
         email = normalise_email(email)
-        self.count_attempt(f"signup:{client.ip}", self.policy.signup, self.clock())
+        if client.ip:  # a network caller (the CLI's create-admin has no address)
+            self.count_attempt(f"signup:{client.ip}", self.policy.signup, self.clock())
         # Cheap refusals first: a taken address costs no bcrypt work.
         if EmailClaim.create_id(email) in self.repository:
             raise EmailAlreadyRegisteredError
@@ -148,10 +150,13 @@ class AuthApplication(AuthStore):
             if user.has_revoked(session.id, session.login_version):
                 raise InvalidRefreshTokenError
             generation = generation_of(refresh_token)
+            if generation is None:  # a token of before generations: where is it?
+                is_previous = presented == session.previous_token_hash
+                next_generation = session.generation + (0 if is_previous else 1)
+            else:
+                next_generation = generation + 1
             successor = successor_token(
-                self.refresh_key,
-                refresh_token,
-                session.generation + 1 if generation is None else generation + 1,
+                self.refresh_key, refresh_token, next_generation
             )
             try:
                 changed = session.refresh(
@@ -286,6 +291,27 @@ class AuthApplication(AuthStore):
         self.revoke_sessions(
             user_id, client, RevocationReason.PASSWORD_CHANGED, keep=keep, change=change
         )
+
+    def expire_sessions(self, session_ids: Iterable[UUID]) -> int:
+        """End each session whose token ran out; how many this call ended.
+
+        A sweep finds them in the table; each is decided on its own events, so
+        two processes sweeping at once end each session once.
+        """
+        ended = 0
+        for session_id in session_ids:
+
+            def expire(session_id: UUID = session_id) -> bool:
+                session = self._get(session_id, Session, SessionNotFoundError)
+                session.expire(self.clock())
+                if not session.pending_events:
+                    return False  # not due, or over already
+                self.save(session)
+                return True
+
+            with contextlib.suppress(SessionNotFoundError):
+                ended += self.attempt(expire)
+        return ended
 
     def verify_email(self, user_id: UUID) -> None:
         """Mark the user's email as verified."""

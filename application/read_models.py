@@ -143,6 +143,10 @@ class ActiveSessionsView(ReadModel):
     def list_sessions(self, user_id: UUID, now: datetime) -> list[SessionRow]:
         """List a user's unexpired sessions, newest first."""
 
+    @abstractmethod
+    def expired(self, now: datetime, limit: int) -> list[UUID]:
+        """Sessions still listed whose token ran out by `now`, oldest first."""
+
 
 class LoginHistoryView(ReadModel):
     """The `login_history` table."""

@@ -199,6 +199,11 @@ class Session(Aggregate):
         )
         return True
 
+    def expire(self, now: datetime) -> None:
+        """Record that the session ran out, if it has and is not over already."""
+        if not self.is_revoked and now >= self.expires_at:
+            self.revoke(RevocationReason.EXPIRED, "", "", now)
+
     def replayed(self, ip: str, user_agent: str, now: datetime) -> None:
         """A retired token came back: whoever holds it, the session is over."""
         self.revoke(RevocationReason.REUSE_DETECTED, ip, user_agent, now)

@@ -70,7 +70,9 @@ class User(Aggregate):
 
     @staticmethod
     def upcast_v2_v3(state: dict[str, Any]) -> None:
-        state["last_locked_at"] = None
+        # A lock still recorded counts as recent (its end stands for its start,
+        # the safe side); one already released lets the periods start again.
+        state["last_locked_at"] = state.get("locked_until")
 
     class Event(Aggregate.Event):
         pass

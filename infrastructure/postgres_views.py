@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from itertools import groupby
 from operator import itemgetter
@@ -207,6 +207,11 @@ class PostgresUserDirectoryView(PostgresReadModel, UserDirectoryView):
         )
 
 
+@dataclass(frozen=True)
+class ExpiredSession:
+    session_id: UUID
+
+
 class PostgresActiveSessionsView(PostgresReadModel, ActiveSessionsView):
     table = "active_sessions"
     ddl = (
@@ -217,6 +222,9 @@ class PostgresActiveSessionsView(PostgresReadModel, ActiveSessionsView):
         " ip text NOT NULL, user_agent text NOT NULL)",
         "CREATE INDEX IF NOT EXISTS active_sessions_user"
         " ON {schema}.active_sessions (user_id)",
+        # The sweep's: the sessions whose token ran out first.
+        "CREATE INDEX IF NOT EXISTS active_sessions_expiry"
+        " ON {schema}.active_sessions (expires_at)",
     )
 
     def add_session(self, row: SessionRow, tracking: Tracking) -> None:
@@ -265,6 +273,15 @@ class PostgresActiveSessionsView(PostgresReadModel, ActiveSessionsView):
             " WHERE user_id = %s AND expires_at > %s ORDER BY created_at DESC",
             (user_id, now),
         )
+
+    def expired(self, now: datetime, limit: int) -> list[UUID]:
+        rows = self.select(
+            ExpiredSession,
+            "SELECT session_id FROM {table} WHERE expires_at <= %s"
+            " ORDER BY expires_at LIMIT %s",
+            (now, limit),
+        )
+        return [row.session_id for row in rows]
 
 
 class PostgresLoginHistoryView(PostgresReadModel, LoginHistoryView):

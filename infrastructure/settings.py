@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import math
 import os
@@ -25,8 +26,12 @@ from domain.throttle import ThrottlePolicy
 from domain.user import LockoutPolicy, MailPolicy
 
 MIN_SECRET_BYTES = 32
-# Estimated from the secret's own character frequencies: "a" * 32 has none.
-MIN_SECRET_BITS = 128
+# Checks against regular secrets, not proofs of randomness: the entropy of the
+# secret's own character frequencies ("a" * 32 has none; 32 random hex digits
+# about 110 bits), and the share of neighbours that are equal or consecutive
+# ("abcd…", "0123…"; about 5 % in random base64, 17 % in random hex).
+MIN_SECRET_BITS = 96
+MAX_SEQUENTIAL_SHARE = 0.45
 # Placeholders people paste from examples; production refuses them even if long.
 KNOWN_DEFAULT_SECRETS = frozenset(
     {"changethis", "change-me", "secret", "CHANGE_ME_TO_A_LONG_RANDOM_SECRET_VALUE"}
@@ -149,6 +154,12 @@ def load_secrets(settings: Settings) -> Secrets:
     )
 
 
+def _sequential_share(text: str) -> float:
+    """The share of neighbouring characters that repeat or count up or down."""
+    pairs = list(itertools.pairwise(map(ord, text)))
+    return sum(abs(b - a) <= 1 for a, b in pairs) / max(len(pairs), 1)
+
+
 def derive_key(secret: bytes, purpose: str) -> bytes:
     """A key for one purpose from a configured secret: no key serves two."""
     return hmac.new(secret, f"authledger/{purpose}".encode(), hashlib.sha256).digest()
@@ -168,7 +179,10 @@ def _check_strong(env_name: str, value: SecretStr | None) -> None:
         raise InsecureSettingsError(
             f"{env_name} must be at least {MIN_SECRET_BYTES} bytes"
         )
-    if _entropy_bits(raw) < MIN_SECRET_BITS:
+    if (
+        _entropy_bits(raw) < MIN_SECRET_BITS
+        or _sequential_share(raw) > MAX_SEQUENTIAL_SHARE
+    ):
         raise InsecureSettingsError(
             f"{env_name} is too regular: use a random value"
             " (python -c 'import secrets; print(secrets.token_urlsafe(48))')"

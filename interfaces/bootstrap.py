@@ -26,6 +26,7 @@ from infrastructure.event_store import AuthRecorder
 from infrastructure.mail_tokens import HmacMailTokens
 from infrastructure.mailer import FileSender, Mailer, MailSender, SmtpSender
 from infrastructure.passwords import BcryptPasswordHasher
+from infrastructure.periodic import Periodic
 from infrastructure.postgres_views import (
     PostgresActiveSessionsView,
     PostgresLoginHistoryView,
@@ -42,6 +43,10 @@ from infrastructure.settings import (
     load_secrets,
 )
 from infrastructure.tokens import JwtTokens
+
+# Expired sessions ended per sweep, and how often a process sweeps.
+SWEEP_BATCH = 500
+SWEEP_INTERVAL_S = 60.0
 
 USER_DIRECTORY = ReadModelSpec.of(UserDirectoryProjection, PostgresUserDirectoryView)
 ACTIVE_SESSIONS = ReadModelSpec.of(ActiveSessionsProjection, PostgresActiveSessionsView)
@@ -74,6 +79,7 @@ class Services:
     read_models: ReadModels
     mailer: Mailer | None = None
     workers: list[ProjectionWorker] = field(default_factory=list)
+    sweeper: Periodic | None = None
 
     @property
     def views(self) -> tuple[PostgresReadModel, ...]:
@@ -85,6 +91,16 @@ class Services:
         for worker in started:
             worker.start()
         self.workers.extend(started)
+
+    def sweep_sessions(self) -> int:
+        """End the sessions whose token ran out, a batch at a time; how many."""
+        now = self.app.clock()
+        return self.app.expire_sessions(self.sessions.expired(now, SWEEP_BATCH))
+
+    def start_sweeper(self) -> None:
+        """Sweep expired sessions every so often, from this process too."""
+        self.sweeper = Periodic("session sweep", SWEEP_INTERVAL_S, self.sweep_sessions)
+        self.sweeper.start()
 
     def start_mailer(self) -> None:
         """Send the outbox's mail from here, when no other process does."""
@@ -98,6 +114,8 @@ class Services:
         self.mailer.start()
 
     def close(self) -> None:
+        if self.sweeper:
+            self.sweeper.stop()
         if self.mailer:
             self.mailer.stop()
         for worker in self.workers:
@@ -155,6 +173,7 @@ def build_services(
     )
     if settings.run_projections:
         services.start_projections()
+        services.start_sweeper()
     if settings.run_mailer:
         services.start_mailer()
     return services

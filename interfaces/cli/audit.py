@@ -54,7 +54,9 @@ def _json_value(value: object) -> str:
 
 
 def _json_line(record: dict[str, Any]) -> str:
-    return json.dumps(record, default=_json_value, ensure_ascii=False)
+    # ASCII only: a control character stored before agents were cleaned
+    # reaches the terminal as an escape, never raw.
+    return json.dumps(record, default=_json_value)
 
 
 def _utc(moment: datetime) -> datetime:

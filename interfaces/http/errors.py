@@ -36,6 +36,7 @@ from domain.errors import (
     RequestedTooSoonError,
 )
 from infrastructure.tokens import InvalidAccessTokenError
+from interfaces.http.limits import SECURITY_HEADERS
 from interfaces.http.schemas import ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,11 @@ def _known_error(request: Request, error: Exception) -> JSONResponse:
 
 def _unexpected(_: Request, error: Exception) -> JSONResponse:
     log.error("unexpected error", exc_info=error)
-    return JSONResponse(error_body("internal_error", "Internal error."), 500)
+    # Answered outside every middleware: it carries their headers itself.
+    headers = {name.decode(): value.decode() for name, value in SECURITY_HEADERS}
+    return JSONResponse(
+        error_body("internal_error", "Internal error."), 500, headers=headers
+    )
 
 
 def _invalid_request(request: Request, error: Exception) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -356,3 +357,27 @@ def test_any_older_token_of_the_chain_is_a_replay_and_a_forged_one_is_not(
     assert refresh_fails(app, tokens[2])
     assert last(stream(app, session_id), Session.Revoked).reason == "reuse_detected"
     assert refresh_fails(app, tokens[-1])
+
+
+def test_a_session_of_before_generations_survives_its_first_refresh_race(
+    app: AuthApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given: a session whose token has no generation (issued before them)
+    monkeypatch.setattr(
+        "application.auth.new_refresh_token",
+        lambda session_id: f"{session_id.hex}.{secrets.token_urlsafe(32)}",
+    )
+    legacy = app.register(EMAIL, PASSWORD, CLIENT)
+    assert legacy.refresh_token.count(".") == 1
+
+    # When: two tabs refresh it, one after the other within the interval
+    first = app.refresh(legacy.refresh_token, CLIENT).refresh_token
+    second = app.refresh(legacy.refresh_token, CLIENT).refresh_token
+
+    # Then: both hold the one successor, and the session lives
+    assert first == second
+    assert session_events(app, legacy.session_id) == [
+        "Session.Opened",
+        "Session.TokenRotated",
+    ]
+    assert not refresh_fails(app, first)

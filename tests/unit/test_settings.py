@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import stat
 from pathlib import Path
 
@@ -25,6 +26,8 @@ OTHER_STRONG = "Zq8Wm3Nv7Rc2Xb5Kt9Lp4Hy6Jd1Gf0SaE"
         ("a" * 32, OTHER_STRONG),
         (STRONG, "abcd" * 8),
         (STRONG, STRONG),
+        ("abcdefghijklmnopqrstuvwxyz012345", OTHER_STRONG),
+        (STRONG, "0123456789abcdef" * 2),
     ],
     ids=[
         "no-jwt",
@@ -35,6 +38,8 @@ OTHER_STRONG = "Zq8Wm3Nv7Rc2Xb5Kt9Lp4Hy6Jd1Gf0SaE"
         "one-letter",
         "repeating",
         "same-for-both",
+        "alphabet",
+        "counting",
     ],
 )
 def test_production_refuses_missing_short_or_default_secrets(
@@ -104,4 +109,15 @@ def test_a_secrets_file_others_can_read_is_refused(tmp_path: Path) -> None:
     (tmp_path / "secrets.json").chmod(0o644)
 
     with pytest.raises(InsecureSettingsError, match="chmod 600"):
+        load_secrets(settings)
+
+
+def test_production_accepts_random_hex_and_urlsafe_secrets(tmp_path: Path) -> None:
+    for _ in range(20):
+        settings = Settings(
+            env="production",
+            data_dir=tmp_path,
+            jwt_secret=SecretStr(secrets.token_hex(16)),
+            password_pepper=SecretStr(secrets.token_urlsafe(32)),
+        )
         load_secrets(settings)
