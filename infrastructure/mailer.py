@@ -6,7 +6,6 @@ import logging
 import os
 import smtplib
 import ssl
-import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -16,6 +15,7 @@ from uuid import UUID
 import psycopg
 
 from application.account_mail import RESET, VERIFY
+from infrastructure.periodic import Periodic
 
 if TYPE_CHECKING:
     from application.ports import MailTokens
@@ -142,27 +142,23 @@ class Mailer:
         self._from = sender_address
         self._public_url = public_url.rstrip("/")
         self._poll_s = poll_s
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        # Each round that fails is logged and the next one resumes mailing.
+        self._rounds = Periodic("mailer", poll_s, self._round)
 
     def start(self) -> None:
-        self._thread.start()
+        self._rounds.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        self._rounds.stop()
 
-    def _loop(self) -> None:
-        while not self._stopping.wait(self._poll_s):
-            try:
-                with psycopg.connect(self._url, autocommit=True) as conn:
-                    locked = conn.execute(LOCK).fetchone()
-                    while locked and locked[0] and not self._stopping.is_set():
-                        self.send_due(conn)
-                        self._stopping.wait(self._poll_s)
-            except Exception:  # keep mailing: log, wait, resume
-                log.exception("mailer stopped; resuming")
+    def _round(self) -> None:
+        """Mail while this process holds the mailer's lock (one process at a time)."""
+        stopping = self._rounds.stopping
+        with psycopg.connect(self._url, autocommit=True) as conn:
+            locked = conn.execute(LOCK).fetchone()
+            while locked and locked[0] and not stopping.is_set():
+                self.send_due(conn)
+                stopping.wait(self._poll_s)
 
     def send_due(self, conn: psycopg.Connection[Any]) -> int:
         """Try every due mail once; return how many went out."""

@@ -16,19 +16,19 @@ class Periodic:
         self.name = name
         self.interval_s = interval_s
         self.job = job
-        self._stopping = threading.Event()
+        self.stopping = threading.Event()  # a long job may watch it too
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stopping.set()
+        self.stopping.set()
         if self._thread.is_alive():
             self._thread.join()
 
     def _loop(self) -> None:
-        while not self._stopping.wait(self.interval_s):
+        while not self.stopping.wait(self.interval_s):
             try:
                 self.job()
             except Exception:
