@@ -11,8 +11,10 @@ from eventsourcing.application import AggregateNotFoundError
 
 from application.errors import UserNotFoundError
 from application.timeline import TimelineEntry, timeline_entry
+from application.values import address_hash
 from domain.email_claim import EmailClaim
 from domain.errors import DomainError
+from domain.unknown_logins import UnknownLogins
 from domain.user import User
 from domain.values import normalise_email
 
@@ -58,6 +60,16 @@ class Auditor:
         """Whether the stream is a user's (a session's or a throttle's is not)."""
         first = next(iter(self.app.events.get(stream_id, limit=1)), None)
         return isinstance(first, User.Created)
+
+    def unknown_logins(self, email: str, key: bytes) -> list[UnknownLogins.Attempted]:
+        """What was tried on an address that has no account, oldest first
+        (`key`: the one its hash was made with)."""
+        stream = UnknownLogins.create_id(address_hash(key, email))
+        return [
+            e
+            for e in self.app.events.get(stream)
+            if isinstance(e, UnknownLogins.Attempted)
+        ]
 
     def timeline(
         self,

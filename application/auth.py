@@ -32,6 +32,7 @@ from application.values import (
     AuthPolicy,
     Client,
     SessionGrant,
+    address_hash,
     generation_of,
     hash_token,
     new_refresh_token,
@@ -60,6 +61,7 @@ class AuthApplication(AuthStore):
         *,
         passwords: PasswordHasher,
         refresh_key: bytes,
+        address_key: bytes,
         policy: AuthPolicy | None = None,
         clock: Clock = utc_now,
     ) -> None:
@@ -68,6 +70,8 @@ class AuthApplication(AuthStore):
         self.passwords = passwords
         # Refresh tokens after the first are HMACs of their predecessor.
         self.refresh_key = refresh_key
+        # Addresses without an account are audited by a keyed hash only.
+        self.address_key = address_key
         self.clock = clock
 
     # Commands --------------------------------------------------------------
@@ -107,7 +111,9 @@ class AuthApplication(AuthStore):
         user = self.find_user_by_email(email)
         if user is None:
             self.passwords.verify_dummy(password)
-            self._record_failure(client, None, now)
+            self._record_failure(
+                client, None, now, address_hash(self.address_key, email)
+            )
             raise InvalidCredentialsError
         password_matches = self.passwords.verify(password, user.password_hash)
         user.release_expired_lock(now)
@@ -336,11 +342,16 @@ class AuthApplication(AuthStore):
             raise AccountLockedError(math.ceil(wait.total_seconds()))
 
     def _record_failure(
-        self, client: Client, user_id: UUID | None, now: datetime
+        self,
+        client: Client,
+        user_id: UUID | None,
+        now: datetime,
+        unknown_address: str | None = None,
     ) -> None:
-        """Count a failed login against the address and, if known, the account.
+        """Count a failed login against the address and, if known, the account;
+        an attempt on an address without one is recorded under its keyed hash.
 
-        Both counts go in one save, retried on a concurrent change.
+        All of it goes in one save, retried on a concurrent change.
         """
 
         def record() -> None:
@@ -354,6 +365,10 @@ class AuthApplication(AuthStore):
                     client.ip, client.user_agent, self.policy.lockout, now
                 )
                 changed.append(user)
+            if unknown_address is not None:
+                target = self.unknown_logins(unknown_address, now)
+                target.record(client.ip, client.user_agent, now)
+                changed.append(target)
             self.save(*changed)
 
         self.attempt(record)

@@ -20,6 +20,7 @@ from domain.email_claim import EmailClaim
 from domain.errors import DomainError
 from domain.session import Session
 from domain.throttle import ClientThrottle
+from domain.unknown_logins import UnknownLogins
 from domain.user import User
 from domain.values import normalise_email
 
@@ -62,7 +63,12 @@ class AuthEventLog(Application[UUID]):
     """The auth event store, as use cases and projection runners open it."""
 
     name = "Auth"
-    snapshotting_intervals: ClassVar = {User: 50, Session: 50, ClientThrottle: 50}
+    snapshotting_intervals: ClassVar = {
+        User: 50,
+        Session: 50,
+        ClientThrottle: 50,
+        UnknownLogins: 50,
+    }
 
 
 class AuthStore(AuthEventLog):
@@ -85,6 +91,16 @@ class AuthStore(AuthEventLog):
         wait = self.throttle(key, now).retry_after(now)
         if wait is not None:
             raise TooManyAttemptsError(math.ceil(wait.total_seconds()))
+
+    def unknown_logins(self, address_hash: str, now: datetime) -> UnknownLogins:
+        """The attempts on an address without an account, by its keyed hash."""
+        try:
+            target: UnknownLogins = self.repository.get(
+                UnknownLogins.create_id(address_hash)
+            )
+        except AggregateNotFoundError:
+            return UnknownLogins.start(address_hash, now)
+        return target
 
     def count_attempt(self, key: str, policy: ThrottlePolicy, now: datetime) -> None:
         """Refuse while `key` is blocked; else count one attempt against it."""

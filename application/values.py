@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -87,6 +88,12 @@ def successor_token(key: bytes, token: str, generation: int) -> str:
     mac = hmac.new(key, token.encode(), hashlib.sha256).digest()
     secret = base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
     return f"{session_id_of(token).hex}.{generation}.{secret}"
+
+
+def address_hash(key: bytes, email: str) -> str:
+    """A keyed hash of the address as typed, folded: it names, never reveals."""
+    folded = unicodedata.normalize("NFKC", email.strip()).casefold()
+    return hmac.new(key, folded.encode(), hashlib.sha256).hexdigest()
 
 
 def generation_of(token: str) -> int | None:

@@ -30,6 +30,7 @@ class FailuresClearedBy(StrEnum):
 class LoginFailure(StrEnum):
     BAD_PASSWORD = "bad_password"  # noqa: S105  (a reason, not a secret)
     LOCKED = "locked"
+    UNKNOWN_ACCOUNT = "unknown_account"
 
 
 def normalise_email(raw: str) -> str:

@@ -148,6 +148,7 @@ def build_services(
                 secrets.password_pepper, settings.bcrypt_rounds
             ),
             refresh_key=derive_key(secrets.jwt_secret, "refresh-tokens"),
+            address_key=derive_key(secrets.jwt_secret, "unknown-addresses"),
             policy=settings.auth_policy(),
         )
         recorder = app.recorder

@@ -123,6 +123,26 @@ def timeline_table(entries: list[TimelineEntry]) -> Table:
 
 
 @audit.command()
+def attempts(
+    email: Annotated[str, typer.Argument(help="An address that has no account.")],
+) -> None:
+    """Print the failed logins aimed at an address without an account."""
+    with _services() as services:
+        tried = Auditor(services.app).unknown_logins(email, services.app.address_key)
+    table = Table("time (UTC)", "ip", "user agent", "reason")
+    for attempt in tried:
+        cells = (
+            attempt.timestamp.isoformat(timespec="seconds"),
+            attempt.ip,
+            attempt.user_agent,
+            attempt.reason,
+        )
+        table.add_row(*(Text(printable(cell)) for cell in cells))
+    Console(width=200).print(table)
+    typer.echo(f"{len(tried)} failed logins on {email}", err=True)
+
+
+@audit.command()
 def export(since: When = None) -> None:
     """Stream every stored event as JSON lines, in order; progress on stderr."""
     count = 0

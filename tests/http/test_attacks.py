@@ -197,3 +197,22 @@ def test_a_forwarded_header_without_trusted_proxies_is_warned_about(
 
     log = eventually_logged(server_data_dir, "AUTHLEDGER_TRUSTED_PROXIES")
     assert "X-Forwarded-For" in log
+
+
+def test_an_auditor_sees_the_stuffing_aimed_at_an_address_without_an_account(
+    client: httpx.Client, module_database_url: str, server_data_dir: Path
+) -> None:
+    target = new_email()  # never signed up
+    for n in range(2):
+        answer = client.post(
+            "/api/auth/login",
+            json={"email": target, "password": f"leaked {n}"},
+            headers={"User-Agent": f"stuffer/{n}"},
+        )
+        assert answer.status_code == 401
+
+    shown = run_cli(module_database_url, server_data_dir, "audit", "attempts", target)
+
+    assert "stuffer/0" in shown.stdout
+    assert "stuffer/1" in shown.stdout
+    assert f"2 failed logins on {target}" in shown.stderr

@@ -11,6 +11,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from application.account_mail import RESET, AccountMail
+from application.audit import Auditor
 from application.auth import AuthApplication
 from application.errors import (
     AccountLockedError,
@@ -26,6 +27,7 @@ from domain.throttle import ThrottlePolicy
 from domain.user import LockoutPolicy, User
 from infrastructure.passwords import BcryptPasswordHasher
 from tests.unit.test_use_cases import (
+    ADDRESS_KEY,
     CLIENT,
     EMAIL,
     MAIL_TOKENS,
@@ -82,6 +84,7 @@ def app(clock: FakeClock, hasher: CountingHasher) -> AuthApplication:
         env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
         passwords=hasher,
         refresh_key=REFRESH_KEY,
+        address_key=ADDRESS_KEY,
         policy=AuthPolicy(lockout=LOCKOUT),
         clock=clock,
     )
@@ -215,6 +218,7 @@ def test_signups_from_one_address_are_throttled_before_any_hashing(
         env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
         passwords=hasher,
         refresh_key=REFRESH_KEY,
+        address_key=ADDRESS_KEY,
         policy=AuthPolicy(signup=signup),
         clock=clock,
     )
@@ -381,3 +385,31 @@ def test_a_session_of_before_generations_survives_its_first_refresh_race(
         "Session.TokenRotated",
     ]
     assert not refresh_fails(app, first)
+
+
+# Credential stuffing -------------------------------------------------------
+
+
+def test_failed_logins_on_an_unknown_address_are_audited_under_a_keyed_hash(
+    app: AuthApplication,
+) -> None:
+    # Given: an account, and an address that has none
+    app.register(EMAIL, PASSWORD, CLIENT)
+    target = "nobody.here@example.com"
+    before = position(app)
+
+    # When: a stuffing list tries the unknown address from two clients
+    for client in (CLIENT, OTHER_CLIENT):
+        with pytest.raises(InvalidCredentialsError):
+            app.login(target, "leaked password", client)
+
+    # Then: an auditor who types the address sees both attempts
+    attempts = Auditor(app).unknown_logins(target.upper(), app.address_key)
+    assert [(a.ip, a.user_agent, a.reason) for a in attempts] == [
+        (CLIENT.ip, CLIENT.user_agent, "unknown_account"),
+        (OTHER_CLIENT.ip, OTHER_CLIENT.user_agent, "unknown_account"),
+    ]
+    assert Auditor(app).unknown_logins("someone.else@example.com", ADDRESS_KEY) == []
+    # And: the address itself is stored nowhere
+    stored = app.recorder.select_notifications(start=before + 1, limit=100)
+    assert all(b"nobody.here" not in n.state for n in stored)

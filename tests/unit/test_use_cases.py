@@ -47,6 +47,7 @@ WRONG_PASSWORD = "not the password"
 PASSWORDS = BcryptPasswordHasher(b"unit-test-pepper", rounds=4)
 MAIL_TOKENS = HmacMailTokens(b"unit-test-server-secret")
 REFRESH_KEY = b"unit-test-refresh-key"
+ADDRESS_KEY = b"unit-test-address-key"
 STRICT = AuthPolicy(refresh=RefreshPolicy(reuse_interval=timedelta(0)))
 
 Event = DomainEventProtocol[UUID]
@@ -71,6 +72,7 @@ def new_app(clock: FakeClock, policy: AuthPolicy | None = None) -> AuthApplicati
         env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
         passwords=PASSWORDS,
         refresh_key=REFRESH_KEY,
+        address_key=ADDRESS_KEY,
         policy=policy,
         clock=clock,
     )
@@ -355,7 +357,7 @@ def test_a_wrong_password_records_a_failure_on_the_user_and_the_address(
     assert throttle.originator_id == ClientThrottle.create_id(CLIENT.ip)
 
 
-def test_an_unknown_email_counts_only_against_the_address(
+def test_an_unknown_email_counts_against_the_address_and_its_hash_only(
     app: AuthApplication,
 ) -> None:
     # Given an empty store
@@ -363,10 +365,13 @@ def test_an_unknown_email_counts_only_against_the_address(
     with pytest.raises(InvalidCredentialsError):
         app.login("nobody@example.com", PASSWORD, CLIENT)
 
-    # Then only the address's throttle records it
-    assert names(stored_since(app, 0)) == [
-        "ClientThrottle.Started",
+    # Then the client address's throttle and the keyed hash of the email record
+    # it, in one save; no account is created
+    assert sorted(names(stored_since(app, 0))) == [
         "ClientThrottle.FailureCounted",
+        "ClientThrottle.Started",
+        "UnknownLogins.Attempted",
+        "UnknownLogins.Started",
     ]
 
 
