@@ -78,9 +78,9 @@ class Auditor:
         until: datetime | None = None,
     ) -> list[TimelineEntry]:
         """Replay the user's stream and the stream of every session it opened."""
-        user_events = list(self.app.events.get(user_id))
-        if not user_events or not isinstance(user_events[0], User.Created):
+        if not self._is_user(user_id):
             raise UserNotFoundError(user_id)
+        user_events = list(self.app.events.get(user_id))
         session_ids = [
             e.session_id for e in user_events if isinstance(e, User.LoggedIn)
         ]

@@ -337,7 +337,7 @@ class AuthApplication(AuthStore):
 
     @staticmethod
     def check_not_locked(user: User, now: datetime) -> None:
-        if user.locked_until is not None and user.is_locked(now):
+        if user.is_locked(now) and user.locked_until is not None:
             wait = user.locked_until - now
             raise AccountLockedError(math.ceil(wait.total_seconds()))
 

@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     lockout_window_s: int = Field(default=15 * 60, gt=0)
     lockout_first_s: int = Field(default=60, gt=0)
     lockout_longest_s: int = Field(default=3600, gt=0)
+    lockout_decay_s: int = Field(default=24 * 3600, gt=0)
     client_max_failures: int = Field(default=20, ge=1)
     client_window_s: int = Field(default=15 * 60, gt=0)
     signup_max_per_address: int = Field(default=20, ge=1)
@@ -108,6 +109,7 @@ class Settings(BaseSettings):
                 window=timedelta(seconds=self.lockout_window_s),
                 first_lock=timedelta(seconds=self.lockout_first_s),
                 longest_lock=timedelta(seconds=self.lockout_longest_s),
+                decay=timedelta(seconds=self.lockout_decay_s),
             ),
             throttle=ThrottlePolicy(
                 max_attempts=self.client_max_failures,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import stat
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,9 @@ def test_production_accepts_random_hex_and_urlsafe_secrets(tmp_path: Path) -> No
             password_pepper=SecretStr(secrets.token_urlsafe(32)),
         )
         load_secrets(settings)
+
+
+def test_the_lockout_decay_is_configurable() -> None:
+    settings = Settings(lockout_decay_s=3600)
+
+    assert settings.auth_policy().lockout.decay == timedelta(hours=1)
