@@ -17,8 +17,6 @@ from domain.values import RevocationReason
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from eventsourcing.domain import BaseAggregate
-
     from application.auth import AuthApplication
     from application.ports import MailTokens
 
@@ -127,18 +125,13 @@ class AccountMail:
         self, client: Client, user_id: UUID | None, command: Callable[[User], None]
     ) -> None:
         """Count the request against the address, apply it to the user, save both."""
-        key = f"mail:{client.ip}"
+
+        def changed_user() -> list[User]:
+            if user_id is None:
+                return []
+            user = self.app.get_user(user_id)
+            command(user)
+            return [user]
+
         now = self.app.clock()
-        self.app.check_not_blocked(key, now)
-
-        def record() -> None:
-            throttle = self.app.throttle(key, now)
-            throttle.count_attempt(self.per_address, now)
-            changed: list[BaseAggregate[UUID]] = [throttle]
-            if user_id is not None:
-                user = self.app.get_user(user_id)
-                command(user)
-                changed.append(user)
-            self.app.save(*changed)
-
-        self.app.attempt(record)
+        self.app.count_attempt(f"mail:{client.ip}", self.per_address, now, changed_user)

@@ -78,9 +78,9 @@ class Auditor:
         until: datetime | None = None,
     ) -> list[TimelineEntry]:
         """Replay the user's stream and the stream of every session it opened."""
-        if not self._is_user(user_id):
-            raise UserNotFoundError(user_id)
         user_events = list(self.app.events.get(user_id))
+        if not user_events or not isinstance(user_events[0], User.Created):
+            raise UserNotFoundError(user_id)
         session_ids = [
             e.session_id for e in user_events if isinstance(e, User.LoggedIn)
         ]
@@ -101,10 +101,12 @@ class Auditor:
         version = None
         events: Iterator[Any] = self.app.events.get(user_id)
         for event in events:
+            if version is None and not isinstance(event, User.Created):
+                raise UserNotFoundError(user_id)  # another kind of stream
             if event.timestamp > at:
                 break
             version = event.originator_version
-        if version is None or not self._is_user(user_id):
+        if version is None:
             raise UserNotFoundError(user_id)
         user: User = self.app.repository.get(user_id, version=version)
         state = {k.lstrip("_"): v for k, v in vars(user).items()}

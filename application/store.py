@@ -25,6 +25,8 @@ from domain.user import User
 from domain.values import normalise_email
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from eventsourcing.domain import BaseAggregate
 
     from domain.throttle import ThrottlePolicy
@@ -78,13 +80,19 @@ class AuthStore(AuthEventLog):
 
     def throttle(self, key: str, now: datetime) -> ClientThrottle:
         """The attempt counter of `key`: a client address, perhaps with a purpose."""
+        return self._stored_or(
+            ClientThrottle.create_id(key), lambda: ClientThrottle.start(key, now)
+        )
+
+    def _stored_or(
+        self, aggregate_id: UUID, start: Callable[[], TAggregate]
+    ) -> TAggregate:
+        """The stored aggregate, or a new one from `start` if it has no events yet."""
         try:
-            throttle: ClientThrottle = self.repository.get(
-                ClientThrottle.create_id(key)
-            )
+            stored: TAggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
-            return ClientThrottle.start(key, now)
-        return throttle
+            return start()
+        return stored
 
     def check_not_blocked(self, key: str, now: datetime) -> None:
         """Refuse with TooManyAttemptsError while `key` is blocked."""
@@ -94,22 +102,26 @@ class AuthStore(AuthEventLog):
 
     def unknown_logins(self, address_hash: str, now: datetime) -> UnknownLogins:
         """The attempts on an address without an account, by its keyed hash."""
-        try:
-            target: UnknownLogins = self.repository.get(
-                UnknownLogins.create_id(address_hash)
-            )
-        except AggregateNotFoundError:
-            return UnknownLogins.start(address_hash, now)
-        return target
+        return self._stored_or(
+            UnknownLogins.create_id(address_hash),
+            lambda: UnknownLogins.start(address_hash, now),
+        )
 
-    def count_attempt(self, key: str, policy: ThrottlePolicy, now: datetime) -> None:
-        """Refuse while `key` is blocked; else count one attempt against it."""
+    def count_attempt(
+        self,
+        key: str,
+        policy: ThrottlePolicy,
+        now: datetime,
+        along: Callable[[], Sequence[BaseAggregate[UUID]]] = tuple,
+    ) -> None:
+        """Refuse while `key` is blocked; else count one attempt against it, in
+        one save with what `along` changes (decided afresh on each retry)."""
         self.check_not_blocked(key, now)
 
         def count() -> None:
             throttle = self.throttle(key, now)
             throttle.count_attempt(policy, now)
-            self.save(throttle)
+            self.save(throttle, *along())
 
         self.attempt(count)
 
