@@ -7,16 +7,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
-
 from application.errors import UserNotFoundError
+from application.store import find_claim
 from application.timeline import TimelineEntry, timeline_entry
 from application.values import address_hash
-from domain.email_claim import EmailClaim
-from domain.errors import DomainError
 from domain.unknown_logins import UnknownLogins
 from domain.user import User
-from domain.values import normalise_email
 
 if TYPE_CHECKING:
     from eventsourcing.application import Application
@@ -43,16 +39,13 @@ class Auditor:
 
     def find_user(self, email_or_id: str) -> UUID:
         """Resolve an email (through its claim) or a user id to a user id."""
+        user_id: UUID | None
         try:
             user_id = UUID(email_or_id)
         except ValueError:
-            try:
-                claim_id = EmailClaim.create_id(normalise_email(email_or_id))
-                claim: EmailClaim = self.app.repository.get(claim_id)
-            except (DomainError, AggregateNotFoundError):
-                raise UserNotFoundError(email_or_id) from None
-            user_id = claim.user_id
-        if not self._is_user(user_id):
+            claim = find_claim(self.app, email_or_id)
+            user_id = claim.user_id if claim else None
+        if user_id is None or not self._is_user(user_id):
             raise UserNotFoundError(email_or_id)
         return user_id
 

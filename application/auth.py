@@ -43,7 +43,13 @@ from domain.email_claim import EmailClaim
 from domain.errors import DomainError, UnknownRefreshTokenError
 from domain.session import Session
 from domain.user import User
-from domain.values import FailuresClearedBy, RevocationReason, Role, normalise_email
+from domain.values import (
+    FailuresClearedBy,
+    RevocationReason,
+    Role,
+    email_identity,
+    normalise_email,
+)
 
 if TYPE_CHECKING:
     from eventsourcing.domain import BaseAggregate
@@ -81,10 +87,11 @@ class AuthApplication(AuthStore):
     ) -> SessionGrant:
         """Create an account, claim its email and open its first session."""
         email = normalise_email(email)
+        claim_id = EmailClaim.create_id(email_identity(email))
         if client.ip:  # a network caller (the CLI's create-admin has no address)
             self.count_attempt(f"signup:{client.ip}", self.policy.signup, self.clock())
         # Cheap refusals first: a taken address costs no bcrypt work.
-        if EmailClaim.create_id(email) in self.repository:
+        if claim_id in self.repository:
             raise EmailAlreadyRegisteredError
         password_hash = self.passwords.hash(password)
         now = self.clock()
@@ -94,7 +101,7 @@ class AuthApplication(AuthStore):
         try:
             self.save(user, claim, session)
         except IntegrityError:
-            if EmailClaim.create_id(email) in self.repository:
+            if claim_id in self.repository:
                 raise EmailAlreadyRegisteredError from None
             raise ConflictError from None
         return self._grant(user, session, refresh_token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -22,7 +23,6 @@ from domain.session import Session
 from domain.throttle import ClientThrottle
 from domain.unknown_logins import UnknownLogins
 from domain.user import User
-from domain.values import normalise_email
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -131,10 +131,8 @@ class AuthStore(AuthEventLog):
 
     def find_user_by_email(self, email: str) -> User | None:
         """The user holding this email's claim, read from the event store."""
-        try:
-            claim_id = EmailClaim.create_id(normalise_email(email))
-            claim: EmailClaim = self.repository.get(claim_id)
-        except (DomainError, AggregateNotFoundError):
+        claim = find_claim(self, email)
+        if claim is None:
             return None
         user: User = self.repository.get(claim.user_id)
         return user
@@ -196,3 +194,16 @@ class AuthStore(AuthEventLog):
             self.save(user)
 
         self.attempt(update)
+
+
+def find_claim(app: Application[UUID], email: str) -> EmailClaim | None:
+    """The claim a login with `email` reaches (see EmailClaim.ids_for), if any."""
+    try:
+        ids = EmailClaim.ids_for(email)
+    except DomainError:
+        return None
+    for claim_id in ids:
+        with contextlib.suppress(AggregateNotFoundError):
+            claim: EmailClaim = app.repository.get(claim_id)
+            return claim
+    return None

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import hmac
 import secrets
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -16,7 +15,7 @@ from application.errors import InvalidRefreshTokenError
 from domain.session import RefreshPolicy
 from domain.throttle import ThrottlePolicy
 from domain.user import LockoutPolicy
-from domain.values import Role
+from domain.values import Role, fold_email
 
 if TYPE_CHECKING:
     from application.read_models import UserRow
@@ -92,8 +91,7 @@ def successor_token(key: bytes, token: str, generation: int) -> str:
 
 def address_hash(key: bytes, email: str) -> str:
     """A keyed hash of the address as typed, folded: it names, never reveals."""
-    folded = unicodedata.normalize("NFKC", email.strip()).casefold()
-    return hmac.new(key, folded.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, fold_email(email).encode(), hashlib.sha256).hexdigest()
 
 
 def generation_of(token: str) -> int | None:

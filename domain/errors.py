@@ -9,6 +9,10 @@ class InvalidEmailError(DomainError):
     """The text is not an email address."""
 
 
+class MixedScriptEmailError(InvalidEmailError):
+    """The local part mixes scripts, as addresses made to look like others do."""
+
+
 class SessionRevokedError(DomainError):
     """The session has ended; no token of it is valid any more."""
 

@@ -17,6 +17,7 @@ from application.projections import (
     MailOutboxProjection,
     UserDirectoryProjection,
 )
+from application.upgrades import fold_email_claims
 from infrastructure.database import (
     database_url,
     eventsourcing_env,
@@ -157,6 +158,7 @@ def build_services(
         protect_event_log(url, recorder.datastore.schema, recorder.events_table_name)
         models.prepare()
         recorder.inline = models.inline_projections(app.mapper, app.name)
+        fold_email_claims(app)
     tokens = JwtTokens(
         secrets.jwt_secret,
         settings.jwt_issuer,

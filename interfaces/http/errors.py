@@ -33,6 +33,7 @@ from application.errors import (
 from domain.errors import (
     EmailAlreadyVerifiedError,
     InvalidEmailError,
+    MixedScriptEmailError,
     RequestedTooSoonError,
 )
 from infrastructure.tokens import InvalidAccessTokenError
@@ -52,6 +53,12 @@ class ForbiddenError(Exception):
 # error class -> (status, code, detail, headers)
 ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
     InvalidEmailError: (422, "validation_error", "The email address is not valid.", {}),
+    MixedScriptEmailError: (
+        422,
+        "validation_error",
+        "The email address mixes scripts, as look-alike addresses do.",
+        {},
+    ),
     EmailAlreadyRegisteredError: (
         409,
         "email_taken",

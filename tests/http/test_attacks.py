@@ -65,6 +65,41 @@ def test_a_stolen_access_token_cannot_guess_the_password_past_the_lock(
     assert login(client, email, NEW_PASSWORD).status_code == 401
 
 
+def full_width(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+def test_one_mailbox_is_one_account_whatever_its_case_or_width(
+    client: httpx.Client,
+) -> None:
+    # Given an account
+    email = new_email()
+    owner = signup(client, email)
+    local, domain = email.split("@")
+
+    for twin in (email.capitalize(), email.upper(), f"{full_width(local)}@{domain}"):
+        # When its twin signs up, it is told the account exists
+        answer = client.post(
+            "/api/auth/signup", json={"email": twin, "password": PASSWORD}
+        )
+        assert (answer.status_code, answer.json()["code"]) == (409, "email_taken")
+        # And the twin logs in to the one account
+        assert login(client, twin).json()["user"]["id"] == owner["user"]["id"]
+
+
+def test_a_look_alike_address_mixing_scripts_cannot_sign_up(
+    client: httpx.Client,
+) -> None:
+    look_alike = new_email().replace("e", "\u0435", 1)  # a Cyrillic e
+
+    answer = client.post(
+        "/api/auth/signup", json={"email": look_alike, "password": PASSWORD}
+    )
+
+    assert (answer.status_code, answer.json()["code"]) == (422, "validation_error")
+    assert "mixes scripts" in answer.json()["detail"]
+
+
 def test_token_responses_are_never_cached_and_no_response_is_sniffed(
     client: httpx.Client,
 ) -> None:

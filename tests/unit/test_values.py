@@ -8,8 +8,8 @@ from uuid import uuid4
 import pytest
 
 from domain.email_claim import EmailClaim
-from domain.errors import InvalidEmailError
-from domain.values import normalise_email
+from domain.errors import InvalidEmailError, MixedScriptEmailError
+from domain.values import email_identity, normalise_email
 from tests.unit.helpers import T0, only
 
 
@@ -76,16 +76,19 @@ def test_normalise_email_rejects_text_without_an_at_sign_or_with_an_empty_part(
     [
         ("alice@Example.COM", " alice@example.com "),
         ("Jose\u0301@example.com", "Jos\u00e9@EXAMPLE.com"),
+        ("Alice@example.com", "ALICE@EXAMPLE.COM"),  # a phone capitalised it
+        (
+            "\uff41\uff4c\uff49\uff43\uff45@example.com",
+            "alice@example.com",
+        ),  # full-width
+        ("Stra\u00dfe@example.com", "strasse@example.com"),  # case-folded, not lowered
     ],
 )
-def test_claim_id_is_the_same_for_spellings_that_normalise_equally(
+def test_addresses_that_fold_equally_are_claimed_by_one_id(
     first: str, second: str
 ) -> None:
-    # Given
-    normalised = (normalise_email(first), normalise_email(second))
-
     # When
-    ids = {EmailClaim.create_id(email) for email in normalised}
+    ids = {EmailClaim.create_id(email_identity(email)) for email in (first, second)}
 
     # Then
     assert len(ids) == 1
@@ -96,20 +99,44 @@ def test_claim_id_is_the_same_for_spellings_that_normalise_equally(
     [
         ("alice@example.com", "bob@example.com"),
         ("alice@example.com", "alice@example.org"),
-        ("alice@example.com", "Alice@example.com"),
     ],
 )
-def test_claim_id_differs_for_addresses_that_normalise_differently(
+def test_claim_id_differs_for_addresses_that_fold_differently(
     first: str, second: str
 ) -> None:
-    # Given
-    normalised = (normalise_email(first), normalise_email(second))
-
     # When
-    ids = {EmailClaim.create_id(email) for email in normalised}
+    ids = {EmailClaim.create_id(email_identity(email)) for email in (first, second)}
 
     # Then
     assert len(ids) == 2
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "\u0430da@example.com",  # a Cyrillic a before Latin letters
+        "ivan.\u0438\u0432\u0430\u043d@example.com",  # Latin and Cyrillic words
+        "a\u03b2@example.com",  # Latin and Greek
+        "\u0438\u0432\u0430\u043d\u5c71\u7530@example.com",  # Cyrillic and Han
+    ],
+)
+def test_a_local_part_that_mixes_scripts_is_refused(email: str) -> None:
+    with pytest.raises(MixedScriptEmailError):
+        email_identity(email)
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "\u0438\u0432\u0430\u043d@example.ru",  # all Cyrillic
+        "\u5c71\u7530\u305f\u308d\u3046@example.jp",  # Han and Hiragana: Japanese
+        "yamada\u592a\u90ce@example.jp",  # Latin with Han
+        "\ud64d\uae38\ub3d9.2024@example.kr",  # Hangul with digits and a dot
+        "first.last+tag_1@example.com",
+    ],
+)
+def test_a_local_part_in_one_writing_system_is_accepted(email: str) -> None:
+    assert email_identity(email) == normalise_email(email).casefold()
 
 
 def test_claiming_an_email_records_the_claiming_user() -> None:
@@ -125,4 +152,11 @@ def test_claiming_an_email_records_the_claiming_user() -> None:
     assert claimed.email == "alice@example.com"
     assert claimed.user_id == user_id
     assert claimed.originator_id == EmailClaim.create_id("alice@example.com")
-    assert claimed.timestamp == now
+
+
+def test_a_claim_keeps_the_address_as_typed_under_its_folded_id() -> None:
+    claim = EmailClaim.claim("Alice@Example.com", uuid4(), T0)
+
+    claimed = only(claim.collect_events(), EmailClaim.Claimed)
+    assert claimed.email == "Alice@example.com"
+    assert claimed.originator_id == EmailClaim.create_id("alice@example.com")
