@@ -95,10 +95,11 @@ class AccountMail:
         user_id = self._user_of(token)
         # The token is checked before any bcrypt work: a forged one costs none.
         try:
-            self.app.get_user(user_id).check_reset_token(hash_token(token), now)
+            user = self.app.get_user(user_id)
+            user.check_reset_token(hash_token(token), now)
         except (DomainError, UserNotFoundError):
             raise InvalidMailTokenError from None
-        password_hash = self.app.passwords.hash(new_password)
+        password_hash = self.app.hash_new_password(new_password, user.email)
         try:
             self.app.revoke_sessions(
                 user_id,

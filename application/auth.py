@@ -23,9 +23,10 @@ from application.errors import (
     InvalidCredentialsError,
     InvalidRefreshTokenError,
     SessionNotFoundError,
+    WeakPasswordError,
     WrongPasswordError,
 )
-from application.ports import Clock, PasswordHasher, utc_now
+from application.ports import Clock, PasswordHasher, PasswordScreen, utc_now
 from application.read_models import UserRow
 from application.store import RETRY_ATTEMPTS, AuthStore
 from application.values import (
@@ -66,6 +67,7 @@ class AuthApplication(AuthStore):
         env: EnvType | None = None,
         *,
         passwords: PasswordHasher,
+        screen: PasswordScreen,
         refresh_key: bytes,
         address_key: bytes,
         policy: AuthPolicy | None = None,
@@ -74,11 +76,19 @@ class AuthApplication(AuthStore):
         super().__init__(env)
         self.policy = policy or AuthPolicy()
         self.passwords = passwords
+        self.screen = screen
         # Refresh tokens after the first are HMACs of their predecessor.
         self.refresh_key = refresh_key
         # Addresses without an account are audited by a keyed hash only.
         self.address_key = address_key
         self.clock = clock
+
+    def hash_new_password(self, password: str, email: str) -> str:
+        """Hash a password chosen for `email`'s account, unless it is easily guessed."""
+        weakness = self.screen.weakness(password, email)
+        if weakness is not None:
+            raise WeakPasswordError(weakness)
+        return self.passwords.hash(password)
 
     # Commands --------------------------------------------------------------
 
@@ -93,7 +103,7 @@ class AuthApplication(AuthStore):
         # Cheap refusals first: a taken address costs no bcrypt work.
         if claim_id in self.repository:
             raise EmailAlreadyRegisteredError
-        password_hash = self.passwords.hash(password)
+        password_hash = self.hash_new_password(password, email)
         now = self.clock()
         user = User.register(email, password_hash, role, now)
         claim = EmailClaim.claim(email, user.id, now)
@@ -293,7 +303,7 @@ class AuthApplication(AuthStore):
             self._record_failure(client, user_id, now)
             raise WrongPasswordError
         checked_hash = user.password_hash
-        new_hash = self.passwords.hash(new_password)
+        new_hash = self.hash_new_password(new_password, user.email)
 
         def change(current: User) -> None:
             if current.password_hash != checked_hash:

@@ -9,6 +9,14 @@ class EmailAlreadyRegisteredError(ApplicationError):
     """Another account already holds this email."""
 
 
+class WeakPasswordError(ApplicationError):
+    """The new password is common, or made of the address: `reason` says which."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class InvalidCredentialsError(ApplicationError):
     """Unknown email, wrong password or locked account: deliberately one error."""
 

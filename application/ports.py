@@ -32,6 +32,14 @@ class PasswordHasher(Protocol):
         ...
 
 
+class PasswordScreen(Protocol):
+    """Tell a password an attacker would try early, offline."""
+
+    def weakness(self, password: str, email: str) -> str | None:
+        """Why `password` is too easy to guess for the account of `email`, or None."""
+        ...
+
+
 class MailTokens(Protocol):
     """Mint the tokens of mailed links, and say whose account one names."""
 

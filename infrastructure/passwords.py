@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import os
 import threading
+import unicodedata
 from types import TracebackType
 
 import bcrypt
@@ -45,6 +46,10 @@ class Gate:
             self._admitted -= 1
 
 
+def nfkc(password: str) -> str:
+    return unicodedata.normalize("NFKC", password)
+
+
 class BcryptPasswordHasher:
     """Hash `base64(HMAC-SHA-384(pepper, password))` with bcrypt.
 
@@ -74,15 +79,24 @@ class BcryptPasswordHasher:
         return base64.b64encode(digest)
 
     def hash(self, password: str) -> str:
-        """Return a bcrypt hash of the peppered password."""
+        """Return a bcrypt hash of the peppered password, in NFKC form."""
         salt = bcrypt.gensalt(rounds=self._rounds)
         with self._gate:
-            return bcrypt.hashpw(self._prehash(password), salt).decode()
+            return bcrypt.hashpw(self._prehash(nfkc(password)), salt).decode()
 
     def verify(self, password: str, password_hash: str) -> bool:
-        """Tell whether the password matches; constant-time inside bcrypt."""
+        """Tell whether the password matches; constant-time inside bcrypt.
+
+        A password typed composed or decomposed, full-width or not, is one
+        password. A hash made before passwords were normalised was made of the
+        password as typed: when normalising changes it, that form is tried too.
+        """
+        forms = dict.fromkeys([nfkc(password), password])
         with self._gate:
-            return bcrypt.checkpw(self._prehash(password), password_hash.encode())
+            return any(
+                bcrypt.checkpw(self._prehash(form), password_hash.encode())
+                for form in forms
+            )
 
     def verify_dummy(self, password: str) -> None:
         """Spend one real check, so an unknown email takes as long as a known one."""

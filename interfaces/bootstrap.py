@@ -26,6 +26,7 @@ from infrastructure.database import (
 from infrastructure.event_store import AuthRecorder
 from infrastructure.mail_tokens import HmacMailTokens
 from infrastructure.mailer import FileSender, Mailer, MailSender, SmtpSender
+from infrastructure.password_screen import ZxcvbnScreen
 from infrastructure.passwords import BcryptPasswordHasher
 from infrastructure.periodic import Periodic
 from infrastructure.postgres_views import (
@@ -148,6 +149,7 @@ def build_services(
             passwords=BcryptPasswordHasher(
                 secrets.password_pepper, settings.bcrypt_rounds
             ),
+            screen=ZxcvbnScreen(),
             refresh_key=derive_key(secrets.jwt_secret, "refresh-tokens"),
             address_key=derive_key(secrets.jwt_secret, "unknown-addresses"),
             policy=settings.auth_policy(),

@@ -7,8 +7,9 @@ from typing import Annotated
 import typer
 
 from application.audit import Auditor
-from application.errors import EmailAlreadyRegisteredError
+from application.errors import EmailAlreadyRegisteredError, WeakPasswordError
 from application.values import Client
+from domain.errors import InvalidEmailError
 from domain.values import Role
 from infrastructure.settings import Settings
 from interfaces.bootstrap import build_services
@@ -38,6 +39,11 @@ def create_admin(
         try:
             services.app.register(email, password, Client(user_agent="cli"), Role.ADMIN)
             typer.echo(f"created administrator {email}")
+        except WeakPasswordError as weak:
+            reason = f"the password is too easy to guess: {weak.reason}"
+            raise typer.BadParameter(reason) from None
+        except InvalidEmailError:
+            raise typer.BadParameter(f"not a valid email address: {email}") from None
         except EmailAlreadyRegisteredError:
             user_id = Auditor(services.app).find_user(email)
             services.app.change_role(user_id, Role.ADMIN, changed_by=None)

@@ -28,6 +28,7 @@ from application.errors import (
     SessionNotFoundError,
     TooManyAttemptsError,
     UserNotFoundError,
+    WeakPasswordError,
     WrongPasswordError,
 )
 from domain.errors import (
@@ -63,6 +64,12 @@ ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
         409,
         "email_taken",
         "An account with this email already exists.",
+        {},
+    ),
+    WeakPasswordError: (
+        422,
+        "weak_password",
+        "The password is too easy to guess.",
         {},
     ),
     InvalidCredentialsError: (
@@ -161,6 +168,9 @@ def _known_error(request: Request, error: Exception) -> JSONResponse:
                 headers = {"Retry-After": str(wait)}
             if status >= 500:
                 log.warning("answered %s: %s", status, type(error).__name__)
+            reason = getattr(error, "reason", None)
+            if isinstance(reason, str):  # what exactly is wrong, in words
+                detail = f"{detail} {reason}"
             return JSONResponse(error_body(code, detail), status, headers=headers)
     return _unexpected(request, error)
 

@@ -100,6 +100,56 @@ def test_a_look_alike_address_mixing_scripts_cannot_sign_up(
     assert "mixes scripts" in answer.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    "weak", ["password", "12345678", "qwertyui", "11111111", "password1", " " * 8]
+)
+def test_a_common_password_is_refused_at_signup_with_its_reason(
+    client: httpx.Client, weak: str
+) -> None:
+    answer = client.post(
+        "/api/auth/signup", json={"email": new_email(), "password": weak}
+    )
+
+    assert (answer.status_code, answer.json()["code"]) == (422, "weak_password")
+    reason = answer.json()["detail"].removeprefix("The password is too easy to guess.")
+    assert reason.strip()  # and why, in words
+
+
+def test_the_email_as_its_own_password_is_refused(client: httpx.Client) -> None:
+    email = new_email()
+
+    answer = client.post("/api/auth/signup", json={"email": email, "password": email})
+
+    assert (answer.status_code, answer.json()["code"]) == (422, "weak_password")
+    assert "made from the email address" in answer.json()["detail"]
+
+
+def test_a_common_new_password_is_refused_at_a_change(client: httpx.Client) -> None:
+    email = new_email()
+    tokens = signup(client, email)
+
+    answer = change_password(client, tokens, PASSWORD, "password1")
+
+    assert (answer.status_code, answer.json()["code"]) == (422, "weak_password")
+    assert login(client, email, PASSWORD).status_code == 200
+
+
+def test_create_admin_refuses_a_common_password(
+    module_database_url: str, server_data_dir: Path
+) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run_cli(
+            module_database_url,
+            server_data_dir,
+            "users",
+            "create-admin",
+            new_email(),
+            AUTHLEDGER_ADMIN_PASSWORD="password1",
+        )
+
+    assert "too easy to guess" in refused.value.stderr
+
+
 def test_token_responses_are_never_cached_and_no_response_is_sniffed(
     client: httpx.Client,
 ) -> None:

@@ -159,6 +159,26 @@ def test_a_forgotten_password_is_reset_with_the_mailed_link(
     assert reused.status_code == 400
 
 
+def test_a_reset_to_a_common_password_is_refused_and_the_link_still_works(
+    http: httpx.Client, inbox: Inbox
+) -> None:
+    email = new_email()
+    signup(http, email)
+    http.post("/api/auth/password/forgot", json={"email": email})
+    token = token_in(inbox.to(email)[0])
+
+    weak = http.post(
+        "/api/auth/password/reset", json={"token": token, "new_password": "12345678"}
+    )
+    strong = http.post(
+        "/api/auth/password/reset",
+        json={"token": token, "new_password": "a new password"},
+    )
+
+    assert (weak.status_code, weak.json()["code"]) == (422, "weak_password")
+    assert strong.status_code == 200
+
+
 def test_no_mail_goes_to_an_address_without_an_account(
     http: httpx.Client, inbox: Inbox
 ) -> None:

@@ -35,11 +35,12 @@ def stored_events(services: Services) -> list[Notification]:
 
 
 def stored_facts(services: Services) -> list[Notification]:
-    """Every event in the store but the address counters each request adds to."""
+    """Every event in the store but the address counters each request adds to,
+    and the record of the first start's upgrades."""
     return [
         n
         for n in stored_events(services)
-        if not n.topic.startswith("authledger:ClientThrottle.")
+        if not n.topic.startswith(("authledger:ClientThrottle.", "authledger:Upgrade."))
     ]
 
 

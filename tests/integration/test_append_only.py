@@ -20,7 +20,7 @@ pytestmark = pytest.mark.postgres
     ],
 )
 def test_history_cannot_be_rewritten(services: Services, statement: str) -> None:
-    services.app.register("kept@example.com", "a password", Client())
+    services.app.register("kept@example.com", "an append-only passphrase", Client())
     with psycopg.connect(services.database_url, autocommit=True) as conn:
         before = conn.execute("SELECT count(*) FROM auth_events").fetchone()
 
@@ -34,9 +34,9 @@ def test_history_cannot_be_rewritten(services: Services, statement: str) -> None
 
 
 def test_appending_still_works(services: Services) -> None:
-    services.app.register("first@example.com", "a password", Client())
+    services.app.register("first@example.com", "an append-only passphrase", Client())
 
-    services.app.register("second@example.com", "a password", Client())
+    services.app.register("second@example.com", "an append-only passphrase", Client())
 
     stored = services.app.recorder.select_notifications(start=1, limit=100)
     registered = [n for n in stored if n.topic == "authledger:User.Registered"]

@@ -83,11 +83,13 @@ class AuthMachine(RuleBasedStateMachine):
     @rule(n=st.integers(0, 2))
     def register(self, n: int) -> None:
         try:
-            grant = self.services.app.register(self.email(n), "password 0", self.client)
+            grant = self.services.app.register(
+                self.email(n), "passphrase number 0", self.client
+            )
         except EmailAlreadyRegisteredError:
             assert self.email(n) in self.passwords
             return
-        self.passwords[self.email(n)] = "password 0"
+        self.passwords[self.email(n)] = "passphrase number 0"
         self.tokens.append((grant.user_id, grant.refresh_token))
 
     @rule(n=st.integers(0, 2), right=st.booleans())
@@ -123,7 +125,7 @@ class AuthMachine(RuleBasedStateMachine):
         if email not in self.passwords:
             return
         user_id = next(u.id for u in self.services.users.list_users(email, 1, 0))
-        new = f"password {len(self.tokens)}"
+        new = f"passphrase number {len(self.tokens)}"
         try:
             self.services.app.change_password(
                 user_id, self.passwords[email], new, self.client

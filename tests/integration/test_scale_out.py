@@ -26,8 +26,10 @@ def test_two_replicas_run_each_projection_once_and_both_read_their_writes(
     wait_until(lambda: len(running()) == 1, timeout_s=10, what="the group runs")
 
     # When: each replica serves a write
-    one = first.app.register("one@example.com", "password one", Client())
-    two = second.app.register("two@example.com", "password two", Client())
+    one = first.app.register("one@example.com", "first replica's passphrase", Client())
+    two = second.app.register(
+        "two@example.com", "second replica's passphrase", Client()
+    )
 
     # Then: one runner for the lagging read models, and each replica reads both
     # writes at once (the consistent read models commit with the events)
@@ -51,6 +53,6 @@ def test_a_standby_takes_over_when_the_running_replica_stops(
     wait_until(
         lambda: all(w.is_running for w in second.workers), timeout_s=10, what="takeover"
     )
-    grant = second.app.register("after@example.com", "password", Client())
+    grant = second.app.register("after@example.com", "a later passphrase", Client())
 
     assert second.users.get_user(grant.user_id) is not None

@@ -35,7 +35,7 @@ from tests.projections.v2 import USER_DIRECTORY_V2
 
 pytestmark = pytest.mark.postgres
 CLIENT = Client("192.0.2.10", "pytest")
-PASSWORD = "password one"
+PASSWORD = "a versioned passphrase"
 
 
 def rows_of(url: str, schema: str, table: str, order_by: str) -> list[tuple[Any, ...]]:

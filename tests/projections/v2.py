@@ -22,7 +22,7 @@ from interfaces.bootstrap import ACTIVE_SESSIONS, LOGIN_HISTORY, MAIL_OUTBOX
 from interfaces.bootstrap import USER_DIRECTORY as USER_DIRECTORY_V1
 
 # Each batch of the build dawdles, so a test's traffic runs into the switch.
-BATCH_PAUSE_S = 0.3
+BATCH_PAUSE_S = 0.6
 
 
 class UserDirectoryProjectionV2(UserDirectoryProjection):

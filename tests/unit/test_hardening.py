@@ -35,6 +35,7 @@ from tests.unit.test_use_cases import (
     OTHER_CLIENT,
     PASSWORD,
     REFRESH_KEY,
+    SCREEN,
     WRONG_PASSWORD,
     FakeClock,
     facts_since,
@@ -83,6 +84,7 @@ def app(clock: FakeClock, hasher: CountingHasher) -> AuthApplication:
     return AuthApplication(
         env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
         passwords=hasher,
+        screen=SCREEN,
         refresh_key=REFRESH_KEY,
         address_key=ADDRESS_KEY,
         policy=AuthPolicy(lockout=LOCKOUT),
@@ -217,6 +219,7 @@ def test_signups_from_one_address_are_throttled_before_any_hashing(
     app = AuthApplication(
         env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
         passwords=hasher,
+        screen=SCREEN,
         refresh_key=REFRESH_KEY,
         address_key=ADDRESS_KEY,
         policy=AuthPolicy(signup=signup),

@@ -31,6 +31,7 @@ from domain.throttle import ClientThrottle, ThrottlePolicy
 from domain.user import LockoutPolicy, User
 from domain.values import Role
 from infrastructure.mail_tokens import HmacMailTokens
+from infrastructure.password_screen import ZxcvbnScreen
 from infrastructure.passwords import BcryptPasswordHasher
 from tests.unit.helpers import T0
 
@@ -46,6 +47,7 @@ WRONG_PASSWORD = "not the password"
 # The real hasher at bcrypt's lowest cost: honest, and about a millisecond a check.
 PASSWORDS = BcryptPasswordHasher(b"unit-test-pepper", rounds=4)
 MAIL_TOKENS = HmacMailTokens(b"unit-test-server-secret")
+SCREEN = ZxcvbnScreen()
 REFRESH_KEY = b"unit-test-refresh-key"
 ADDRESS_KEY = b"unit-test-address-key"
 STRICT = AuthPolicy(refresh=RefreshPolicy(reuse_interval=timedelta(0)))
@@ -71,6 +73,7 @@ def new_app(clock: FakeClock, policy: AuthPolicy | None = None) -> AuthApplicati
     return AuthApplication(
         env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
         passwords=PASSWORDS,
+        screen=SCREEN,
         refresh_key=REFRESH_KEY,
         address_key=ADDRESS_KEY,
         policy=policy,

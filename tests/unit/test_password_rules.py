@@ -1,0 +1,115 @@
+"""Passwords an attacker tries first are refused; one password has one form.
+
+The attack: sign up, change or reset to `password`, `12345678`, eight spaces
+or the email itself (each got 201), then guess it from a top-passwords list.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import bcrypt
+import pytest
+
+from application.account_mail import RESET, AccountMail
+from application.auth import AuthApplication
+from application.errors import WeakPasswordError
+from domain.user import User
+from tests.unit.test_use_cases import (
+    CLIENT,
+    EMAIL,
+    MAIL_TOKENS,
+    PASSWORD,
+    PASSWORDS,
+    SCREEN,
+    FakeClock,
+    facts_since,
+    mailed_token,
+    new_app,
+    position,
+)
+
+COMMON = ["password", "12345678", "qwertyui", "11111111", "password1", " " * 8]
+MADE_OF_THE_ADDRESS = [EMAIL, "ada@example", "adaexample", "Ada12345"]
+
+
+@pytest.fixture
+def app() -> AuthApplication:
+    return new_app(FakeClock())
+
+
+@pytest.mark.parametrize("weak", COMMON + MADE_OF_THE_ADDRESS)
+def test_a_common_or_context_password_is_refused_at_signup(
+    app: AuthApplication, weak: str
+) -> None:
+    before = position(app)
+
+    with pytest.raises(WeakPasswordError) as refused:
+        app.register(EMAIL, weak, CLIENT)
+
+    assert refused.value.reason  # says why, in words
+    assert facts_since(app, before) == []
+
+
+def test_the_reason_names_the_address_when_the_password_is_made_of_it() -> None:
+    assert SCREEN.weakness("Lovelace1842", "Ada.Lovelace@example.com") == (
+        "It is made from the email address."
+    )
+    assert SCREEN.weakness("Lovelace1842", "grace@example.com") is None
+    assert SCREEN.weakness(" " * 8, EMAIL) == 'Repeats like "aaa" are easy to guess.'
+
+
+def test_a_full_width_common_password_is_as_common(app: AuthApplication) -> None:
+    with pytest.raises(WeakPasswordError):
+        app.register(EMAIL, "\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44", CLIENT)
+
+
+def test_a_weak_new_password_is_refused_at_a_change(app: AuthApplication) -> None:
+    user_id = app.register(EMAIL, PASSWORD, CLIENT).user_id
+    before = position(app)
+
+    with pytest.raises(WeakPasswordError):
+        app.change_password(user_id, PASSWORD, "password1", CLIENT)
+
+    assert facts_since(app, before) == []
+    assert app.login(EMAIL, PASSWORD, CLIENT).user_id == user_id
+
+
+def test_a_weak_new_password_is_refused_at_a_reset_and_the_link_still_works(
+    app: AuthApplication,
+) -> None:
+    mail = AccountMail(app, MAIL_TOKENS)
+    user_id = app.register(EMAIL, PASSWORD, CLIENT).user_id
+    mail.forgot_password(EMAIL, CLIENT)
+    token = mailed_token(app, user_id, RESET)
+    before = position(app)
+
+    with pytest.raises(WeakPasswordError):
+        mail.reset_password(token, EMAIL, CLIENT)
+    assert [e for e in facts_since(app, before) if isinstance(e, User.Event)] == []
+
+    mail.reset_password(token, "a brand new passphrase", CLIENT)
+    assert app.login(EMAIL, "a brand new passphrase", CLIENT).user_id == user_id
+
+
+COMPOSED = unicodedata.normalize("NFC", "Gr\u00fc\u00dfe aus K\u00f6ln, 1842")
+DECOMPOSED = unicodedata.normalize("NFD", COMPOSED)
+
+
+def test_a_password_typed_decomposed_matches_the_one_typed_composed(
+    app: AuthApplication,
+) -> None:
+    assert COMPOSED != DECOMPOSED
+    user_id = app.register(EMAIL, COMPOSED, CLIENT).user_id
+
+    assert app.login(EMAIL, DECOMPOSED, CLIENT).user_id == user_id
+
+
+def test_a_hash_made_before_normalising_still_verifies_its_password() -> None:
+    # Given a hash stored before passwords were normalised: of the form typed
+    prehashed = PASSWORDS._prehash(DECOMPOSED)  # the old recipe
+    old_hash = bcrypt.hashpw(prehashed, bcrypt.gensalt(rounds=4)).decode()
+
+    # Then the same typing still logs in, and a wrong password still fails
+    assert PASSWORDS.verify(DECOMPOSED, old_hash)
+    assert not PASSWORDS.verify("another password entirely", old_hash)
