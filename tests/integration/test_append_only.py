@@ -33,6 +33,28 @@ def test_history_cannot_be_rewritten(services: Services, statement: str) -> None
     assert before[0] > 0
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE auth_snapshots SET topic = 'forged'",
+        "DELETE FROM auth_snapshots",
+        "TRUNCATE auth_snapshots",
+    ],
+)
+def test_snapshots_cannot_be_rewritten(services: Services, statement: str) -> None:
+    grant = services.app.register("snapped@example.com", "a password", Client())
+    services.app.take_snapshot(grant.user_id)
+    with psycopg.connect(services.database_url, autocommit=True) as conn:
+        before = conn.execute("SELECT * FROM auth_snapshots").fetchall()
+
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            conn.execute(statement)
+
+        after = conn.execute("SELECT * FROM auth_snapshots").fetchall()
+    assert after == before
+    assert len(before) == 1
+
+
 def test_appending_still_works(services: Services) -> None:
     services.app.register("first@example.com", "a password", Client())
 
