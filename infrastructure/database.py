@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -61,7 +62,26 @@ def ensure_schema(url: str, schema: str) -> None:
         )
 
 
-APPEND_ONLY = (
+@dataclass(frozen=True)
+class EventTables:
+    """Where the event store keeps its events and its snapshots."""
+
+    schema: str
+    events: str
+    snapshots: str
+
+    def qualified(self) -> tuple[sql.Identifier, sql.Identifier]:
+        return sql.Identifier(self.schema, self.events), sql.Identifier(
+            self.schema, self.snapshots
+        )
+
+
+def appends_lock(events_table: str) -> sql.Identifier:
+    """The function that holds appends back: LOCK TABLE needs more than INSERT."""
+    return sql.Identifier("authledger", f"lock_{events_table}")
+
+
+REFUSE_REWRITE = (
     "CREATE SCHEMA IF NOT EXISTS authledger",
     """
     CREATE OR REPLACE FUNCTION authledger.refuse_rewrite() RETURNS trigger
@@ -71,10 +91,20 @@ APPEND_ONLY = (
             TG_OP, TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
     END $$
     """,
+)
+APPEND_ONLY = (
     "CREATE OR REPLACE TRIGGER append_only BEFORE UPDATE OR DELETE ON {table}"
     " FOR EACH ROW EXECUTE FUNCTION authledger.refuse_rewrite()",
     "CREATE OR REPLACE TRIGGER no_truncate BEFORE TRUNCATE ON {table}"
     " FOR EACH STATEMENT EXECUTE FUNCTION authledger.refuse_rewrite()",
+)
+# Runs as its owner, so that a role with only INSERT on the table may still
+# wait out the appends in flight (a read model's switch); nothing else.
+LOCK_APPENDS = (
+    "CREATE OR REPLACE FUNCTION {function}() RETURNS void LANGUAGE plpgsql"
+    " SECURITY DEFINER SET search_path = pg_catalog, pg_temp"
+    " AS $$ BEGIN LOCK TABLE {table} IN EXCLUSIVE MODE; END $$",
+    "REVOKE ALL ON FUNCTION {function}() FROM PUBLIC",
 )
 
 
@@ -97,18 +127,27 @@ POSITIONS_FROM_XID = (
 )
 
 
-def protect_event_log(url: str, schema: str, table: str) -> None:
-    """Make the events table append-only, and its positions transaction-ordered.
+def protect_event_log(url: str, tables: EventTables) -> None:
+    """Make events and snapshots append-only, and positions transaction-ordered.
 
     UPDATE, DELETE, TRUNCATE all fail: no code path, bug or injected SQL can
     rewrite history; only someone who may drop triggers (the table owner, a
     superuser) could. Appends by a process of wave 1 fail too (see above).
     """
-    qualified = sql.Identifier(schema, table)
+    events, snapshots = tables.qualified()
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
-        for statement in APPEND_ONLY:
-            conn.execute(sql.SQL(statement).format(table=qualified))
-        name = qualified.as_string(conn)
+        for statement in REFUSE_REWRITE:
+            conn.execute(statement)
+        for table in (events, snapshots):
+            for statement in APPEND_ONLY:
+                conn.execute(sql.SQL(statement).format(table=table))
+        for statement in LOCK_APPENDS:
+            conn.execute(
+                sql.SQL(statement).format(
+                    function=appends_lock(tables.events), table=events
+                )
+            )
+        name = events.as_string(conn)
         conn.execute(POSITIONS_FROM_XID.replace("{table}", name))
 
 

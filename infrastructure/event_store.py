@@ -34,6 +34,7 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from application.errors import ReadModelFailedError
+from infrastructure.database import appends_lock
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -392,7 +393,7 @@ class AuthRecorder(PostgresApplicationRecorder):
     def lock_appends(self, curs: Cursor[DictRow]) -> None:
         """Wait for every append in flight, and hold new ones until commit."""
         curs.execute(self.lock_timeout_statement)
-        curs.execute(SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(self.table))
+        curs.execute(SQL("SELECT {}()").format(appends_lock(self.events_table_name)))
 
 
 def _sync(conn: Connection[DictRow], pipeline: Pipeline) -> None:

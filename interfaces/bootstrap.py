@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
+from eventsourcing.postgres import PostgresAggregateRecorder
 
 from application.account_mail import AccountMail
 from application.auth import AuthApplication
@@ -17,12 +18,15 @@ from application.projections import (
     MailOutboxProjection,
     UserDirectoryProjection,
 )
+from application.store import AuthEventLog
 from application.upgrades import fold_email_claims
 from infrastructure.database import (
+    EventTables,
     database_url,
     eventsourcing_env,
     protect_event_log,
 )
+from infrastructure.db_roles import check_append_only, grant_app_role, owns_event_log
 from infrastructure.event_store import AuthRecorder
 from infrastructure.mail_tokens import HmacMailTokens
 from infrastructure.mailer import FileSender, Mailer, MailSender, SmtpSender
@@ -49,6 +53,8 @@ from infrastructure.tokens import JwtTokens
 # Expired sessions ended per sweep, and how often a process sweeps.
 SWEEP_BATCH = 500
 SWEEP_INTERVAL_S = 60.0
+SETUP_LOCK = "authledger.setup"
+TLog = TypeVar("TLog", bound=AuthEventLog)
 
 USER_DIRECTORY = ReadModelSpec.of(UserDirectoryProjection, PostgresUserDirectoryView)
 ACTIVE_SESSIONS = ReadModelSpec.of(ActiveSessionsProjection, PostgresActiveSessionsView)
@@ -143,21 +149,24 @@ def build_services(
     sessions = build_view(ACTIVE_SESSIONS, query_env)
     history = build_view(LOGIN_HISTORY, query_env)
     # Concurrent CREATE TABLE IF NOT EXISTS can still collide: one process at a time.
-    with advisory_lock(url, "authledger.setup"):
-        app = AuthApplication(
-            env,
-            passwords=BcryptPasswordHasher(
-                secrets.password_pepper, settings.bcrypt_rounds
+    with advisory_lock(url, SETUP_LOCK):
+        app = open_event_log(
+            lambda app_env: AuthApplication(
+                app_env,
+                passwords=BcryptPasswordHasher(
+                    secrets.password_pepper, settings.bcrypt_rounds
+                ),
+                screen=ZxcvbnScreen(),
+                refresh_key=derive_key(secrets.jwt_secret, "refresh-tokens"),
+                address_key=derive_key(secrets.jwt_secret, "unknown-addresses"),
+                policy=settings.auth_policy(),
             ),
-            screen=ZxcvbnScreen(),
-            refresh_key=derive_key(secrets.jwt_secret, "refresh-tokens"),
-            address_key=derive_key(secrets.jwt_secret, "unknown-addresses"),
-            policy=settings.auth_policy(),
+            url,
+            env,
         )
         recorder = app.recorder
         if not isinstance(recorder, AuthRecorder):
             raise TypeError("authledger keeps its events in PostgreSQL")
-        protect_event_log(url, recorder.datastore.schema, recorder.events_table_name)
         models.prepare()
         recorder.inline = models.inline_projections(app.mapper, app.name)
         fold_email_claims(app)
@@ -182,6 +191,70 @@ def build_services(
     if settings.run_mailer:
         services.start_mailer()
     return services
+
+
+def open_event_log(
+    make: Callable[[dict[str, str]], TLog], url: str, env: dict[str, str]
+) -> TLog:
+    """Open the event store: its owner creates and protects it, others check it.
+
+    A role that owns the events table (or finds none) creates the tables and
+    their triggers, as a single-role development database does. Any other
+    role, such as the application role of `db setup-roles`, may not run that
+    DDL: it starts only if both tables carry their enabled append-only
+    triggers. Call it holding the setup lock.
+    """
+    app = make({**env, "CREATE_TABLE": "n"})
+    try:
+        tables = event_tables(app)
+        if owns_event_log(url, tables):
+            for recorder in event_recorders(app):
+                recorder.create_table()
+            protect_event_log(url, tables)
+        else:
+            check_append_only(url, tables)
+    except BaseException:
+        app.close()
+        raise
+    return app
+
+
+def event_recorders(
+    app: AuthEventLog,
+) -> tuple[PostgresAggregateRecorder, PostgresAggregateRecorder]:
+    """The recorders of the app's events and of its snapshots."""
+    events = app.recorder
+    snapshots = app.snapshots.recorder if app.snapshots else None
+    if not (
+        isinstance(events, PostgresAggregateRecorder)
+        and isinstance(snapshots, PostgresAggregateRecorder)
+    ):
+        raise TypeError("authledger keeps its events and snapshots in PostgreSQL")
+    return events, snapshots
+
+
+def event_tables(app: AuthEventLog) -> EventTables:
+    """Name the tables of the app's events and snapshots."""
+    events, snapshots = event_recorders(app)
+    return EventTables(
+        events.datastore.schema, events.events_table_name, snapshots.events_table_name
+    )
+
+
+def set_up_roles(
+    settings: Settings, app_role: str, password: str | None
+) -> EventTables:
+    """As the owner: create the event store, then the role that serves it."""
+    url = database_url(settings)
+    env = eventsourcing_env(url, 1, 1)
+    with advisory_lock(url, SETUP_LOCK):
+        log = open_event_log(AuthEventLog, url, env)
+    try:
+        tables = event_tables(log)
+        grant_app_role(url, tables, app_role, password)
+    finally:
+        log.close()
+    return tables
 
 
 @contextmanager

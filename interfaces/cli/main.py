@@ -1,4 +1,4 @@
-"""`authledger`: serve the API, run projections, administer users."""
+"""`authledger`: serve the API, run projections, administer users and roles."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from interfaces.cli.audit import audit
+from interfaces.cli.db import db
 from interfaces.cli.projections import projections
 from interfaces.cli.users import users
 
@@ -15,6 +16,7 @@ app = typer.Typer(no_args_is_help=True, help="Event-sourced authentication servi
 app.add_typer(projections, name="projections")
 app.add_typer(audit, name="audit")
 app.add_typer(users, name="users")
+app.add_typer(db, name="db")
 
 
 @app.command()

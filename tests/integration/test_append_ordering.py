@@ -29,7 +29,7 @@ from psycopg.sql import SQL
 
 from application.errors import ReadModelFailedError
 from infrastructure import event_store
-from infrastructure.database import eventsourcing_env, protect_event_log
+from infrastructure.database import EventTables, eventsourcing_env, protect_event_log
 from infrastructure.event_store import AuthRecorder
 
 if TYPE_CHECKING:
@@ -89,6 +89,8 @@ def make_recorder(url: str, pool_size: int, *, create_table: bool) -> AuthRecord
         env["CREATE_TABLE"] = "n"
     factory = InfrastructureFactory.construct(Environment("Auth", env))
     recorder = factory.application_recorder()
+    if create_table:
+        factory.aggregate_recorder("snapshots")  # protected beside the events
     assert isinstance(recorder, AuthRecorder)
     recorder.inline = sleep_or_fail
     return recorder
@@ -256,7 +258,10 @@ def run_scenario(url: str, plan: Plan, processes: int) -> Run:
     """
     recorder = make_recorder(url, plan.threads + 4, create_table=True)
     try:
-        protect_event_log(url, recorder.datastore.schema, recorder.events_table_name)
+        tables = EventTables(
+            recorder.datastore.schema, recorder.events_table_name, "auth_snapshots"
+        )
+        protect_event_log(url, tables)
         attempts = [append(recorder, [event(agg, 1)]) for agg in plan.shared]
         subscriber = Reader(recorder, page=100)
         catch_up = Reader(

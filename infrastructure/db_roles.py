@@ -1,0 +1,123 @@
+"""Who may do what to the event store: its owner, and an application role.
+
+The owner creates the tables and their append-only triggers. The application
+role may only read and append to them: it cannot drop or disable a trigger
+(that needs ownership) nor set `session_replication_role` (that needs a
+superuser), so even a compromised process cannot rewrite history. It owns
+what it builds and rebuilds itself: the read models and their registry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from infrastructure.database import EventTables, appends_lock
+
+# The triggers protect_event_log() installs; 'O' and 'A' fire in normal sessions.
+PROTECTED = """
+SELECT c.relname, count(t.tgname) FILTER (WHERE t.tgenabled IN ('O', 'A')
+       AND t.tgfoid = to_regprocedure('authledger.refuse_rewrite()')
+       AND t.tgname IN ('append_only', 'no_truncate'))
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_trigger t ON t.tgrelid = c.oid
+WHERE n.nspname = %s AND c.relname = ANY(%s)
+GROUP BY c.relname
+"""
+
+
+class UnprotectedEventLogError(RuntimeError):
+    """The event log lacks its append-only triggers, and this role cannot add them."""
+
+
+class UnsafeAppRoleError(ValueError):
+    """The application role could alter the event log: no least privilege."""
+
+
+def owns_event_log(url: str, tables: EventTables) -> bool:
+    """Whether this role may run the event store's DDL: it owns it, or it is new."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = %s",
+            (tables.schema, tables.events),
+        ).fetchone()
+    return row is None or bool(row[0])
+
+
+def check_append_only(url: str, tables: EventTables) -> None:
+    """Refuse to serve a log whose owner left it unprotected (or disabled a trigger)."""
+    names = [tables.events, tables.snapshots]
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(PROTECTED, (tables.schema, names)).fetchall()
+    protected = {str(name) for name, triggers in rows if triggers == 2}
+    for name in names:
+        if name not in protected:
+            raise UnprotectedEventLogError(
+                f"{tables.schema}.{name} is not append-only: run"
+                " `authledger db setup-roles` as the owner of the event store"
+            )
+
+
+def grant_app_role(
+    url: str, tables: EventTables, role: str, password: str | None = None
+) -> None:
+    """Create the application role if missing and grant it exactly what it needs.
+
+    SELECT and INSERT on events and snapshots (positions come from the
+    transaction id, so no sequence); the owner's function that holds appends
+    back; CREATE on the database and on `authledger`, for the read models'
+    schemas and registry. Idempotent: its grants on the tables are reset each
+    time. The password travels only as the SCRAM verifier libpq computes.
+    """
+    app = sql.Identifier(role)
+    events, snapshots = tables.qualified()
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        _create_role(conn, role, password)
+        statements = (
+            sql.SQL("REVOKE ALL ON TABLE {}, {} FROM {}").format(
+                events, snapshots, app
+            ),
+            sql.SQL("GRANT SELECT, INSERT ON TABLE {}, {} TO {}").format(
+                events, snapshots, app
+            ),
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                sql.Identifier(tables.schema), app
+            ),
+            sql.SQL("GRANT EXECUTE ON FUNCTION {}() TO {}").format(
+                appends_lock(tables.events), app
+            ),
+            sql.SQL("GRANT USAGE, CREATE ON SCHEMA authledger TO {}").format(app),
+            sql.SQL("GRANT CONNECT, CREATE ON DATABASE {} TO {}").format(
+                sql.Identifier(conn.info.dbname), app
+            ),
+        )
+        for statement in statements:
+            conn.execute(statement)
+
+
+def _create_role(
+    conn: psycopg.Connection[Any], role: str, password: str | None
+) -> None:
+    row = conn.execute(
+        "SELECT rolsuper, pg_has_role(oid, current_user, 'USAGE')"
+        " FROM pg_roles WHERE rolname = %s",
+        (role,),
+    ).fetchone()
+    if row is not None and (row[0] or row[1]):
+        raise UnsafeAppRoleError(
+            f"{role} is a superuser or has the owner's privileges: name another role"
+        )
+    app = sql.Identifier(role)
+    if row is None:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(app))
+    if password:
+        verifier = conn.pgconn.encrypt_password(password.encode(), role.encode())
+        conn.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                app, sql.Literal(verifier.decode())
+            )
+        )

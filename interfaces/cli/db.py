@@ -1,0 +1,39 @@
+"""`authledger db`: set up the database's roles, run as the event store's owner."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from infrastructure.settings import Settings
+from interfaces.bootstrap import set_up_roles
+
+db = typer.Typer(no_args_is_help=True, help="Set up the database.")
+
+
+@db.command("setup-roles")
+def setup_roles(
+    app_role: Annotated[
+        str, typer.Option(help="The role `serve` connects as; created if missing.")
+    ],
+    password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="AUTHLEDGER_APP_ROLE_PASSWORD",
+            show_default=False,
+            help="Set the application role's password (else it is left as it is).",
+        ),
+    ] = None,
+) -> None:
+    """Create the event store as its owner and a role that may only append and read.
+
+    Run it with AUTHLEDGER_DATABASE_URL naming the owner (migration) role,
+    then serve with a URL naming the application role. Running it again is
+    harmless.
+    """
+    tables = set_up_roles(Settings(), app_role, password)
+    typer.echo(
+        f"{app_role} may read and append to {tables.schema}.{tables.events}"
+        f" and {tables.schema}.{tables.snapshots}, and build its read models"
+    )

@@ -1,0 +1,147 @@
+"""`db setup-roles`: the service runs as a role that cannot rewrite the log."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from application.values import Client
+from infrastructure.db_roles import UnprotectedEventLogError
+from tests.cli import run_cli
+from tests.integration.helpers import MakeServices, wait_for_read_models
+
+pytestmark = pytest.mark.postgres
+
+PASSWORD = "a role password never shown"
+
+
+def as_role(url: str, role: str) -> str:
+    params = conninfo_to_dict(url)
+    params["user"] = role
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def app_role(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh role, set up twice as `db setup-roles` does; dropped afterwards."""
+    role = f"app_{uuid.uuid4().hex[:12]}"
+    for _ in range(2):  # idempotent
+        done = run_cli(
+            database_url,
+            tmp_path / "setup",
+            *("db", "setup-roles", "--app-role", role),
+            AUTHLEDGER_APP_ROLE_PASSWORD=PASSWORD,
+        )
+        assert PASSWORD not in done.stdout + done.stderr
+    yield role
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def app_url(database_url: str, app_role: str) -> str:
+    return as_role(database_url, app_role)
+
+
+def test_the_app_role_may_only_read_and_append_to_the_log(
+    database_url: str, app_role: str
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        granted = conn.execute(
+            "SELECT table_name, privilege_type"
+            " FROM information_schema.role_table_grants"
+            " WHERE grantee = %s ORDER BY 1, 2",
+            (app_role,),
+        ).fetchall()
+        (verifier,) = conn.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (app_role,)
+        ).fetchone() or (None,)
+    assert granted == [
+        ("auth_events", "INSERT"),
+        ("auth_events", "SELECT"),
+        ("auth_snapshots", "INSERT"),
+        ("auth_snapshots", "SELECT"),
+    ]
+    assert str(verifier).startswith("SCRAM-SHA-256$")
+
+
+def test_the_app_role_signs_up_logs_in_and_rebuilds_read_models(
+    app_url: str, make_services: MakeServices
+) -> None:
+    services = make_services(database_url=app_url)
+
+    grant = services.app.register(
+        "role@example.com", "a least-privilege passphrase", Client()
+    )
+    services.app.login("role@example.com", "a least-privilege passphrase", Client())
+    services.app.take_snapshot(grant.user_id)
+    services.read_models.build(
+        services.read_models.rebuild_targets(["user_directory", "login_history"])
+    )
+
+    wait_for_read_models(services)
+    user = services.users.get_user(grant.user_id)
+    assert user is not None
+    assert user.email == "role@example.com"
+    timeline = services.history.history(grant.user_id, 10, 0)
+    assert [entry.kind for entry in timeline].count("session_opened") == 2
+
+
+@pytest.mark.parametrize(
+    ("statement", "refusal"),
+    [
+        ("UPDATE auth_events SET topic = 'forged'", "permission denied for table"),
+        ("DELETE FROM auth_events", "permission denied for table"),
+        ("TRUNCATE auth_events", "permission denied for table"),
+        ("UPDATE auth_snapshots SET topic = 'forged'", "permission denied for table"),
+        ("DELETE FROM auth_snapshots", "permission denied for table"),
+        ("ALTER TABLE auth_events DISABLE TRIGGER ALL", "must be owner"),
+        ("ALTER TABLE auth_snapshots DISABLE TRIGGER ALL", "must be owner"),
+        ("DROP TRIGGER append_only ON auth_events", "must be owner"),
+        ("SET session_replication_role = replica", "permission denied to set"),
+    ],
+)
+def test_the_app_role_cannot_rewrite_or_unprotect_the_log(
+    app_url: str, make_services: MakeServices, statement: str, refusal: str
+) -> None:
+    services = make_services(database_url=app_url)
+    grant = services.app.register(
+        "kept@example.com", "a least-privilege passphrase", Client()
+    )
+    services.app.take_snapshot(grant.user_id)
+
+    with (
+        psycopg.connect(app_url, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match=refusal),
+    ):
+        conn.execute(statement)
+
+
+def test_the_app_role_refuses_to_serve_a_log_left_unprotected(
+    database_url: str, app_url: str, make_services: MakeServices
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE auth_snapshots DISABLE TRIGGER append_only")
+
+    with pytest.raises(UnprotectedEventLogError, match=r"public\.auth_snapshots"):
+        make_services(database_url=app_url)
+
+
+def test_setup_refuses_an_app_role_with_the_owners_privileges(
+    database_url: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        (owner,) = conn.execute("SELECT current_user").fetchone() or ("",)
+
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run_cli(database_url, tmp_path, "db", "setup-roles", "--app-role", owner)
+
+    assert "superuser or has the owner's privileges" in refused.value.stderr
