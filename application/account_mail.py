@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 from application.errors import InvalidMailTokenError, UserNotFoundError
-from application.values import Client, hash_token
+from application.store import find_claim
+from application.values import Client, address_hash, hash_token
 from domain.errors import DomainError, RequestedTooSoonError
 from domain.throttle import ThrottlePolicy
 from domain.user import MailPolicy, User
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
     from application.auth import AuthApplication
     from application.ports import MailTokens
+    from domain.unknown_logins import UnknownLogins
 
 VERIFY = "verify-email"
 RESET = "reset-password"
@@ -72,21 +74,35 @@ class AccountMail:
             raise InvalidMailTokenError from None
 
     def forgot_password(self, email: str, client: Client) -> None:
-        """Mail a reset link if the account exists; answer alike either way."""
-        user = self.app.find_user_by_email(email)
-        request_id = uuid4()
-        if user is None:
-            self._record_request(client, None, lambda _: None)
-            return
-        token_hash = hash_token(self.tokens.mint(RESET, user.id, request_id))
+        """Mail a reset link if the account exists; answer alike either way.
+
+        Both ways do the same work, so the time taken tells nothing: one
+        aggregate read (the user, or the stream named by the address's keyed
+        hash), one event appended to it unless within the cooldown, in one
+        save with the address's count.
+        """
+        claim = find_claim(self.app, email)
         now = self.app.clock()
+        if claim is None:
+            key = address_hash(self.app.address_key, email)
+
+            def asked() -> list[UnknownLogins]:
+                target = self.app.unknown_logins(key, now)
+                with contextlib.suppress(RequestedTooSoonError):
+                    target.request_reset(client.ip, client.user_agent, self.policy, now)
+                return [target]
+
+            self.app.count_attempt(f"mail:{client.ip}", self.per_address, now, asked)
+            return
+        request_id = uuid4()
+        token_hash = hash_token(self.tokens.mint(RESET, claim.user_id, request_id))
 
         def request(found: User) -> None:
             # Too soon? The earlier link still works; saying so would leak the account.
             with contextlib.suppress(RequestedTooSoonError):
                 found.request_password_reset(request_id, token_hash, self.policy, now)
 
-        self._record_request(client, user.id, request)
+        self._record_request(client, claim.user_id, request)
 
     def reset_password(self, token: str, new_password: str, client: Client) -> None:
         """Set a new password with the token its link carried; end every session."""

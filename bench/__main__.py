@@ -9,7 +9,7 @@ import time
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
-from bench import appends, bcrypt_bound, freshness, seed
+from bench import appends, bcrypt_bound, freshness, parity, seed
 from bench.drive import Driver
 from bench.http_rows import HttpRows
 from bench.offline import OfflineRows, describe
@@ -156,6 +156,10 @@ def run(opts: Options, rows: list[Row], notes: list[str]) -> None:
             ("me", http.me),
             ("me during a login storm", http.storm),
             ("refresh", http.refresh),
+            (
+                f"enumeration by timing: {opts.parity_pairs} pairs",
+                lambda: parity.measure(service.base_url, services, opts.parity_pairs),
+            ),
         ]
         for name, measure in measures:
             step(f"{name}: {opts.runs} x {opts.duration:.0f} s")

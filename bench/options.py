@@ -24,6 +24,8 @@ class Options:
     # Event-store appends: writer processes, and seconds per run (pgbench's -T).
     append_writers: tuple[int, ...] = (1, 8, 32)
     append_seconds: int = 5
+    # Interleaved pairs per parity row (known vs unknown address): 200 or more.
+    parity_pairs: int = 200
 
     @classmethod
     def quick_run(cls, peer: bool) -> Options:
@@ -35,4 +37,5 @@ class Options:
             quick=True,
             events=20_000,
             append_seconds=2,
+            parity_pairs=20,
         )

@@ -192,6 +192,11 @@ def start_service(
         "AUTHLEDGER_BCRYPT_ROUNDS": "12",
         # The signup row signs up thousands of accounts from one address.
         "AUTHLEDGER_SIGNUP_MAX_PER_ADDRESS": "100000000",
+        # The parity rows ask for resets and fail logins by the hundred from
+        # one address, and must not lock the accounts they time.
+        "AUTHLEDGER_MAIL_MAX_PER_ADDRESS": "100000000",
+        "AUTHLEDGER_CLIENT_MAX_FAILURES": "100000000",
+        "AUTHLEDGER_LOCKOUT_MAX_FAILURES": "100000000",
         **extra_env,
     }
     argv = [sys.executable, "-m", "interfaces.cli", "serve"]

@@ -30,9 +30,10 @@ class MailPolicy:
     reset_ttl: timedelta = timedelta(minutes=30)
     cooldown: timedelta = timedelta(minutes=1)
 
-    def check_not_too_soon(self, pending: dict[str, Any] | None, now: datetime) -> None:
-        if pending is not None and now - pending["requested_at"] < self.cooldown:
-            wait = pending["requested_at"] + self.cooldown - now
+    def check_not_too_soon(self, requested_at: datetime | None, now: datetime) -> None:
+        """Refuse another link within the cooldown of the last one asked for."""
+        if requested_at is not None and now - requested_at < self.cooldown:
+            wait = requested_at + self.cooldown - now
             raise RequestedTooSoonError(math.ceil(wait.total_seconds()))
 
 
@@ -248,7 +249,7 @@ class User(Aggregate):
         """Record that a verification link is mailed; it replaces any earlier one."""
         if self.is_verified:
             raise EmailAlreadyVerifiedError(self.id)
-        policy.check_not_too_soon(self.pending_verification, now)
+        policy.check_not_too_soon(_requested_at(self.pending_verification), now)
         self.trigger_event(
             self.VerificationRequested,
             timestamp=now,
@@ -267,7 +268,7 @@ class User(Aggregate):
         self, request_id: UUID, token_hash: str, policy: MailPolicy, now: datetime
     ) -> None:
         """Record that a reset link is mailed; it replaces any earlier one."""
-        policy.check_not_too_soon(self.pending_reset, now)
+        policy.check_not_too_soon(_requested_at(self.pending_reset), now)
         self.trigger_event(
             self.PasswordResetRequested,
             timestamp=now,
@@ -445,3 +446,7 @@ def _check_token(
         or now >= pending["expires_at"]
     ):
         raise InvalidMailTokenError
+
+
+def _requested_at(pending: dict[str, Any] | None) -> datetime | None:
+    return None if pending is None else pending["requested_at"]
