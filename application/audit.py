@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from eventsourcing.application import Application
 
 EXPORT_PAGE = 1000
+UnknownAttempt = UnknownLogins.Attempted | UnknownLogins.ResetRequested
 # Event fields that would help an attacker (even hashed) never leave the store.
 SECRET_FIELDS = frozenset(
     {
@@ -54,14 +55,14 @@ class Auditor:
         first = next(iter(self.app.events.get(stream_id, limit=1)), None)
         return isinstance(first, User.Created)
 
-    def unknown_logins(self, email: str, key: bytes) -> list[UnknownLogins.Attempted]:
-        """What was tried on an address that has no account, oldest first
-        (`key`: the one its hash was made with)."""
+    def unknown_logins(self, email: str, key: bytes) -> list[UnknownAttempt]:
+        """Logins and resets tried on an address that has no account, oldest
+        first (`key`: the one its hash was made with)."""
         stream = UnknownLogins.create_id(address_hash(key, email))
         return [
             e
             for e in self.app.events.get(stream)
-            if isinstance(e, UnknownLogins.Attempted)
+            if isinstance(e, UnknownLogins.Attempted | UnknownLogins.ResetRequested)
         ]
 
     def timeline(

@@ -52,6 +52,10 @@ class UnknownLogins(Aggregate):
         def apply(self, target: UnknownLogins) -> None:
             target.reset_requested_at = self.timestamp
 
+        @property
+        def reason(self) -> str:
+            return "reset_requested"
+
     def __init__(self, address_hash: str) -> None:
         self.address_hash = address_hash
         self.attempts = 0

@@ -126,7 +126,7 @@ def timeline_table(entries: list[TimelineEntry]) -> Table:
 def attempts(
     email: Annotated[str, typer.Argument(help="An address that has no account.")],
 ) -> None:
-    """Print the failed logins aimed at an address without an account."""
+    """Print the failed logins and resets aimed at an address without an account."""
     with _services() as services:
         tried = Auditor(services.app).unknown_logins(email, services.app.address_key)
     table = Table("time (UTC)", "ip", "user agent", "reason")
@@ -139,7 +139,7 @@ def attempts(
         )
         table.add_row(*(Text(printable(cell)) for cell in cells))
     Console(width=200).print(table)
-    typer.echo(f"{len(tried)} failed logins on {email}", err=True)
+    typer.echo(f"{len(tried)} attempts on {email}", err=True)
 
 
 @audit.command()

@@ -300,4 +300,4 @@ def test_an_auditor_sees_the_stuffing_aimed_at_an_address_without_an_account(
 
     assert "stuffer/0" in shown.stdout
     assert "stuffer/1" in shown.stdout
-    assert f"2 failed logins on {target}" in shown.stderr
+    assert f"2 attempts on {target}" in shown.stderr

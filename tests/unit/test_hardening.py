@@ -406,11 +406,15 @@ def test_failed_logins_on_an_unknown_address_are_audited_under_a_keyed_hash(
         with pytest.raises(InvalidCredentialsError):
             app.login(target, "leaked password", client)
 
-    # Then: an auditor who types the address sees both attempts
+    # And: a reset link is asked for it
+    AccountMail(app, MAIL_TOKENS).forgot_password(target, CLIENT)
+
+    # Then: an auditor who types the address sees all three attempts
     attempts = Auditor(app).unknown_logins(target.upper(), app.address_key)
     assert [(a.ip, a.user_agent, a.reason) for a in attempts] == [
         (CLIENT.ip, CLIENT.user_agent, "unknown_account"),
         (OTHER_CLIENT.ip, OTHER_CLIENT.user_agent, "unknown_account"),
+        (CLIENT.ip, CLIENT.user_agent, "reset_requested"),
     ]
     assert Auditor(app).unknown_logins("someone.else@example.com", ADDRESS_KEY) == []
     # And: the address itself is stored nowhere
