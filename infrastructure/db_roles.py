@@ -49,10 +49,18 @@ def owns_event_log(url: str, tables: EventTables) -> bool:
 
 
 def check_append_only(url: str, tables: EventTables) -> None:
-    """Refuse to serve a log whose owner left it unprotected (or disabled a trigger)."""
+    """Refuse to serve a log left unprotected, or as a role that could unprotect it."""
     names = [tables.events, tables.snapshots]
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(PROTECTED, (tables.schema, names)).fetchall()
+        owner = conn.execute(
+            "SELECT pg_get_userbyid(c.relowner) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = %s",
+            (tables.schema, tables.events),
+        ).fetchone()
+        if owner is not None:
+            refuse_unsafe_role(conn, conn.info.user, str(owner[0]))
     protected = {str(name) for name, triggers in rows if triggers == 2}
     for name in names:
         if name not in protected:
@@ -60,6 +68,24 @@ def check_append_only(url: str, tables: EventTables) -> None:
                 f"{tables.schema}.{name} is not append-only: run"
                 " `authledger db setup-roles` as the owner of the event store"
             )
+
+
+# A superuser, a role that may create roles (and so, before PostgreSQL 16,
+# grant itself the owner's), or a member of the owner (even without INHERIT:
+# it may SET ROLE) could switch the triggers off.
+RISKY = """
+SELECT r.rolsuper OR r.rolcreaterole OR pg_has_role(r.oid, o.oid, 'MEMBER')
+FROM pg_roles r, pg_roles o WHERE r.rolname = %s AND o.rolname = %s
+"""
+
+
+def refuse_unsafe_role(conn: psycopg.Connection[Any], role: str, owner: str) -> None:
+    row = conn.execute(RISKY, (role, owner)).fetchone()
+    if row is not None and row[0]:
+        raise UnsafeAppRoleError(
+            f"{role} is a superuser, may create roles or may become {owner}:"
+            " the application role must be none of these"
+        )
 
 
 def grant_app_role(
@@ -102,17 +128,10 @@ def grant_app_role(
 def _create_role(
     conn: psycopg.Connection[Any], role: str, password: str | None
 ) -> None:
-    row = conn.execute(
-        "SELECT rolsuper, pg_has_role(oid, current_user, 'USAGE')"
-        " FROM pg_roles WHERE rolname = %s",
-        (role,),
-    ).fetchone()
-    if row is not None and (row[0] or row[1]):
-        raise UnsafeAppRoleError(
-            f"{role} is a superuser or has the owner's privileges: name another role"
-        )
+    refuse_unsafe_role(conn, role, str(conn.info.user))
     app = sql.Identifier(role)
-    if row is None:
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+    if exists.fetchone() is None:
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(app))
     if password:
         verifier = conn.pgconn.encrypt_password(password.encode(), role.encode())

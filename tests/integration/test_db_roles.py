@@ -13,7 +13,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from application.values import Client
-from infrastructure.db_roles import UnprotectedEventLogError
+from infrastructure.db_roles import UnprotectedEventLogError, UnsafeAppRoleError
 from tests.cli import run_cli
 from tests.integration.helpers import MakeServices, wait_for_read_models
 
@@ -144,4 +144,36 @@ def test_setup_refuses_an_app_role_with_the_owners_privileges(
     with pytest.raises(subprocess.CalledProcessError) as refused:
         run_cli(database_url, tmp_path, "db", "setup-roles", "--app-role", owner)
 
-    assert "superuser or has the owner's privileges" in refused.value.stderr
+    assert "the application role must be none of these" in refused.value.stderr
+
+
+@pytest.mark.parametrize(
+    "grant",
+    [
+        "GRANT {owner} TO {role} WITH INHERIT FALSE",  # may still SET ROLE
+        "ALTER ROLE {role} CREATEROLE",  # may grant itself the owner's role
+    ],
+)
+def test_a_role_that_could_become_the_owner_is_refused_at_setup_and_at_start(
+    database_url: str,
+    app_role: str,
+    app_url: str,
+    tmp_path: Path,
+    make_services: MakeServices,
+    grant: str,
+) -> None:
+    # Given: the app role, set up, then given a way to the owner's privileges
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        (owner,) = conn.execute("SELECT current_user").fetchone() or ("",)
+        conn.execute(
+            sql.SQL(grant).format(
+                owner=sql.Identifier(owner), role=sql.Identifier(app_role)
+            )
+        )
+
+    # Then: setting it up again is refused, and so is serving as it
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run_cli(database_url, tmp_path, "db", "setup-roles", "--app-role", app_role)
+    assert "the application role must be none of these" in refused.value.stderr
+    with pytest.raises(UnsafeAppRoleError):
+        make_services(database_url=app_url)
