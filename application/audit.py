@@ -59,11 +59,7 @@ class Auditor:
         """Logins and resets tried on an address that has no account, oldest
         first (`key`: the one its hash was made with)."""
         stream = UnknownLogins.create_id(address_hash(key, email))
-        return [
-            e
-            for e in self.app.events.get(stream)
-            if isinstance(e, UnknownLogins.Attempted | UnknownLogins.ResetRequested)
-        ]
+        return [e for e in self.app.events.get(stream) if isinstance(e, UnknownAttempt)]
 
     def timeline(
         self,

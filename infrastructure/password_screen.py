@@ -7,13 +7,15 @@ import unicodedata
 
 from zxcvbn import zxcvbn
 
+from domain.values import fold_email
+
 # Below a million guesses (zxcvbn's score 0 and 1): what a throttled online
 # attack or a top-passwords list reaches. Its lists hold the 30 000 most
 # common passwords, with l33t, reversal, keyboard and repetition variants.
 MIN_GUESSES = 10**6
 # zxcvbn's cost grows fast with length; the first 72 characters decide.
 SCREENED_LENGTH = 72
-MIN_SHARED = 4  # letters and digits of the address a password may not be made of
+MIN_SHARED = 4  # letters of the address a password may not be made of alone
 MADE_OF_THE_ADDRESS = "It is made from the email address."
 
 
@@ -22,10 +24,13 @@ class ZxcvbnScreen:
 
     def weakness(self, password: str, email: str) -> str | None:
         password = unicodedata.normalize("NFKC", password)[:SCREENED_LENGTH]
+        context = context_words(email)
         squeezed = _letters(password)
-        if len(squeezed) >= MIN_SHARED and squeezed in _letters(email):
-            return MADE_OF_THE_ADDRESS  # the address, cut or joined up
-        result = zxcvbn(password, user_inputs=context_words(email))
+        if len(squeezed) >= MIN_SHARED and any(
+            squeezed in _letters(w) for w in context
+        ):
+            return MADE_OF_THE_ADDRESS  # the address cut, joined up or numbered
+        result = zxcvbn(password, user_inputs=context)
         if result["guesses"] >= MIN_GUESSES:
             return None
         if any(m.get("dictionary_name") == "user_inputs" for m in result["sequence"]):
@@ -35,14 +40,16 @@ class ZxcvbnScreen:
 
 
 def context_words(email: str) -> list[str]:
-    """The address, its local part and domain, and each word in them."""
-    folded = unicodedata.normalize("NFKC", email).casefold()
+    """The address, its parts, its words, and its name's words joined either way."""
+    folded = fold_email(email)
     local, _, domain = folded.rpartition("@")
-    words = re.split(r"[^\w]+|_", folded)
-    return [w for w in dict.fromkeys([folded, local, domain, *words]) if len(w) > 1]
+    words = [w for w in re.split(r"[\W_]+", folded) if w]
+    names = [w for w in re.split(r"[\W_]+", local) if w]
+    joined = ["".join(names), "".join(reversed(names))]
+    candidates = [folded, local, domain, *joined, *words]
+    return [w for w in dict.fromkeys(candidates) if len(w) > 1]
 
 
 def _letters(text: str) -> str:
-    return "".join(
-        c for c in unicodedata.normalize("NFKC", text).casefold() if c.isalnum()
-    )
+    """The letters alone: separators, digits and symbols hide nothing."""
+    return "".join(c for c in fold_email(text) if c.isalpha())

@@ -55,6 +55,10 @@ def test_the_reason_names_the_address_when_the_password_is_made_of_it() -> None:
     assert SCREEN.weakness("Lovelace1842", "Ada.Lovelace@example.com") == (
         "It is made from the email address."
     )
+    for made in ("AdaLovelace1", "adalovelace2024", "lovelace.ada1", "Ada_Lovelace1"):
+        assert SCREEN.weakness(made, "Ada.Lovelace@example.com") == (
+            "It is made from the email address."
+        ), made
     assert SCREEN.weakness("Lovelace1842", "grace@example.com") is None
     assert SCREEN.weakness(" " * 8, EMAIL) == 'Repeats like "aaa" are easy to guess.'
 
@@ -113,3 +117,23 @@ def test_a_hash_made_before_normalising_still_verifies_its_password() -> None:
     # Then the same typing still logs in, and a wrong password still fails
     assert PASSWORDS.verify(DECOMPOSED, old_hash)
     assert not PASSWORDS.verify("another password entirely", old_hash)
+
+
+def test_a_new_hash_is_checked_once_in_nfkc_form_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a hash made now, of the NFKC form of a decomposed password
+    new_hash = PASSWORDS.hash(DECOMPOSED)
+    checks: list[bytes] = []
+    real_checkpw = bcrypt.checkpw
+
+    def counting(password: bytes, hashed: bytes) -> bool:
+        checks.append(password)
+        return real_checkpw(password, hashed)
+
+    # When a wrong guess in a form NFKC changes is checked against it
+    monkeypatch.setattr(bcrypt, "checkpw", counting)
+    assert not PASSWORDS.verify(DECOMPOSED + "x", new_hash)
+
+    # Then it costs one bcrypt run, not two
+    assert len(checks) == 1

@@ -152,6 +152,7 @@ def test_claiming_an_email_records_the_claiming_user() -> None:
     assert claimed.email == "alice@example.com"
     assert claimed.user_id == user_id
     assert claimed.originator_id == EmailClaim.create_id("alice@example.com")
+    assert claimed.timestamp == now
 
 
 def test_a_claim_keeps_the_address_as_typed_under_its_folded_id() -> None:
