@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 from application.errors import InvalidMailTokenError, UserNotFoundError
-from application.store import find_claim
+from application.store import first_claim
 from application.values import Client, address_hash, hash_token
 from domain.errors import DomainError, RequestedTooSoonError
 from domain.throttle import ThrottlePolicy
@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 
     from application.auth import AuthApplication
     from application.ports import MailTokens
-    from domain.unknown_logins import UnknownLogins
+from domain.email_claim import EmailClaim
+from domain.reset_asks import ResetAsks
 
+PAGE = 200
 VERIFY = "verify-email"
 RESET = "reset-password"
 
@@ -74,35 +76,60 @@ class AccountMail:
             raise InvalidMailTokenError from None
 
     def forgot_password(self, email: str, client: Client) -> None:
-        """Mail a reset link if the account exists; answer alike either way.
+        """Ask for a reset link; the work and the answer are alike for any address.
 
-        Both ways do the same work, so the time taken tells nothing: one
-        aggregate read (the user, or the stream named by the address's keyed
-        hash), one event appended to it unless within the cooldown, in one
-        save with the address's count.
+        Only the ask is recorded now, under the address's keyed hash, with the
+        claims that could hold the address; whether one does is found out off
+        the request (dispatch_resets), so the time taken tells nothing.
         """
-        claim = find_claim(self.app, email)
         now = self.app.clock()
-        if claim is None:
-            key = address_hash(self.app.address_key, email)
+        key = address_hash(self.app.address_key, email)
+        claim_ids = EmailClaim.ids_for(email)
 
-            def asked() -> list[UnknownLogins]:
-                target = self.app.unknown_logins(key, now)
-                with contextlib.suppress(RequestedTooSoonError):
-                    target.request_reset(client.ip, client.user_agent, self.policy, now)
-                return [target]
-
-            self.app.count_attempt(f"mail:{client.ip}", self.per_address, now, asked)
-            return
-        request_id = uuid4()
-        token_hash = hash_token(self.tokens.mint(RESET, claim.user_id, request_id))
-
-        def request(found: User) -> None:
-            # Too soon? The earlier link still works; saying so would leak the account.
+        def ask() -> list[ResetAsks]:
+            asks = self.app.reset_asks(key, now)
+            # Too soon? The earlier link still works; saying so would leak nothing,
+            # but nothing new is recorded either.
             with contextlib.suppress(RequestedTooSoonError):
-                found.request_password_reset(request_id, token_hash, self.policy, now)
+                asks.ask(client.ip, client.user_agent, claim_ids, self.policy, now)
+            return [asks]
 
-        self._record_request(client, claim.user_id, request)
+        self.app.count_attempt(f"mail:{client.ip}", self.per_address, now, ask)
+
+    def dispatch_resets(self, after: int, until: int | None = None) -> int:
+        """Turn the asks stored after position `after` into reset links; returns
+        the position reached (`until`, or the newest readable one).
+
+        An ask whose address has an account records a reset request on it,
+        which the outbox mails; others end here. Each ask becomes one request,
+        whatever how often it is dispatched.
+        """
+        until = until or self.app.recorder.max_notification_id() or after
+        position = after
+        while page := self.app.recorder.select_notifications(
+            position, PAGE, until, [ResetAsks.Asked.TOPIC], inclusive_of_start=False
+        ):
+            for notification in page:
+                ask = self.app.mapper.to_domain_event(notification)
+                if isinstance(ask, ResetAsks.Asked):
+                    self._request_reset(ask)
+            position = page[-1].id
+        return until
+
+    def _request_reset(self, ask: ResetAsks.Asked) -> None:
+        claim = first_claim(self.app, ask.claim_ids)
+        if claim is None:
+            return
+        request_id = ask.request_id
+        token_hash = hash_token(self.tokens.mint(RESET, claim.user_id, request_id))
+        now = self.app.clock()
+
+        def request(user: User) -> None:
+            # Asked again within the account's cooldown: the earlier link works.
+            with contextlib.suppress(RequestedTooSoonError):
+                user.request_password_reset(request_id, token_hash, self.policy, now)
+
+        self.app.update_user(claim.user_id, request)
 
     def reset_password(self, token: str, new_password: str, client: Client) -> None:
         """Set a new password with the token its link carried; end every session."""

@@ -11,6 +11,7 @@ from application.errors import UserNotFoundError
 from application.store import find_claim
 from application.timeline import TimelineEntry, timeline_entry
 from application.values import address_hash
+from domain.reset_asks import ResetAsks
 from domain.unknown_logins import UnknownLogins
 from domain.user import User
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from eventsourcing.application import Application
 
 EXPORT_PAGE = 1000
-UnknownAttempt = UnknownLogins.Attempted | UnknownLogins.ResetRequested
+UnknownAttempt = UnknownLogins.Attempted | ResetAsks.Asked
 # Event fields that would help an attacker (even hashed) never leave the store.
 SECRET_FIELDS = frozenset(
     {
@@ -56,10 +57,17 @@ class Auditor:
         return isinstance(first, User.Created)
 
     def unknown_logins(self, email: str, key: bytes) -> list[UnknownAttempt]:
-        """Logins and resets tried on an address that has no account, oldest
-        first (`key`: the one its hash was made with)."""
-        stream = UnknownLogins.create_id(address_hash(key, email))
-        return [e for e in self.app.events.get(stream) if isinstance(e, UnknownAttempt)]
+        """Logins and reset links tried on an address (one without an account,
+        as a rule), oldest first (`key`: the one its hash was made with)."""
+        hashed = address_hash(key, email)
+        streams = (UnknownLogins.create_id(hashed), ResetAsks.create_id(hashed))
+        tried = [
+            e
+            for stream in streams
+            for e in self.app.events.get(stream)
+            if isinstance(e, UnknownAttempt)
+        ]
+        return sorted(tried, key=lambda e: e.timestamp)
 
     def timeline(
         self,

@@ -19,6 +19,7 @@ from application.errors import ConflictError, TooManyAttemptsError, UserNotFound
 from application.ports import StoreTransactions
 from domain.email_claim import EmailClaim
 from domain.errors import DomainError
+from domain.reset_asks import ResetAsks
 from domain.session import Session
 from domain.throttle import ClientThrottle
 from domain.unknown_logins import UnknownLogins
@@ -70,6 +71,7 @@ class AuthEventLog(Application[UUID]):
         Session: 50,
         ClientThrottle: 50,
         UnknownLogins: 50,
+        ResetAsks: 50,
     }
 
 
@@ -99,6 +101,13 @@ class AuthStore(AuthEventLog):
         wait = self.throttle(key, now).retry_after(now)
         if wait is not None:
             raise TooManyAttemptsError(math.ceil(wait.total_seconds()))
+
+    def reset_asks(self, address_hash: str, now: datetime) -> ResetAsks:
+        """The reset links asked for an address, by its keyed hash."""
+        return self._stored_or(
+            ResetAsks.create_id(address_hash),
+            lambda: ResetAsks.start(address_hash, now),
+        )
 
     def unknown_logins(self, address_hash: str, now: datetime) -> UnknownLogins:
         """The attempts on an address without an account, by its keyed hash."""
@@ -202,7 +211,12 @@ def find_claim(app: Application[UUID], email: str) -> EmailClaim | None:
         ids = EmailClaim.ids_for(email)
     except DomainError:
         return None
-    for claim_id in ids:
+    return first_claim(app, ids)
+
+
+def first_claim(app: Application[UUID], claim_ids: Sequence[UUID]) -> EmailClaim | None:
+    """The first of these claims that is stored, if any."""
+    for claim_id in claim_ids:
         with contextlib.suppress(AggregateNotFoundError):
             claim: EmailClaim = app.repository.get(claim_id)
             return claim

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from interfaces.bootstrap import Services
 
 GOAL = 0.05  # medians at most 5 % apart
+LOGINS_EACH = 30
 Post = Callable[[httpx.Client, str], httpx.Response]
 
 
@@ -43,7 +44,10 @@ class Sides:
 def measure(base_url: str, services: Services, samples: int) -> list[Row]:
     """A forgot-password row and a wrong-password login row, `samples` per side."""
     known = [f"parity-{i}@bench.example.com" for i in range(samples)]
-    seed.create_users(services, known)
+    user_ids = seed.create_users(services, known)
+    # Accounts with a history, as real ones have: each login is a User event,
+    # and a snapshot comes only every 50, so a read replays up to 49.
+    seed.open_sessions(services, user_ids * LOGINS_EACH)
     seed.wait_caught_up(services)
 
     def forgot(http: httpx.Client, email: str) -> httpx.Response:

@@ -18,6 +18,8 @@ from application.account_mail import RESET, VERIFY
 from infrastructure.periodic import Periodic
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from application.ports import MailTokens
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,14 @@ SETUP = (
     "CREATE TABLE IF NOT EXISTS authledger.mail_deliveries ("
     " position bigint PRIMARY KEY, attempts integer NOT NULL,"
     " next_attempt_at timestamptz NOT NULL, sent_at timestamptz, last_error text)",
+    # How far the reset asks in the log have been turned into reset requests.
+    "CREATE TABLE IF NOT EXISTS authledger.reset_dispatch ("
+    " one boolean PRIMARY KEY DEFAULT true CHECK (one), position bigint NOT NULL)",
+    "INSERT INTO authledger.reset_dispatch (position) VALUES (0)"
+    " ON CONFLICT DO NOTHING",
 )
+DISPATCHED = "SELECT position FROM authledger.reset_dispatch"
+DISPATCH_REACHED = "UPDATE authledger.reset_dispatch SET position = %s"
 # Due: not sent, not expired, retry time reached, and not superseded by a newer
 # request of the same kind (whose link is the only one that works).
 DUE = """
@@ -124,7 +133,10 @@ class Mailer:
     Each attempt is recorded before the send; the send is recorded after it.
     A crash between the two sends that mail once more on restart (at most one
     duplicate per crash, same Message-ID so clients can fold them); nothing
-    is ever sent that was not first recorded as attempted.
+    is ever sent that was not first recorded as attempted. Each round first
+    turns the reset links asked for into requests (`dispatch`: from a
+    position to the one it reached; a crash repeats some, which changes
+    nothing), so their mails go out in the same round.
     """
 
     def __init__(
@@ -134,9 +146,11 @@ class Mailer:
         tokens: MailTokens,
         sender_address: str,
         public_url: str,
+        dispatch: Callable[[int], int],
         poll_s: float = 0.5,
     ) -> None:
         self._url = url
+        self._dispatch = dispatch
         self._sender = sender
         self._tokens = tokens
         self._from = sender_address
@@ -157,8 +171,17 @@ class Mailer:
         with psycopg.connect(self._url, autocommit=True) as conn:
             locked = conn.execute(LOCK).fetchone()
             while locked and locked[0] and not stopping.is_set():
+                self.dispatch_asks(conn)
                 self.send_due(conn)
                 stopping.wait(self._poll_s)
+
+    def dispatch_asks(self, conn: psycopg.Connection[Any]) -> None:
+        """Dispatch the asks stored since the last round, then record how far."""
+        row = conn.execute(DISPATCHED).fetchone()
+        position = int(row[0]) if row else 0
+        reached = self._dispatch(position)
+        if reached != position:
+            conn.execute(DISPATCH_REACHED, (reached,))
 
     def send_due(self, conn: psycopg.Connection[Any]) -> int:
         """Try every due mail once; return how many went out."""

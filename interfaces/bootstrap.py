@@ -118,6 +118,7 @@ class Services:
             self.mail.tokens,
             self.settings.mail_from,
             self.settings.public_url,
+            self.mail.dispatch_resets,
         )
         self.mailer.start()
 

@@ -39,6 +39,7 @@ from tests.unit.test_use_cases import (
     WRONG_PASSWORD,
     FakeClock,
     facts_since,
+    forgot,
     last,
     mailed_token,
     names,
@@ -108,7 +109,7 @@ def test_a_forged_reset_token_for_a_real_account_costs_no_hashing(
 ) -> None:
     # Given a real account with a pending reset, and a token naming it
     user_id = app.register(EMAIL, PASSWORD, CLIENT).user_id
-    mail.forgot_password(EMAIL, CLIENT)
+    forgot(mail, EMAIL, CLIENT)
     forged = MAIL_TOKENS.mint(RESET, user_id, uuid4())
     hashes, before = hasher.hashes, position(app)
 
@@ -140,7 +141,7 @@ def test_a_reset_lifts_the_lock_and_the_new_password_logs_in_at_once(
     # Given a locked account whose owner asked for a reset link
     user_id = app.register(EMAIL, PASSWORD, CLIENT).user_id
     lock_out(app)
-    mail.forgot_password(EMAIL, CLIENT)
+    forgot(mail, EMAIL, CLIENT)
     before = position(app)
 
     # When the owner follows it (proof of the mailbox)

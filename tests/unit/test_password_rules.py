@@ -24,6 +24,7 @@ from tests.unit.test_use_cases import (
     SCREEN,
     FakeClock,
     facts_since,
+    forgot,
     mailed_token,
     new_app,
     position,
@@ -84,7 +85,7 @@ def test_a_weak_new_password_is_refused_at_a_reset_and_the_link_still_works(
 ) -> None:
     mail = AccountMail(app, MAIL_TOKENS)
     user_id = app.register(EMAIL, PASSWORD, CLIENT).user_id
-    mail.forgot_password(EMAIL, CLIENT)
+    forgot(mail, EMAIL, CLIENT)
     token = mailed_token(app, user_id, RESET)
     before = position(app)
 
