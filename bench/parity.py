@@ -64,7 +64,7 @@ def measure(base_url: str, services: Services, samples: int) -> list[Row]:
         row(
             "forgot-password: existing vs unknown address",
             forgotten,
-            "the same work each way: claim lookup, one stream read, one append",
+            "the same work for any address: one read, one append (ADR 23)",
         ),
         row(
             "failed login: existing (wrong password) vs unknown address",
