@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 
 from zxcvbn import zxcvbn
 
 from domain.values import fold_email
+from infrastructure.passwords import Gate
 
 # Below a million guesses (zxcvbn's score 0 and 1): what a throttled online
 # attack or a top-passwords list reaches. Its lists hold the 30 000 most
@@ -20,9 +22,20 @@ MADE_OF_THE_ADDRESS = "It is made from the email address."
 
 
 class ZxcvbnScreen:
-    """Refuse what zxcvbn guesses in under a million tries, knowing the address."""
+    """Refuse what zxcvbn guesses in under a million tries, knowing the address.
+
+    Its CPU is spent before any account exists, so it is bounded like
+    bcrypt's: one run per core, eight per core waiting, then 503 at once.
+    """
+
+    def __init__(self, concurrency: int = os.cpu_count() or 1) -> None:
+        self._gate = Gate(concurrency, 8 * concurrency)
 
     def weakness(self, password: str, email: str) -> str | None:
+        with self._gate:
+            return self._weakness(password, email)
+
+    def _weakness(self, password: str, email: str) -> str | None:
         password = unicodedata.normalize("NFKC", password)[:SCREENED_LENGTH]
         context = context_words(email)
         squeezed = _letters(password)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -17,21 +18,16 @@ def setup_roles(
     app_role: Annotated[
         str, typer.Option(help="The role `serve` connects as; created if missing.")
     ],
-    password: Annotated[
-        str | None,
-        typer.Option(
-            envvar="AUTHLEDGER_APP_ROLE_PASSWORD",
-            show_default=False,
-            help="Set the application role's password (else it is left as it is).",
-        ),
-    ] = None,
 ) -> None:
     """Create the event store as its owner and a role that may only append and read.
 
     Run it with AUTHLEDGER_DATABASE_URL naming the owner (migration) role,
-    then serve with a URL naming the application role. Running it again is
+    then serve with a URL naming the application role. The role's password,
+    if set, comes from AUTHLEDGER_APP_ROLE_PASSWORD (never from the command
+    line, which other users and shell histories see). Running it again is
     harmless.
     """
+    password = os.environ.get("AUTHLEDGER_APP_ROLE_PASSWORD") or None
     tables = set_up_roles(Settings(), app_role, password)
     typer.echo(
         f"{app_role} may read and append to {tables.schema}.{tables.events}"
