@@ -55,6 +55,12 @@ MAX_EVENTS = 10_000
 PREPARED_EVENTS = 64
 # A connection back in the pool this recently is trusted without a ping.
 TRUSTED_FOR_S = 0.5
+# An append whose connection broke is tried this often, this far apart.
+INSERT_ATTEMPTS = 10
+INSERT_RETRY_WAIT_S = 0.2
+# How long a broken connection's backend may take to end once told to.
+LOST_BACKEND_WAIT_S = 5.0
+BACKEND_ALIVE = "SELECT 1 FROM pg_stat_activity WHERE pid = %s"
 
 
 class TransactionLostError(DatabaseError):
@@ -163,19 +169,33 @@ class AuthRecorder(PostgresApplicationRecorder):
         """Run this thread's reads and appends in one transaction, committed at the end.
 
         An append inside it is a savepoint; its positions still come from the
-        transaction's id, assigned at the append, its first write.
+        transaction's id, assigned at the append, its first write. If the
+        connection breaks at the commit, whether it happened is found out
+        (see stored_positions): committed, the block's outcome stands; not,
+        TransactionLostError (nothing of it is stored: a retry is safe).
         """
         if self._held.__dict__.get("conn") is not None:
             yield  # already inside one
             return
-        with self._checked() as conn, conn.transaction():
-            self._held.conn = conn
-            self._held.appended = False
+        with self._checked() as conn:
+            backend = conn.info.backend_pid
+            committing = False
             try:
-                yield
-            finally:
-                self._held.conn = None
-                self._held.appended = False
+                with conn.transaction():
+                    self._held.conn = conn
+                    self._held.appended = ()
+                    try:
+                        yield
+                        committing = True
+                    finally:
+                        appended: Sequence[StoredEvent] = self._held.appended
+                        self._held.conn = None
+                        self._held.appended = ()
+            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+                if not (committing and appended):
+                    raise
+                if self.stored_positions(backend, appended) is None:
+                    raise TransactionLostError("not committed") from error
 
     @contextmanager
     def exclusively(self, aggregate_id: UUID) -> Iterator[None]:
@@ -195,7 +215,6 @@ class AuthRecorder(PostgresApplicationRecorder):
         query = f"SELECT * FROM {{table}} WHERE {where} {order}"
         return SQL(query).format(table=self.table)
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **_: Any
     ) -> Sequence[int] | None:
@@ -205,20 +224,80 @@ class AuthRecorder(PostgresApplicationRecorder):
         concurrent appends commit and flush together. A failure of an inline
         read model rolls back the events too. With nothing to write beside
         them, the one insert statement is the whole transaction.
+
+        When the connection breaks, the append is not blindly tried again (as
+        the library does, which then fails on its own events): if these very
+        events were stored, their positions are the answer; if not, it is
+        tried again, a few times.
         """
         if not stored_events:
             return []
         self._check_one_append(len(stored_events))
-        pinned = self._held.__dict__.get("conn")
-        if self.inline is None and pinned is None:
-            with self._checked() as conn, conn.cursor(row_factory=tuple_row) as curs:
-                self._insert_stored_events(curs, stored_events)
-                return sorted(row[0] for row in curs.fetchall())
-        with self.datastore.get_connection() as conn:
-            ids = self._insert_with_inline(conn, stored_events)
-        if pinned is not None:
-            self._held.appended = True  # this transaction's positions are taken
-        return ids
+        if self._held.__dict__.get("conn") is not None:
+            with self.datastore.get_connection() as conn:
+                ids = self._insert_with_inline(conn, stored_events)
+            self._held.appended = stored_events  # this transaction's positions
+            return ids
+        attempt = 1
+        while True:
+            backend = None
+            try:
+                with self._checked() as conn:
+                    backend = conn.info.backend_pid
+                    return self._insert_alone(conn, stored_events)
+            except (OperationalError, InterfaceError):
+                if backend is not None:
+                    positions = self.stored_positions(backend, stored_events)
+                    if positions is not None:
+                        return positions  # it committed: only the answer was lost
+                if attempt == INSERT_ATTEMPTS:
+                    raise
+            attempt += 1
+            time.sleep(INSERT_RETRY_WAIT_S)
+
+    def _insert_alone(
+        self, conn: Connection[DictRow], stored_events: Sequence[StoredEvent]
+    ) -> list[int]:
+        if self.inline is not None:
+            return self._insert_with_inline(conn, stored_events)
+        with conn.cursor(row_factory=tuple_row) as curs:
+            self._insert_stored_events(curs, stored_events)
+            return sorted(row[0] for row in curs.fetchall())
+
+    def stored_positions(
+        self, backend: int, stored_events: Sequence[StoredEvent]
+    ) -> list[int] | None:
+        """Where these exact events are stored, or None: after a connection
+        broke around its commit, whether the transaction happened.
+
+        The broken connection's backend is ended first and waited for, so the
+        transaction is over either way and the answer is final.
+        """
+        ids = [str(e.originator_id) for e in stored_events]
+        versions = [e.originator_version for e in stored_events]
+        statement = SQL(
+            "SELECT originator_id, originator_version, state, notification_id"
+            " FROM {table} WHERE (originator_id, originator_version) IN"
+            " (SELECT * FROM unnest(%s::uuid[], %s::bigint[]))"
+        ).format(table=self.table)
+        with self._checked() as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (backend,))
+            deadline = time.monotonic() + LOST_BACKEND_WAIT_S
+            while conn.execute(BACKEND_ALIVE, (backend,)).fetchone():
+                if time.monotonic() > deadline:
+                    raise OperationalError("the outcome of a lost commit is unknown")
+                time.sleep(0.01)
+            rows = conn.execute(statement, (ids, versions)).fetchall()
+        stored = {
+            (row["originator_id"], row["originator_version"]): row for row in rows
+        }
+        positions = []
+        for e in stored_events:
+            row = stored.get((e.originator_id, e.originator_version))
+            if row is None or bytes(row["state"]) != e.state:
+                return None  # not ours: that transaction did not commit
+            positions.append(int(row["notification_id"]))
+        return sorted(positions)
 
     def _insert_with_inline(
         self, conn: Connection[DictRow], stored_events: Sequence[StoredEvent]

@@ -1,0 +1,154 @@
+"""A command whose commit's answer was lost answers as what happened: a success.
+
+The fault: PostgreSQL commits and answers, and the connection drops before the
+service hears it (a relay in between cuts it there). The library would try
+the append again, fail on its own events and call it a lost race: a refresh
+answered 401 though it rotated, a signup 409 for the account it just made.
+For each command: the events are in the log, so the command returns, and
+what it returned works.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from uuid import UUID
+
+import pytest
+
+from application.account_mail import RESET
+from application.values import Client
+from interfaces.bootstrap import Services
+from tests.faults import CommitCutter
+from tests.integration.helpers import MakeServices, stored_events
+
+pytestmark = pytest.mark.postgres
+PASSWORD = "a lost commit's passphrase"
+NEW_PASSWORD = "a found commit's passphrase"
+CLIENT = Client()
+
+
+@pytest.fixture
+def cutter(database_url: str) -> Iterator[CommitCutter]:
+    with CommitCutter(database_url) as cutter:
+        yield cutter
+
+
+@pytest.fixture
+def services(make_services: MakeServices, cutter: CommitCutter) -> Services:
+    return make_services(
+        database_url=cutter.url, run_projections=False, run_mailer=False
+    )
+
+
+def stored(services: Services, topic: str, stream: UUID) -> int:
+    """How many events of `topic` the log holds on `stream`."""
+    return sum(
+        1
+        for n in stored_events(services)
+        if n.topic == topic and n.originator_id == stream
+    )
+
+
+def test_a_signup_whose_commit_answer_is_lost_is_the_account(
+    services: Services, cutter: CommitCutter
+) -> None:
+    cutter.cut_commit_of("authledger:User.Registered")
+
+    grant = services.app.register("lost@example.com", PASSWORD, CLIENT)
+
+    assert cutter.cut == 1
+    assert stored(services, "authledger:User.Registered", grant.user_id) == 1
+    assert services.app.login("lost@example.com", PASSWORD, CLIENT).user_id == (
+        grant.user_id
+    )
+
+
+def test_a_login_whose_commit_answer_is_lost_opens_one_working_session(
+    services: Services, cutter: CommitCutter
+) -> None:
+    user_id = services.app.register("lost@example.com", PASSWORD, CLIENT).user_id
+    cutter.cut_commit_of("authledger:Session.Opened")
+
+    grant = services.app.login("lost@example.com", PASSWORD, CLIENT)
+
+    assert cutter.cut == 1
+    assert stored(services, "authledger:User.LoggedIn", user_id) == 2  # no orphan
+    assert services.app.refresh(grant.refresh_token, CLIENT).user_id == user_id
+
+
+def test_a_refresh_whose_commit_answer_is_lost_gives_the_stored_successor(
+    services: Services, cutter: CommitCutter
+) -> None:
+    first = services.app.register("lost@example.com", PASSWORD, CLIENT)
+    cutter.cut_commit_of("authledger:Session.TokenRotated")
+
+    rotated = services.app.refresh(first.refresh_token, CLIENT)
+
+    assert cutter.cut == 1
+    assert stored(services, "authledger:Session.TokenRotated", first.session_id) == 1
+    assert stored(services, "authledger:Session.Revoked", first.session_id) == 0
+    assert services.app.refresh(rotated.refresh_token, CLIENT).user_id == (
+        first.user_id
+    )
+
+
+def test_a_logout_whose_commit_answer_is_lost_has_ended_the_session(
+    services: Services, cutter: CommitCutter
+) -> None:
+    grant = services.app.register("lost@example.com", PASSWORD, CLIENT)
+    cutter.cut_commit_of("authledger:Session.Revoked")
+
+    services.app.logout(grant.user_id, grant.session_id, CLIENT)
+
+    assert cutter.cut == 1
+    assert stored(services, "authledger:Session.Revoked", grant.session_id) == 1
+
+
+def test_a_logout_everywhere_whose_commit_answer_is_lost_has_ended_them(
+    services: Services, cutter: CommitCutter
+) -> None:
+    grant = services.app.register("lost@example.com", PASSWORD, CLIENT)
+    cutter.cut_commit_of("authledger:User.SessionsRevoked")
+
+    services.app.logout_all(grant.user_id, CLIENT)
+
+    assert cutter.cut == 1
+    assert stored(services, "authledger:User.SessionsRevoked", grant.user_id) == 1
+
+
+def test_a_password_change_whose_commit_answer_is_lost_has_changed_it(
+    services: Services, cutter: CommitCutter
+) -> None:
+    grant = services.app.register("lost@example.com", PASSWORD, CLIENT)
+    cutter.cut_commit_of("authledger:User.PasswordChanged")
+
+    services.app.change_password(grant.user_id, PASSWORD, NEW_PASSWORD, CLIENT)
+
+    assert cutter.cut == 1
+    assert services.app.login("lost@example.com", NEW_PASSWORD, CLIENT).user_id == (
+        grant.user_id
+    )
+
+
+def test_a_reset_whose_commit_answer_is_lost_has_set_the_password(
+    services: Services, cutter: CommitCutter
+) -> None:
+    user_id = services.app.register("lost@example.com", PASSWORD, CLIENT).user_id
+    services.mail.forgot_password("lost@example.com", CLIENT)
+    services.mail.dispatch_resets(0)
+    request = next(
+        json.loads(n.state)
+        for n in stored_events(services)
+        if n.topic == "authledger:User.PasswordResetRequested"
+    )
+    request_id = UUID(hex=request["request_id"]["_data_"])
+    token = services.mail.tokens.mint(RESET, user_id, request_id)
+    cutter.cut_commit_of("authledger:User.PasswordChanged")
+
+    services.mail.reset_password(token, NEW_PASSWORD, CLIENT)
+
+    assert cutter.cut == 1
+    assert services.app.login("lost@example.com", NEW_PASSWORD, CLIENT).user_id == (
+        user_id
+    )
