@@ -6,7 +6,14 @@ from datetime import datetime
 from typing import Annotated, Literal, Self
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StrictBool,
+)
 
 from application.read_models import SessionRow, UserRow
 from application.timeline import TimelineEntry
@@ -22,6 +29,8 @@ def _printable_text(value: str) -> str:
         raise ValueError("must be valid Unicode text") from None
     return value
 
+
+PrintableText = Annotated[str, AfterValidator(_printable_text)]
 
 # Every character counts (the hasher pre-hashes, see ADR 0005), so no byte limit.
 NewPassword = Annotated[
@@ -91,7 +100,7 @@ class AdminUserResponse(UserResponse):
 
 class UpdateUserRequest(Body):
     role: Literal["USER", "ADMIN"] | None = None
-    unlock: bool = False
+    unlock: StrictBool = False  # `0`, `1` or `"true"` are not booleans
 
 
 class TimelineEntryResponse(BaseModel):

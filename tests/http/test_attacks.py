@@ -195,6 +195,29 @@ def test_offsets_beyond_any_page_are_refused_as_invalid(
         assert answer.json()["code"] == "validation_error"
 
 
+def test_a_nul_in_the_email_prefix_is_refused_as_invalid(
+    client: httpx.Client, admin: dict[str, Any]
+) -> None:
+    answer = client.get(
+        "/api/admin/users", params={"email_prefix": "\x00"}, headers=bearer(admin)
+    )
+
+    assert (answer.status_code, answer.json()["code"]) == (422, "validation_error")
+
+
+@pytest.mark.parametrize("unlock", [0, 1, "true", "no"])
+def test_only_json_booleans_are_booleans(
+    client: httpx.Client, admin: dict[str, Any], unlock: object
+) -> None:
+    user_id = signup(client)["user"]["id"]
+
+    answer = client.patch(
+        f"/api/admin/users/{user_id}", json={"unlock": unlock}, headers=bearer(admin)
+    )
+
+    assert (answer.status_code, answer.json()["code"]) == (422, "validation_error")
+
+
 def test_the_history_of_a_stream_that_is_not_a_user_is_not_found(
     client: httpx.Client,
     admin: dict[str, Any],

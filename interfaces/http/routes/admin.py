@@ -13,6 +13,7 @@ from interfaces.http.deps import CurrentUser, CurrentUserDep, ServicesDep
 from interfaces.http.errors import ERROR_RESPONSES, ForbiddenError
 from interfaces.http.schemas import (
     AdminUserResponse,
+    PrintableText,
     TimelineEntryResponse,
     UpdateUserRequest,
 )
@@ -37,7 +38,7 @@ router = APIRouter(prefix="/api/admin", tags=["admin"], responses=ERROR_RESPONSE
 def list_users(
     _: AdminDep,
     services: ServicesDep,
-    email_prefix: Annotated[str, Query(max_length=254)] = "",
+    email_prefix: Annotated[PrintableText, Query(max_length=254)] = "",
     limit: PageSize = 50,
     offset: Offset = 0,
 ) -> list[AdminUserResponse]:
