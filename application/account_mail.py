@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 from application.errors import InvalidMailTokenError, UserNotFoundError
-from application.store import first_claim
+from application.store import find_claim
 from application.values import Client, address_hash, hash_token
 from domain.errors import DomainError, RequestedTooSoonError
 from domain.throttle import ThrottlePolicy
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
     from application.auth import AuthApplication
     from application.ports import MailTokens
-from domain.email_claim import EmailClaim
 from domain.reset_asks import ResetAsks
 
 PAGE = 200
@@ -79,19 +78,20 @@ class AccountMail:
         """Ask for a reset link; the work and the answer are alike for any address.
 
         Only the ask is recorded now, under the address's keyed hash, with the
-        claims that could hold the address; whether one does is found out off
-        the request (dispatch_resets), so the time taken tells nothing.
+        account's id if a claim names one (one primary-key read, hit or miss);
+        the account's own stream is changed off the request (dispatch_resets),
+        so the time taken tells nothing.
         """
         now = self.app.clock()
         key = address_hash(self.app.address_key, email)
-        claim_ids = EmailClaim.ids_for(email)
+        claim = find_claim(self.app, email)
+        user_id = None if claim is None else claim.user_id
 
         def ask() -> list[ResetAsks]:
             asks = self.app.reset_asks(key, now)
-            # Too soon? The earlier link still works; saying so would leak nothing,
-            # but nothing new is recorded either.
+            # Too soon? The earlier link still works; nothing new is recorded.
             with contextlib.suppress(RequestedTooSoonError):
-                asks.ask(client.ip, client.user_agent, claim_ids, self.policy, now)
+                asks.ask(client.ip, client.user_agent, user_id, self.policy, now)
             return [asks]
 
         self.app.count_attempt(f"mail:{client.ip}", self.per_address, now, ask)
@@ -100,9 +100,10 @@ class AccountMail:
         """Turn the asks stored after position `after` into reset links; returns
         the position reached (`until`, or the newest readable one).
 
-        An ask whose address has an account records a reset request on it,
-        which the outbox mails; others end here. Each ask becomes one request,
-        whatever how often it is dispatched.
+        An ask for an account records a reset request on it, which the outbox
+        mails, and marks the ask dispatched in the same save: dispatched again
+        (a crash, a lost position), it changes nothing. An ask older than a
+        link's lifetime, or for no account, ends here.
         """
         until = until or self.app.recorder.max_notification_id() or after
         position = after
@@ -111,25 +112,30 @@ class AccountMail:
         ):
             for notification in page:
                 ask = self.app.mapper.to_domain_event(notification)
-                if isinstance(ask, ResetAsks.Asked):
-                    self._request_reset(ask)
+                if isinstance(ask, ResetAsks.Asked) and ask.user_id is not None:
+                    self._request_reset(ask, ask.user_id)
             position = page[-1].id
         return until
 
-    def _request_reset(self, ask: ResetAsks.Asked) -> None:
-        claim = first_claim(self.app, ask.claim_ids)
-        if claim is None:
-            return
-        request_id = ask.request_id
-        token_hash = hash_token(self.tokens.mint(RESET, claim.user_id, request_id))
+    def _request_reset(self, ask: ResetAsks.Asked, user_id: UUID) -> None:
         now = self.app.clock()
+        if ask.timestamp + self.policy.reset_ttl <= now:
+            return  # its link would already have expired
+        request_id = ask.request_id
+        token_hash = hash_token(self.tokens.mint(RESET, user_id, request_id))
 
-        def request(user: User) -> None:
+        def request() -> None:
+            asks: ResetAsks = self.app.repository.get(ask.originator_id)
+            if asks.dispatched_through >= ask.originator_version:
+                return
+            user = self.app.get_user(user_id)
             # Asked again within the account's cooldown: the earlier link works.
             with contextlib.suppress(RequestedTooSoonError):
                 user.request_password_reset(request_id, token_hash, self.policy, now)
+            asks.dispatched(ask, now)
+            self.app.save(user, asks)
 
-        self.app.update_user(claim.user_id, request)
+        self.app.attempt(request)
 
     def reset_password(self, token: str, new_password: str, client: Client) -> None:
         """Set a new password with the token its link carried; end every session."""

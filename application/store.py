@@ -211,12 +211,7 @@ def find_claim(app: Application[UUID], email: str) -> EmailClaim | None:
         ids = EmailClaim.ids_for(email)
     except DomainError:
         return None
-    return first_claim(app, ids)
-
-
-def first_claim(app: Application[UUID], claim_ids: Sequence[UUID]) -> EmailClaim | None:
-    """The first of these claims that is stored, if any."""
-    for claim_id in claim_ids:
+    for claim_id in ids:
         with contextlib.suppress(AggregateNotFoundError):
             claim: EmailClaim = app.repository.get(claim_id)
             return claim

@@ -267,14 +267,8 @@ class User(Aggregate):
     def request_password_reset(
         self, request_id: UUID, token_hash: str, policy: MailPolicy, now: datetime
     ) -> None:
-        """Record that a reset link is mailed; it replaces any earlier one.
-
-        The same request again (a retried dispatch) records nothing.
-        """
-        pending = self.pending_reset
-        if pending is not None and pending.get("request_id") == request_id:
-            return
-        policy.check_not_too_soon(_requested_at(pending), now)
+        """Record that a reset link is mailed; it replaces any earlier one."""
+        policy.check_not_too_soon(_requested_at(self.pending_reset), now)
         self.trigger_event(
             self.PasswordResetRequested,
             timestamp=now,
@@ -437,7 +431,6 @@ def _pending(
     event: User.VerificationRequested | User.PasswordResetRequested,
 ) -> dict[str, Any]:
     return {
-        "request_id": event.request_id,
         "token_hash": event.token_hash,
         "requested_at": event.timestamp,
         "expires_at": event.expires_at,

@@ -60,7 +60,7 @@ def check_append_only(url: str, tables: EventTables) -> None:
             (tables.schema, tables.events),
         ).fetchone()
         if owner is not None:
-            refuse_unsafe_role(conn, conn.info.user, str(owner[0]))
+            refuse_unsafe_role(conn, conn.info.user, str(owner[0]), tables.schema)
     protected = {str(name) for name, triggers in rows if triggers == 2}
     for name in names:
         if name not in protected:
@@ -70,20 +70,31 @@ def check_append_only(url: str, tables: EventTables) -> None:
             )
 
 
-# A superuser, a role that may create roles (and so, before PostgreSQL 16,
-# grant itself the owner's), or a member of the owner (even without INHERIT:
-# it may SET ROLE) could switch the triggers off.
+# Who could switch the triggers off or replace the tables: a member (even
+# without INHERIT: it may SET ROLE) of a superuser, of a role that may create
+# roles (before PostgreSQL 16 it may grant itself any), of the tables' owner,
+# or of the owner of their schema or database (who may drop them).
 RISKY = """
-SELECT r.rolsuper OR r.rolcreaterole OR pg_has_role(r.oid, o.oid, 'MEMBER')
-FROM pg_roles r, pg_roles o WHERE r.rolname = %s AND o.rolname = %s
+SELECT EXISTS (
+    SELECT 1 FROM pg_roles a
+    WHERE pg_has_role(r.oid, a.oid, 'MEMBER')
+      AND (a.rolsuper OR a.rolcreaterole OR a.rolname = %(owner)s
+           OR a.oid = (SELECT datdba FROM pg_database
+                       WHERE datname = current_database())
+           OR a.oid = (SELECT nspowner FROM pg_namespace WHERE nspname = %(schema)s)))
+FROM pg_roles r WHERE r.rolname = %(role)s
 """
 
 
-def refuse_unsafe_role(conn: psycopg.Connection[Any], role: str, owner: str) -> None:
-    row = conn.execute(RISKY, (role, owner)).fetchone()
-    if row is not None and row[0]:
+def refuse_unsafe_role(
+    conn: psycopg.Connection[Any], role: str, owner: str, schema: str
+) -> None:
+    row = conn.execute(RISKY, {"role": role, "owner": owner, "schema": schema})
+    found = row.fetchone()
+    if found is not None and found[0]:
         raise UnsafeAppRoleError(
-            f"{role} is a superuser, may create roles or may become {owner}:"
+            f"{role} is or may become a superuser, a role that creates roles,"
+            f" {owner}, or the owner of the database or of schema {schema}:"
             " the application role must be none of these"
         )
 
@@ -102,7 +113,7 @@ def grant_app_role(
     app = sql.Identifier(role)
     events, snapshots = tables.qualified()
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
-        _create_role(conn, role, password)
+        _create_role(conn, role, tables.schema, password)
         statements = (
             sql.SQL("REVOKE ALL ON TABLE {}, {} FROM {}").format(
                 events, snapshots, app
@@ -126,9 +137,9 @@ def grant_app_role(
 
 
 def _create_role(
-    conn: psycopg.Connection[Any], role: str, password: str | None
+    conn: psycopg.Connection[Any], role: str, schema: str, password: str | None
 ) -> None:
-    refuse_unsafe_role(conn, role, str(conn.info.user))
+    refuse_unsafe_role(conn, role, str(conn.info.user), schema)
     app = sql.Identifier(role)
     exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
     if exists.fetchone() is None:

@@ -171,7 +171,11 @@ class Mailer:
         with psycopg.connect(self._url, autocommit=True) as conn:
             locked = conn.execute(LOCK).fetchone()
             while locked and locked[0] and not stopping.is_set():
-                self.dispatch_asks(conn)
+                try:
+                    self.dispatch_asks(conn)
+                except Exception:
+                    # Retried next round; meanwhile the mail already due goes.
+                    log.exception("reset asks not dispatched")
                 self.send_due(conn)
                 stopping.wait(self._poll_s)
 

@@ -39,8 +39,11 @@ class ZxcvbnScreen:
         password = unicodedata.normalize("NFKC", password)[:SCREENED_LENGTH]
         context = context_words(email)
         squeezed = _letters(password)
-        if len(squeezed) >= MIN_SHARED and any(
-            squeezed in _letters(w) for w in context
+        mostly_letters = 2 * len(squeezed) >= len(password.replace(" ", ""))
+        if (
+            mostly_letters
+            and len(squeezed) >= MIN_SHARED
+            and any(squeezed in _letters(w) for w in context)
         ):
             return MADE_OF_THE_ADDRESS  # the address cut, joined up or numbered
         result = zxcvbn(password, user_inputs=context)

@@ -46,9 +46,6 @@ class Gate:
             self._admitted -= 1
 
 
-NFKC_MARK = "nfkc$"  # on hashes of the NFKC form; bcrypt's own start with "$2b$"
-
-
 def nfkc(password: str) -> str:
     return unicodedata.normalize("NFKC", password)
 
@@ -85,28 +82,25 @@ class BcryptPasswordHasher:
         """Return a bcrypt hash of the peppered password, in NFKC form."""
         salt = bcrypt.gensalt(rounds=self._rounds)
         with self._gate:
-            hashed = bcrypt.hashpw(self._prehash(nfkc(password)), salt).decode()
-        return NFKC_MARK + hashed
+            return bcrypt.hashpw(self._prehash(nfkc(password)), salt).decode()
 
     def verify(self, password: str, password_hash: str) -> bool:
         """Tell whether the password matches; constant-time inside bcrypt.
 
         A password typed composed or decomposed, full-width or not, is one
-        password. A hash without the mark was made before passwords were
-        normalised, of the password as typed: when normalising changes it,
-        that form is tried too (only for such hashes, so only their owners'
-        wrong guesses can cost two runs).
+        password. A hash made before passwords were normalised was made of the
+        password as typed, so when normalising changes it that form is tried
+        too: against every hash and the dummy alike, so the number of runs
+        tells nothing about the account. (A form NFKC changes is never one
+        a newer hash was made of: NFKC's results are its fixed points.)
         """
-        if password_hash.startswith(NFKC_MARK):
-            forms = [nfkc(password)]
-            password_hash = password_hash.removeprefix(NFKC_MARK)
-        else:
-            forms = list(dict.fromkeys([nfkc(password), password]))
+        forms = dict.fromkeys([nfkc(password), password])
         with self._gate:
-            return any(
+            matches = [
                 bcrypt.checkpw(self._prehash(form), password_hash.encode())
                 for form in forms
-            )
+            ]
+        return any(matches)
 
     def verify_dummy(self, password: str) -> None:
         """Spend one real check, so an unknown email takes as long as a known one."""

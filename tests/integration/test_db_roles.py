@@ -152,6 +152,8 @@ def test_setup_refuses_an_app_role_with_the_owners_privileges(
     [
         "GRANT {owner} TO {role} WITH INHERIT FALSE",  # may still SET ROLE
         "ALTER ROLE {role} CREATEROLE",  # may grant itself the owner's role
+        "CREATE ROLE {other} SUPERUSER; GRANT {other} TO {role}",  # a superuser's
+        "ALTER DATABASE {database} OWNER TO {role}",  # may drop the tables
     ],
 )
 def test_a_role_that_could_become_the_owner_is_refused_at_setup_and_at_start(
@@ -165,15 +167,29 @@ def test_a_role_that_could_become_the_owner_is_refused_at_setup_and_at_start(
     # Given: the app role, set up, then given a way to the owner's privileges
     with psycopg.connect(database_url, autocommit=True) as conn:
         (owner,) = conn.execute("SELECT current_user").fetchone() or ("",)
+        other = f"{app_role}_su"
         conn.execute(
             sql.SQL(grant).format(
-                owner=sql.Identifier(owner), role=sql.Identifier(app_role)
+                owner=sql.Identifier(owner),
+                role=sql.Identifier(app_role),
+                other=sql.Identifier(other),
+                database=sql.Identifier(conn.info.dbname),
             )
         )
 
-    # Then: setting it up again is refused, and so is serving as it
-    with pytest.raises(subprocess.CalledProcessError) as refused:
-        run_cli(database_url, tmp_path, "db", "setup-roles", "--app-role", app_role)
-    assert "the application role must be none of these" in refused.value.stderr
-    with pytest.raises(UnsafeAppRoleError):
-        make_services(database_url=app_url)
+    try:
+        # Then: setting it up again is refused, and so is serving as it
+        with pytest.raises(subprocess.CalledProcessError) as refused:
+            run_cli(database_url, tmp_path, "db", "setup-roles", "--app-role", app_role)
+        assert "the application role must be none of these" in refused.value.stderr
+        with pytest.raises(UnsafeAppRoleError):
+            make_services(database_url=app_url)
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO {}; DROP ROLE IF EXISTS {}").format(
+                    sql.Identifier(conn.info.dbname),
+                    sql.Identifier(owner),
+                    sql.Identifier(other),
+                )
+            )

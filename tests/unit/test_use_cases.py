@@ -1030,8 +1030,7 @@ def test_forgetting_the_password_of_an_unknown_email_does_the_same_work(
 
     # Then the request does the same for both: it counts against the client's
     # address and records the ask under the email's keyed hash, nothing else
-    # (whether an account exists is not even looked up); within the cooldown
-    # only the count
+    # (the account's stream is not read); within the cooldown only the count
     counted = ["ClientThrottle.FailureCounted"]
     first_ask = [
         "ClientThrottle.Started",
@@ -1053,8 +1052,40 @@ def test_forgetting_the_password_of_an_unknown_email_does_the_same_work(
 
     # Then the account, and only it, has one reset request
     dispatched = stored_since(app, before)
-    assert names(dispatched) == ["User.PasswordResetRequested"]
+    assert names(dispatched) == ["User.PasswordResetRequested", "ResetAsks.Dispatched"]
     assert dispatched[0].originator_id == user_id
+
+
+def test_a_used_reset_link_stays_used_however_often_its_ask_is_dispatched(
+    app: AuthApplication, mail: AccountMail
+) -> None:
+    # Given a reset link asked for, dispatched, and used
+    user_id = registered(app).user_id
+    forgot(mail, EMAIL, CLIENT)
+    token = mailed_token(app, user_id, RESET)
+    mail.reset_password(token, NEW_PASSWORD, CLIENT)
+    before = position(app)
+
+    # When every ask is dispatched again (a lost dispatch position)
+    mail.dispatch_resets(0)
+
+    # Then nothing is recorded, and the link still fails
+    assert stored_since(app, before) == []
+    with pytest.raises(InvalidMailTokenError):
+        mail.reset_password(token, "a third passphrase", CLIENT)
+
+
+def test_an_ask_older_than_a_links_lifetime_is_never_dispatched(
+    app: AuthApplication, mail: AccountMail, clock: FakeClock
+) -> None:
+    registered(app)
+    mail.forgot_password(EMAIL, CLIENT)
+    clock.advance(timedelta(minutes=30))
+    before = position(app)
+
+    mail.dispatch_resets(0)
+
+    assert stored_since(app, before) == []
 
 
 def test_resetting_the_password_ends_every_session_and_works_once(
