@@ -101,9 +101,9 @@ class AccountMail:
         the position reached (`until`, or the newest readable one).
 
         An ask for an account records a reset request on it, which the outbox
-        mails, and marks the ask dispatched in the same save: dispatched again
-        (a crash, a lost position), it changes nothing. An ask older than a
-        link's lifetime, or for no account, ends here.
+        mails; every ask is marked dispatched in the same save, so dispatched
+        again (a crash, a lost position) it changes nothing. An ask older than
+        a link's lifetime ends here.
         """
         until = until or self.app.recorder.max_notification_id() or after
         position = after
@@ -112,30 +112,39 @@ class AccountMail:
         ):
             for notification in page:
                 ask = self.app.mapper.to_domain_event(notification)
-                if isinstance(ask, ResetAsks.Asked) and ask.user_id is not None:
-                    self._request_reset(ask, ask.user_id)
+                if isinstance(ask, ResetAsks.Asked):
+                    self._dispatch(ask)
             position = page[-1].id
         return until
 
-    def _request_reset(self, ask: ResetAsks.Asked, user_id: UUID) -> None:
+    def _dispatch(self, ask: ResetAsks.Asked) -> None:
+        """Record the reset request an ask makes, if any, and mark it dispatched,
+        in one save: for an unknown address too, so that every address's
+        stream grows alike and its read costs what a known one's does."""
         now = self.app.clock()
         if ask.timestamp + self.policy.reset_ttl <= now:
             return  # its link would already have expired
+        user_id = ask.user_id
         request_id = ask.request_id
-        token_hash = hash_token(self.tokens.mint(RESET, user_id, request_id))
+        token_hash = ""
+        if user_id is not None:
+            token_hash = hash_token(self.tokens.mint(RESET, user_id, request_id))
 
-        def request() -> None:
+        def dispatch() -> None:
             asks: ResetAsks = self.app.repository.get(ask.originator_id)
             if asks.dispatched_through >= ask.originator_version:
+                return
+            asks.dispatched(ask, now)
+            if user_id is None:
+                self.app.save(asks)
                 return
             user = self.app.get_user(user_id)
             # Asked again within the account's cooldown: the earlier link works.
             with contextlib.suppress(RequestedTooSoonError):
                 user.request_password_reset(request_id, token_hash, self.policy, now)
-            asks.dispatched(ask, now)
             self.app.save(user, asks)
 
-        self.app.attempt(request)
+        self.app.attempt(dispatch)
 
     def reset_password(self, token: str, new_password: str, client: Client) -> None:
         """Set a new password with the token its link carried; end every session."""

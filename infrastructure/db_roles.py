@@ -53,14 +53,7 @@ def check_append_only(url: str, tables: EventTables) -> None:
     names = [tables.events, tables.snapshots]
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(PROTECTED, (tables.schema, names)).fetchall()
-        owner = conn.execute(
-            "SELECT pg_get_userbyid(c.relowner) FROM pg_class c"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = %s AND c.relname = %s",
-            (tables.schema, tables.events),
-        ).fetchone()
-        if owner is not None:
-            refuse_unsafe_role(conn, conn.info.user, str(owner[0]), tables.schema)
+        refuse_unsafe_role(conn, conn.info.user, tables)
     protected = {str(name) for name, triggers in rows if triggers == 2}
     for name in names:
         if name not in protected:
@@ -73,7 +66,8 @@ def check_append_only(url: str, tables: EventTables) -> None:
 # Who could switch the triggers off or replace the tables: a member (even
 # without INHERIT: it may SET ROLE) of a superuser, of a role that may create
 # roles (before PostgreSQL 16 it may grant itself any), of the tables' owner,
-# or of the owner of their schema or database (who may drop them).
+# or of the owner of their schema or database (who may drop them), or of a
+# built-in role that reaches the server's files or writes every table.
 RISKY = """
 SELECT EXISTS (
     SELECT 1 FROM pg_roles a
@@ -81,14 +75,25 @@ SELECT EXISTS (
       AND (a.rolsuper OR a.rolcreaterole OR a.rolname = %(owner)s
            OR a.oid = (SELECT datdba FROM pg_database
                        WHERE datname = current_database())
-           OR a.oid = (SELECT nspowner FROM pg_namespace WHERE nspname = %(schema)s)))
+           OR a.oid = (SELECT nspowner FROM pg_namespace WHERE nspname = %(schema)s)
+           OR a.rolname IN ('pg_execute_server_program', 'pg_write_server_files',
+                            'pg_write_all_data')))
 FROM pg_roles r WHERE r.rolname = %(role)s
+"""
+OWNER = """
+SELECT pg_get_userbyid(c.relowner) FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s
 """
 
 
 def refuse_unsafe_role(
-    conn: psycopg.Connection[Any], role: str, owner: str, schema: str
+    conn: psycopg.Connection[Any], role: str, tables: EventTables
 ) -> None:
+    """Refuse `role` as the application role if it could escape its limits."""
+    found_owner = conn.execute(OWNER, (tables.schema, tables.events)).fetchone()
+    owner = str(found_owner[0]) if found_owner else str(conn.info.user)
+    schema = tables.schema
     row = conn.execute(RISKY, {"role": role, "owner": owner, "schema": schema})
     found = row.fetchone()
     if found is not None and found[0]:
@@ -113,7 +118,7 @@ def grant_app_role(
     app = sql.Identifier(role)
     events, snapshots = tables.qualified()
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
-        _create_role(conn, role, tables.schema, password)
+        _create_role(conn, role, tables, password)
         statements = (
             sql.SQL("REVOKE ALL ON TABLE {}, {} FROM {}").format(
                 events, snapshots, app
@@ -137,9 +142,9 @@ def grant_app_role(
 
 
 def _create_role(
-    conn: psycopg.Connection[Any], role: str, schema: str, password: str | None
+    conn: psycopg.Connection[Any], role: str, tables: EventTables, password: str | None
 ) -> None:
-    refuse_unsafe_role(conn, role, str(conn.info.user), schema)
+    refuse_unsafe_role(conn, role, tables)
     app = sql.Identifier(role)
     exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
     if exists.fetchone() is None:

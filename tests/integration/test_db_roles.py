@@ -154,6 +154,7 @@ def test_setup_refuses_an_app_role_with_the_owners_privileges(
         "ALTER ROLE {role} CREATEROLE",  # may grant itself the owner's role
         "CREATE ROLE {other} SUPERUSER; GRANT {other} TO {role}",  # a superuser's
         "ALTER DATABASE {database} OWNER TO {role}",  # may drop the tables
+        "GRANT pg_write_server_files TO {role}",  # may write the server's files
     ],
 )
 def test_a_role_that_could_become_the_owner_is_refused_at_setup_and_at_start(
