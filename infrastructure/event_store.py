@@ -192,7 +192,7 @@ class AuthRecorder(PostgresApplicationRecorder):
                         self._held.conn = None
                         self._held.appended = ()
             except (psycopg.OperationalError, psycopg.InterfaceError) as error:
-                if not (committing and appended):
+                if not (committing and appended and _lost(conn)):
                     raise
                 if self.stored_positions(backend, appended) is None:
                     raise TransactionLostError("not committed") from error
@@ -240,14 +240,18 @@ class AuthRecorder(PostgresApplicationRecorder):
             return ids
         attempt = 1
         while True:
-            backend = None
+            used: Connection[DictRow] | None = None
             try:
                 with self._checked() as conn:
-                    backend = conn.info.backend_pid
+                    used = conn
                     return self._insert_alone(conn, stored_events)
             except (OperationalError, InterfaceError):
-                if backend is not None:
-                    positions = self.stored_positions(backend, stored_events)
+                if used is not None and not _lost(used):
+                    raise  # a statement failed (a lock timeout): it is rolled back
+                if used is not None:
+                    positions = self.stored_positions(
+                        used.info.backend_pid, stored_events
+                    )
                     if positions is not None:
                         return positions  # it committed: only the answer was lost
                 if attempt == INSERT_ATTEMPTS:
@@ -473,6 +477,12 @@ class AuthRecorder(PostgresApplicationRecorder):
         """Wait for every append in flight, and hold new ones until commit."""
         curs.execute(self.lock_timeout_statement)
         curs.execute(SQL("SELECT {}()").format(appends_lock(self.events_table_name)))
+
+
+def _lost(conn: Connection[DictRow]) -> bool:
+    """Whether the connection broke (its transaction's outcome then unknown),
+    rather than a statement on it failing."""
+    return conn.broken or conn.closed
 
 
 def _sync(conn: Connection[DictRow], pipeline: Pipeline) -> None:
