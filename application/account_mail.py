@@ -11,6 +11,7 @@ from application.errors import InvalidMailTokenError, UserNotFoundError
 from application.store import find_claim
 from application.values import Client, address_hash, hash_token
 from domain.errors import DomainError, RequestedTooSoonError
+from domain.reset_asks import ResetAsks
 from domain.throttle import ThrottlePolicy
 from domain.user import MailPolicy, User
 from domain.values import RevocationReason
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 
     from application.auth import AuthApplication
     from application.ports import MailTokens
-from domain.reset_asks import ResetAsks
 
 PAGE = 200
 VERIFY = "verify-email"
@@ -96,16 +96,16 @@ class AccountMail:
 
         self.app.count_attempt(f"mail:{client.ip}", self.per_address, now, ask)
 
-    def dispatch_resets(self, after: int, until: int | None = None) -> int:
+    def dispatch_resets(self, after: int) -> int:
         """Turn the asks stored after position `after` into reset links; returns
-        the position reached (`until`, or the newest readable one).
+        the position reached (the newest readable one when it started).
 
         An ask for an account records a reset request on it, which the outbox
         mails; every ask is marked dispatched in the same save, so dispatched
         again (a crash, a lost position) it changes nothing. An ask older than
         a link's lifetime ends here.
         """
-        until = until or self.app.recorder.max_notification_id() or after
+        until = self.app.recorder.max_notification_id() or after
         position = after
         while page := self.app.recorder.select_notifications(
             position, PAGE, until, [ResetAsks.Asked.TOPIC], inclusive_of_start=False
@@ -181,13 +181,11 @@ class AccountMail:
         return user_id
 
     def _record_request(
-        self, client: Client, user_id: UUID | None, command: Callable[[User], None]
+        self, client: Client, user_id: UUID, command: Callable[[User], None]
     ) -> None:
         """Count the request against the address, apply it to the user, save both."""
 
         def changed_user() -> list[User]:
-            if user_id is None:
-                return []
             user = self.app.get_user(user_id)
             command(user)
             return [user]

@@ -246,9 +246,9 @@ class AuthRecorder(PostgresApplicationRecorder):
                     used = conn
                     return self._insert_alone(conn, stored_events)
             except (OperationalError, InterfaceError):
-                if used is not None and not _lost(used):
-                    raise  # a statement failed (a lock timeout): it is rolled back
                 if used is not None:
+                    if not _lost(used):
+                        raise  # a statement failed (a lock timeout): rolled back
                     positions = self.stored_positions(
                         used.info.backend_pid, stored_events
                     )

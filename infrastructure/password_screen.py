@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import unicodedata
 
 from zxcvbn import zxcvbn
 
 from domain.values import fold_email
-from infrastructure.passwords import Gate
+from infrastructure.passwords import Gate, nfkc
 
 # Below a million guesses (zxcvbn's score 0 and 1): what a throttled online
 # attack or a top-passwords list reaches. Its lists hold the 30 000 most
@@ -36,7 +35,7 @@ class ZxcvbnScreen:
             return self._weakness(password, email)
 
     def _weakness(self, password: str, email: str) -> str | None:
-        password = unicodedata.normalize("NFKC", password)[:SCREENED_LENGTH]
+        password = nfkc(password)[:SCREENED_LENGTH]
         context = context_words(email)
         squeezed = _letters(password)
         mostly_letters = 2 * len(squeezed) >= len(password.replace(" ", ""))

@@ -6,6 +6,8 @@ or the email itself (each got 201), then guess it from a top-passwords list.
 
 from __future__ import annotations
 
+import threading
+import time
 import unicodedata
 
 import bcrypt
@@ -13,8 +15,9 @@ import pytest
 
 from application.account_mail import RESET, AccountMail
 from application.auth import AuthApplication
-from application.errors import WeakPasswordError
+from application.errors import HashingBusyError, WeakPasswordError
 from domain.user import User
+from infrastructure.password_screen import ZxcvbnScreen
 from tests.unit.test_use_cases import (
     CLIENT,
     EMAIL,
@@ -152,3 +155,28 @@ def test_a_guess_costs_as_many_bcrypt_runs_whatever_the_account(
 
     # Then each costs the same two runs: timing cannot tell old accounts apart
     assert counts == [2, 2, 2]
+
+
+def test_screening_past_its_bound_is_refused_at_once_as_busy() -> None:
+    # Given a screen for one core, its one run and its eight waiting places taken
+    screen = ZxcvbnScreen(concurrency=1)
+    gate = screen._gate  # held by hand: zxcvbn is too quick to be caught running
+    gate.__enter__()
+    waiting = [
+        threading.Thread(target=screen.weakness, args=(PASSWORD, EMAIL))
+        for _ in range(8)
+    ]
+    for thread in waiting:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while gate._admitted < 9 and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+    # Then one more is refused at once, not queued
+    try:
+        with pytest.raises(HashingBusyError):
+            screen.weakness(PASSWORD, EMAIL)
+    finally:
+        gate.__exit__(None, None, None)
+        for thread in waiting:
+            thread.join()
