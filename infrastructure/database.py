@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +30,46 @@ class MissingDatabaseError(RuntimeError):
     """Production must name its database; the embedded one is for development."""
 
 
-def eventsourcing_env(url: str, pool_size: int, max_overflow: int) -> dict[str, str]:
-    """Translate a libpq URL into the POSTGRES_* variables eventsourcing reads."""
+CONNECT_TIMEOUT_S = 2
+# Read by the factory (infrastructure.event_store), not by the library.
+STATEMENT_TIMEOUT = "DB_STATEMENT_TIMEOUT_S"
+APPLICATION_NAME = "DB_APPLICATION_NAME"
+
+
+# A silent server is found out within seconds, not the kernel's two hours.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+
+
+def eventsourcing_env(
+    url: str,
+    pool_size: int,
+    max_overflow: int,
+    *,
+    purpose: str = "authledger",
+    statement_timeout_s: float | None = None,
+) -> dict[str, str]:
+    """Translate a libpq URL into the POSTGRES_* variables eventsourcing reads.
+
+    `purpose` names the connections (pg_stat_activity's application_name);
+    a statement timeout bounds each statement on them, server-side.
+    """
     params = conninfo_to_dict(url)
+    timeout = (
+        {}
+        if statement_timeout_s is None
+        else {STATEMENT_TIMEOUT: str(statement_timeout_s)}
+    )
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        # The library's PostgreSQL factory, with our connection settings.
+        "PERSISTENCE_MODULE": "infrastructure.event_store:AuthFactory",
+        APPLICATION_NAME: purpose,
+        **timeout,
         "POSTGRES_DBNAME": str(params.get("dbname") or "postgres"),
         "POSTGRES_HOST": str(params.get("host") or "localhost"),
         "POSTGRES_PORT": str(params.get("port") or 5432),
@@ -43,7 +79,7 @@ def eventsourcing_env(url: str, pool_size: int, max_overflow: int) -> dict[str, 
         "POSTGRES_MAX_OVERFLOW": str(max_overflow),
         # Fail fast instead of queueing forever behind a lock.
         "POSTGRES_LOCK_TIMEOUT": "5",
-        "POSTGRES_CONNECT_TIMEOUT": "2",
+        "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_S),
         # No ping before every use: the recorder checks pooled connections more
         # cheaply, so a restarted server still costs no failed request.
         "POSTGRES_PRE_PING": "n",
@@ -54,9 +90,20 @@ def eventsourcing_env(url: str, pool_size: int, max_overflow: int) -> dict[str, 
     }
 
 
+def connect(url: str, purpose: str, **settings: Any) -> psycopg.Connection[Any]:
+    """An autocommit connection of one of the process's users (named after it)."""
+    return psycopg.connect(
+        url,
+        autocommit=True,
+        application_name=purpose,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        **{**KEEPALIVES, **settings},
+    )
+
+
 def ensure_schema(url: str, schema: str) -> None:
     """Create a schema for a read model; eventsourcing never creates schemas."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, "authledger-setup") as conn:
         conn.execute(
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
         )
@@ -154,41 +201,69 @@ def protect_event_log(url: str, tables: EventTables) -> None:
 class DatabaseProbe:
     """Watch the database from a thread, so requests fail fast while it is down.
 
-    Without it a request waits out the pool and the library's retries (tens
-    of seconds) before failing; with it, the interface answers 503 at once
-    and the pool reconnects by itself when the probe sees the server again.
+    Without it a request waits out its deadline before failing; with it, the
+    interface answers 503 at once and the pool reconnects by itself when the
+    probe sees the server again. Each round also tries what every command
+    needs, an append's lock on the events table, and reports when it is held
+    up (a migration's ACCESS EXCLUSIVE lock, a stuck EXCLUSIVE one). A round
+    that hangs (a frozen server acknowledges TCP but never answers) counts
+    as down once it has taken STALLED_S.
     """
+
+    STALLED_S = 1.0
 
     def __init__(self, interval_s: float = 0.5) -> None:
         self._interval_s = interval_s
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._url = ""
-        self.is_down = False
+        self._events: sql.Composable = sql.SQL("")
+        self._failed = False
+        self._round_started: float | None = None
+        self.appends_blocked = False
 
-    def start(self, url: str) -> None:
+    def start(self, url: str, events: sql.Composable) -> None:
         self._url = url
+        self._events = events
         self._thread.start()
 
     def stop(self) -> None:
         self._stopping.set()
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join(timeout=2 * self.STALLED_S)
+
+    @property
+    def is_down(self) -> bool:
+        started = self._round_started
+        hung = started is not None and time.monotonic() - started > self.STALLED_S
+        return self._failed or hung
 
     def _watch(self) -> None:
         conn: psycopg.Connection[Any] | None = None
+        timeout = f"-c statement_timeout={round(self.STALLED_S * 1000)}"
+        try_append = sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(self._events)
         while not self._stopping.wait(self._interval_s):
+            self._round_started = time.monotonic()
             try:
                 if conn is None or conn.closed:
-                    conn = psycopg.connect(
-                        self._url, autocommit=True, connect_timeout=2
-                    )
+                    conn = connect(self._url, "authledger-probe", options=timeout)
                 conn.execute("SELECT 1")
-                self.is_down = False
+                self._failed = False
+                with conn.transaction(force_rollback=True):
+                    conn.execute(PROBE_LOCK_TIMEOUT)
+                    conn.execute(try_append)
+                self.appends_blocked = False
+            except psycopg.errors.LockNotAvailable:
+                self.appends_blocked = True
             except psycopg.Error:
-                self.is_down = True
+                self._failed = True
                 if conn is not None:
                     conn.close()
                 conn = None
+            finally:
+                self._round_started = None
         if conn is not None:
             conn.close()
+
+
+PROBE_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '500ms'"

@@ -10,31 +10,47 @@ commit behind a reader, while writers commit side by side (ADR 15).
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
 import select
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from uuid import UUID
 from weakref import WeakKeyDictionary
 
 import psycopg
 from eventsourcing.persistence import (
     DatabaseError,
+    IntegrityError,
     InterfaceError,
     Notification,
     OperationalError,
+    PersistenceError,
     ProgrammingError,
     StoredEvent,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from eventsourcing.utils import retry
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresFactory,
+)
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
+from psycopg_pool import PoolTimeout
 
 from application.errors import ReadModelFailedError
-from infrastructure.database import appends_lock
+from infrastructure.database import (
+    APPLICATION_NAME,
+    KEEPALIVES,
+    STATEMENT_TIMEOUT,
+    appends_lock,
+)
+from infrastructure.deadlines import WATCH, allows, bounded
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -61,6 +77,19 @@ INSERT_RETRY_WAIT_S = 0.2
 # How long a broken connection's backend may take to end once told to.
 LOST_BACKEND_WAIT_S = 5.0
 BACKEND_ALIVE = "SELECT 1 FROM pg_stat_activity WHERE pid = %s"
+# Past the request's deadline, finding out whether a lost commit happened may
+# take this much longer: the answer is then true rather than "unknown".
+RESOLVE_EXTRA_S = 0.6
+# A read whose connection broke is tried again this often, this far apart.
+READ_ATTEMPTS = 10
+READ_RETRY_WAIT_S = 0.2
+# Server errors that end the connection, not the statement: a restart, a
+# crash, a session killed after idling in a transaction. Anything else with
+# an SQLSTATE (a lock or statement timeout, a cancel) is final.
+CONNECTION_ENDED = ("08", "57P01", "57P02", "57P03", "25P03")
+
+log = logging.getLogger(__name__)
+Result = TypeVar("Result")
 
 
 class TransactionLostError(DatabaseError):
@@ -77,18 +106,129 @@ class InlineWriter(Protocol):
         ...
 
 
-class AuthRecorder(PostgresApplicationRecorder):
+def connection_ended(error: BaseException) -> bool:
+    """Whether a database error lost the connection (a retry may pass), rather
+    than failed a statement on it (a retry would only wait the same again)."""
+    cause = error.__cause__ if isinstance(error, PersistenceError) else error
+    if isinstance(cause, PoolTimeout):
+        return False  # every connection is busy: waiting again helps nobody
+    if not isinstance(cause, psycopg.Error):
+        return cause is None or isinstance(cause, OSError)
+    state = cause.sqlstate
+    return state is None or state.startswith(CONNECTION_ENDED)
+
+
+def reconnecting(read: Callable[..., Result]) -> Callable[..., Result]:
+    """Try a read again when its connection ended, while the deadline allows.
+
+    In place of the library's retry of every operational error ten times,
+    which also repeats a lock or statement timeout, ten times its length.
+    """
+
+    @functools.wraps(read)
+    def again(*args: Any, **kwargs: Any) -> Result:
+        attempt = 1
+        while True:
+            try:
+                return read(*args, **kwargs)
+            except (InterfaceError, OperationalError) as error:
+                if (
+                    attempt == READ_ATTEMPTS
+                    or not connection_ended(error)
+                    or not allows(READ_RETRY_WAIT_S)
+                ):
+                    raise
+            attempt += 1
+            time.sleep(READ_RETRY_WAIT_S)
+
+    return again
+
+
+_SELECT_EVENTS = inspect.unwrap(PostgresAggregateRecorder.select_events)
+_INSERT_SNAPSHOTS = inspect.unwrap(PostgresAggregateRecorder.insert_events)
+
+
+class BoundedReads(PostgresAggregateRecorder):
+    """An aggregate's events (or snapshots) read with bounded retries."""
+
+    @reconnecting
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        return cast(
+            "Sequence[StoredEvent]",
+            _SELECT_EVENTS(self, originator_id, gt=gt, lte=lte, desc=desc, limit=limit),
+        )
+
+
+class SnapshotRecorder(BoundedReads):
+    """Snapshots: a shortcut for reads, so one that cannot be stored is skipped.
+
+    The library tries a failed insert ten times, and then fails the command
+    whose events are stored already. A snapshot of the same version stored
+    by another process holds the same state: nothing is lost either way.
+    """
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        try:
+            _INSERT_SNAPSHOTS(self, stored_events, **kwargs)
+        except IntegrityError:
+            pass  # taken already, by a racing save
+        except (InterfaceError, OperationalError) as error:
+            log.warning("snapshot skipped: %s", type(error).__name__)
+        return None
+
+
+class AuthFactory(PostgresFactory):
+    """The library's PostgreSQL factory, with authledger's connection settings.
+
+    Every connection carries its lock timeout, its statement timeout (where
+    the environment sets one: request pools), TCP keepalives and a user
+    timeout so a dead server or a cut network is noticed within seconds, and
+    an application name that tells whose connection it is.
+    """
+
+    aggregate_recorder_class = SnapshotRecorder
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        pool = self.datastore.pool
+        settings = pool.kwargs
+        if not isinstance(settings, dict):
+            raise TypeError("the datastore's pool takes no connection settings")
+        options = f"-c lock_timeout={self.datastore.lock_timeout}s"
+        statement_timeout = self.env.get(STATEMENT_TIMEOUT)
+        if statement_timeout:
+            ms = round(float(statement_timeout) * 1000)
+            options += f" -c statement_timeout={ms}"
+        settings.update(
+            options=options,
+            application_name=self.env.get(APPLICATION_NAME) or "authledger",
+            **KEEPALIVES,
+        )
+        waits = pool.getconn
+
+        def getconn(timeout: float | None = None) -> psycopg.Connection[Any]:
+            # A request waits for a connection no longer than its deadline.
+            return waits(bounded(pool.timeout) if timeout is None else timeout)
+
+        pool.getconn = getconn  # type: ignore[method-assign]
+
+
+class AuthRecorder(BoundedReads, PostgresApplicationRecorder):
     """Appends ordered by transaction, consistent read models written inline."""
 
     def __init__(
         self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
     ) -> None:
-        # Set at connect, so no append spends a statement on it; before the
-        # library's constructor, whose first query opens the pool.
-        connect_kwargs = datastore.pool.kwargs
-        if not isinstance(connect_kwargs, dict):
-            raise TypeError("the datastore's pool takes no connection settings")
-        connect_kwargs["options"] = f"-c lock_timeout={datastore.lock_timeout}s"
         super().__init__(datastore, events_table_name=events_table_name)
         self.table = Identifier(self.datastore.schema, self.events_table_name)
         self._insert_statements: dict[tuple[int, int], bytes] = {}
@@ -128,14 +268,15 @@ class AuthRecorder(PostgresApplicationRecorder):
         self.datastore.get_connection = get_connection  # type: ignore[method-assign]
 
     @contextmanager
-    def _checked(self) -> Iterator[Connection[DictRow]]:
-        """A pooled connection that is alive, skipping those a restart closed.
+    def _checked(self, extra_s: float = 0.0) -> Iterator[Connection[DictRow]]:
+        """A pooled connection that is alive, skipping those a restart closed,
+        held to the deadline of the request (plus `extra_s`).
 
         In place of the pool's ping before every use: a dead one goes back
         (the pool discards it) and the next is tried, up to the whole pool.
         """
         for _ in range(self.datastore.pool.max_size + 1):
-            with self._pooled() as conn:
+            with self._pooled() as conn, WATCH.watching(conn, extra_s):
                 if self._alive(conn):
                     try:
                         yield conn
@@ -254,7 +395,7 @@ class AuthRecorder(PostgresApplicationRecorder):
                     )
                     if positions is not None:
                         return positions  # it committed: only the answer was lost
-                if attempt == INSERT_ATTEMPTS:
+                if attempt == INSERT_ATTEMPTS or not allows(INSERT_RETRY_WAIT_S):
                     raise
             attempt += 1
             time.sleep(INSERT_RETRY_WAIT_S)
@@ -275,7 +416,9 @@ class AuthRecorder(PostgresApplicationRecorder):
         broke around its commit, whether the transaction happened.
 
         The broken connection's backend is ended first and waited for, so the
-        transaction is over either way and the answer is final.
+        transaction is over either way and the answer is final. A request may
+        spend a moment past its deadline on this; longer, the outcome is
+        unknown (OperationalError: a retryable answer).
         """
         ids = [str(e.originator_id) for e in stored_events]
         versions = [e.originator_version for e in stored_events]
@@ -284,9 +427,9 @@ class AuthRecorder(PostgresApplicationRecorder):
             " FROM {table} WHERE (originator_id, originator_version) IN"
             " (SELECT * FROM unnest(%s::uuid[], %s::bigint[]))"
         ).format(table=self.table)
-        with self._checked() as conn:
+        with self._checked(RESOLVE_EXTRA_S) as conn:
             conn.execute("SELECT pg_terminate_backend(%s)", (backend,))
-            deadline = time.monotonic() + LOST_BACKEND_WAIT_S
+            deadline = time.monotonic() + bounded(LOST_BACKEND_WAIT_S, RESOLVE_EXTRA_S)
             while conn.execute(BACKEND_ALIVE, (backend,)).fetchone():
                 if time.monotonic() > deadline:
                     raise OperationalError("the outcome of a lost commit is unknown")
@@ -410,7 +553,7 @@ class AuthRecorder(PostgresApplicationRecorder):
         except Exception as error:
             raise ReadModelFailedError(str(error)) from error
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    @reconnecting
     def select_notifications(
         self,
         start: int | None,
@@ -436,7 +579,7 @@ class AuthRecorder(PostgresApplicationRecorder):
             curs.execute(statement, params, prepare=True)
             return [_notification(row) for row in curs.fetchall()]
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    @reconnecting
     def max_notification_id(self) -> int | None:
         """The last position a reader may pass now (the head, as readers see it)."""
         statement = SQL(
@@ -447,7 +590,7 @@ class AuthRecorder(PostgresApplicationRecorder):
             row = curs.execute(statement).fetchone()
         return None if row is None else row["max"]
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    @reconnecting
     def count_after(self, position: int, at_most: int) -> int:
         """How many readable events lie after `position`, counting up to `at_most`."""
         statement = SQL(

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from uuid import UUID
 
-import psycopg
-
 from application.account_mail import RESET, VERIFY
+from infrastructure.database import connect
 from infrastructure.periodic import Periodic
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    import psycopg
 
     from application.ports import MailTokens
 
@@ -168,7 +169,7 @@ class Mailer:
     def _round(self) -> None:
         """Mail while this process holds the mailer's lock (one process at a time)."""
         stopping = self._rounds.stopping
-        with psycopg.connect(self._url, autocommit=True) as conn:
+        with connect(self._url, "authledger-mailer") as conn:
             locked = conn.execute(LOCK).fetchone()
             while locked and locked[0] and not stopping.is_set():
                 try:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from eventsourcing.persistence import InfrastructureFactory, Tracking
+from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.utils import Environment
 
 from application.store import AuthEventLog
@@ -77,15 +78,37 @@ def version_of(schema: str) -> int:
     return int(found.group(1)) if found else 1
 
 
-def build_view(spec: ReadModelSpec[View], env: dict[str, str]) -> View:
-    """Construct a projection's view on its schema (opening no connection yet)."""
+def build_view(
+    spec: ReadModelSpec[View],
+    env: dict[str, str],
+    pool_of: PostgresDatastore | None = None,
+) -> View:
+    """Construct a projection's view on its schema (opening no connection yet);
+    with `pool_of`, it connects through that datastore's pool."""
     factory = InfrastructureFactory[View].construct(
         Environment(spec.projection.name, spec.env(env))
     )
     view = factory.tracking_recorder(spec.view)
     if not isinstance(view, spec.view):
         raise TypeError(f"{spec.projection.name}: expected a {spec.view.__name__}")
+    if pool_of is not None:
+        view.datastore = PoolShare(pool_of, view.datastore.schema)
     return view
+
+
+class PoolShare(PostgresDatastore):
+    """A datastore's pool (and connection policy) under another schema.
+
+    Every view of a process draws on one pool instead of keeping its own:
+    one budget of connections. Closing a share leaves the pool to its owner.
+    """
+
+    def __init__(self, owner: PostgresDatastore, schema: str) -> None:
+        self.__dict__.update(owner.__dict__)
+        self.schema = schema
+
+    def close(self) -> None:
+        """The pool is its owner's to close."""
 
 
 def decode(
@@ -155,16 +178,19 @@ class InlineProjections:
 class Member:
     """One read model version of a group: its projection, and how far it is."""
 
-    def __init__(self, spec: ReadModelSpec[Any], env: dict[str, str], app: str):
+    def __init__(
+        self,
+        spec: ReadModelSpec[Any],
+        env: dict[str, str],
+        app: str,
+        pool_of: PostgresDatastore,
+    ) -> None:
         self.spec = spec
-        self.view: PostgresReadModel = build_view(spec, env)
+        self.view: PostgresReadModel = build_view(spec, env, pool_of)
         self.projection = spec.projection(view=self.view)
         self.position = self.view.max_tracking_id(app) or 0
         self.applied = 0
         self.busy_s = 0.0
-
-    def close(self) -> None:
-        self.view.datastore.close()
 
 
 class GroupRunner:
@@ -188,7 +214,9 @@ class GroupRunner:
         if not isinstance(recorder, AuthRecorder):
             raise TypeError("the runners read through the AuthRecorder")
         self.recorder = recorder
-        self.members = [Member(spec, env, self.app.name) for spec in specs]
+        self.members = [
+            Member(spec, env, self.app.name, recorder.datastore) for spec in specs
+        ]
         self.batch_size = batch_size
         self.on_batch: Callable[[GroupRunner], None] | None = None
 
@@ -197,8 +225,6 @@ class GroupRunner:
         return min((m.position for m in self.members), default=0)
 
     def close(self) -> None:
-        for member in self.members:
-            member.close()
         self.app.close()
 
     def step(self) -> int:

@@ -13,10 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 from psycopg.rows import dict_row
 
-from infrastructure.database import ensure_schema
+from infrastructure.database import connect, ensure_schema
 from infrastructure.mailer import setup_deliveries
 from infrastructure.projection_runner import (
     GroupRunner,
@@ -39,6 +38,7 @@ from infrastructure.read_model_registry import (
 )
 
 if TYPE_CHECKING:
+    import psycopg
     from eventsourcing.persistence import Mapper
 
     from infrastructure.event_store import AuthRecorder
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 # Runners need few connections, and find their tables made by `prepare`.
 RUNNER_ENV = {
     "POSTGRES_POOL_SIZE": "1",
-    "POSTGRES_MAX_OVERFLOW": "2",
+    "POSTGRES_MAX_OVERFLOW": "1",
     "CREATE_TABLE": "n",
 }
 LAGGING_LOCK = "authledger.projection.lagging"
@@ -92,7 +92,7 @@ class ReadModels:
         self.env = {**env, **RUNNER_ENV}
 
     def connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.url, autocommit=True)
+        return connect(self.url, "authledger-projections")
 
     def newest(self) -> dict[str, ReadModelSpec[Any]]:
         """The newest version of each read model."""

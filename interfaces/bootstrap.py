@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import psycopg
 from eventsourcing.postgres import PostgresAggregateRecorder
 
 from application.account_mail import AccountMail
@@ -22,6 +21,7 @@ from application.store import AuthEventLog
 from application.upgrades import fold_email_claims
 from infrastructure.database import (
     EventTables,
+    connect,
     database_url,
     eventsourcing_env,
     protect_event_log,
@@ -37,7 +37,6 @@ from infrastructure.postgres_views import (
     PostgresActiveSessionsView,
     PostgresLoginHistoryView,
     PostgresMailOutboxView,
-    PostgresReadModel,
     PostgresUserDirectoryView,
 )
 from infrastructure.projection_runner import ReadModelSpec, build_view
@@ -54,6 +53,12 @@ from infrastructure.tokens import JwtTokens
 SWEEP_BATCH = 500
 SWEEP_INTERVAL_S = 60.0
 SETUP_LOCK = "authledger.setup"
+# The connections of a process, by user (see request_connections).
+PROBE_CONNECTIONS = 1
+SETUP_CONNECTIONS = 1
+MAILER_CONNECTIONS = 1
+PROJECTION_CONNECTIONS = 3
+REQUESTS_KEPT = 2
 TLog = TypeVar("TLog", bound=AuthEventLog)
 
 USER_DIRECTORY = ReadModelSpec.of(UserDirectoryProjection, PostgresUserDirectoryView)
@@ -88,10 +93,6 @@ class Services:
     mailer: Mailer | None = None
     workers: list[ProjectionWorker] = field(default_factory=list)
     sweeper: Periodic | None = None
-
-    @property
-    def views(self) -> tuple[PostgresReadModel, ...]:
-        return (self.users, self.sessions, self.history)
 
     def start_projections(self) -> None:
         """Start workers: the lagging read models, and newer versions to build."""
@@ -131,9 +132,7 @@ class Services:
             worker.stop(wait=False)
         for worker in self.workers:
             worker.stop()
-        self.app.close()
-        for view in self.views:
-            view.datastore.close()
+        self.app.close()  # its pool is the views' too
 
 
 def build_services(
@@ -142,13 +141,18 @@ def build_services(
     """Connect to the database (embedded by default), create tables, wire use cases."""
     url = database_url(settings)
     secrets = load_secrets(settings)
-    env = eventsourcing_env(url, settings.db_pool_size, settings.db_max_overflow)
-    models = ReadModels(url, read_models, eventsourcing_env(url, 1, 2))
-    # Views here only query read_models.<table>, whichever schema is live.
-    query_env = {**env, "POSTGRES_POOL_SIZE": "1", "CREATE_TABLE": "n"}
-    users = build_view(USER_DIRECTORY, query_env)
-    sessions = build_view(ACTIVE_SESSIONS, query_env)
-    history = build_view(LOGIN_HISTORY, query_env)
+    env = eventsourcing_env(
+        url,
+        REQUESTS_KEPT,
+        request_connections(settings) - REQUESTS_KEPT,
+        purpose="authledger-requests",
+        statement_timeout_s=settings.request_deadline_s,
+    )
+    models = ReadModels(
+        url,
+        read_models,
+        eventsourcing_env(url, 1, 1, purpose="authledger-projections"),
+    )
     # Concurrent CREATE TABLE IF NOT EXISTS can still collide: one process at a time.
     with advisory_lock(url, SETUP_LOCK):
         app = open_event_log(
@@ -171,6 +175,12 @@ def build_services(
         models.prepare()
         recorder.inline = models.inline_projections(app.mapper, app.name)
         fold_email_claims(app)
+    # Views here only query read_models.<table>, whichever schema is live,
+    # through the requests' pool: one budget of connections.
+    query_env = {**env, "CREATE_TABLE": "n"}
+    users = build_view(USER_DIRECTORY, query_env, recorder.datastore)
+    sessions = build_view(ACTIVE_SESSIONS, query_env, recorder.datastore)
+    history = build_view(LOGIN_HISTORY, query_env, recorder.datastore)
     tokens = JwtTokens(
         secrets.jwt_secret,
         settings.jwt_issuer,
@@ -192,6 +202,22 @@ def build_services(
     if settings.run_mailer:
         services.start_mailer()
     return services
+
+
+def request_connections(settings: Settings) -> int:
+    """What the request pool may open: the process's budget less the rest.
+
+    Beside requests (commands, queries, the session sweep), a process holds
+    one connection for its readiness probe and one for setup and registry
+    lookups; the mailer one; the projection worker its lock and a pool of
+    two (while a new read-model version builds, three more).
+    """
+    background = PROBE_CONNECTIONS + SETUP_CONNECTIONS
+    if settings.run_mailer:
+        background += MAILER_CONNECTIONS
+    if settings.run_projections:
+        background += PROJECTION_CONNECTIONS
+    return settings.db_max_connections - background
 
 
 def open_event_log(
@@ -261,7 +287,7 @@ def set_up_roles(
 @contextmanager
 def advisory_lock(url: str, key: str) -> Iterator[None]:
     """Hold a session-level advisory lock while the block runs (waits for it)."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, "authledger-setup") as conn:
         conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
         yield
 

@@ -13,7 +13,12 @@ from infrastructure.database import DatabaseProbe
 from infrastructure.settings import Settings
 from interfaces.bootstrap import READ_MODELS, build_services
 from interfaces.http.errors import install_error_handlers
-from interfaces.http.limits import BodySizeLimit, DatabaseGate, SecurityHeaders
+from interfaces.http.limits import (
+    BodySizeLimit,
+    DatabaseGate,
+    RequestDeadline,
+    SecurityHeaders,
+)
 from interfaces.http.routes import account, admin, auth, health, sessions
 
 if TYPE_CHECKING:
@@ -32,7 +37,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await to_thread.run_sync(build_services, settings, read_models)
         app.state.services = services
-        probe.start(services.database_url)
+        probe.start(services.database_url, services.recorder.table)
         try:
             yield
         finally:
@@ -50,6 +55,8 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
+    app.state.probe = probe
+    app.add_middleware(RequestDeadline, seconds=settings.request_deadline_s)
     app.add_middleware(DatabaseGate, probe=probe)
     app.add_middleware(SecurityHeaders)  # outermost: every answer has them
     app.include_router(auth.router)

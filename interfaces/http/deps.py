@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from application.read_models import UserRow
 from application.values import Client
+from infrastructure.database import DatabaseProbe
 from infrastructure.tokens import AccessClaims, InvalidAccessTokenError
 from interfaces.bootstrap import Services
 from interfaces.printable import printable
@@ -31,6 +32,14 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_probe(request: Request) -> DatabaseProbe:
+    probe: DatabaseProbe = request.app.state.probe
+    return probe
+
+
+ProbeDep = Annotated[DatabaseProbe, Depends(get_probe)]
 
 
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

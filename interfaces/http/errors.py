@@ -5,12 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from eventsourcing.persistence import (
-    DatabaseError,
-    IntegrityError,
-    InterfaceError,
-    OperationalError,
-)
+import psycopg
+from eventsourcing.persistence import IntegrityError, PersistenceError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -144,10 +140,17 @@ ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
         "Not saved: a read model could not apply it; retry shortly.",
         RETRY_SOON,
     ),
-    OperationalError: (503, "database_unavailable", "Service unavailable.", RETRY_SOON),
-    # Any other database failure (a lost transaction, an aborted one): retryable.
-    DatabaseError: (503, "database_unavailable", "Service unavailable.", RETRY_SOON),
-    InterfaceError: (503, "database_unavailable", "Service unavailable.", RETRY_SOON),
+    psycopg.IntegrityError: (
+        409,
+        "conflict",
+        "A concurrent change won; try again.",
+        {},
+    ),
+    # Any other database failure, wrapped by the library or not: a lost or
+    # refused connection, a timeout, a cancelled statement, a session ended
+    # after idling in a transaction. Nothing of it was acknowledged: retryable.
+    PersistenceError: (503, "database_unavailable", "Service unavailable.", RETRY_SOON),
+    psycopg.Error: (503, "database_unavailable", "Service unavailable.", RETRY_SOON),
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse}

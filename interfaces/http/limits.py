@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infrastructure.database import DatabaseProbe
+from infrastructure.deadlines import deadline
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -116,3 +117,23 @@ class DatabaseGate:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+class RequestDeadline:
+    """Give every request a deadline, which its database calls are held to.
+
+    Past it, a call in flight is interrupted and the request answers 503
+    `database_unavailable` (with Retry-After); what a command had stored by
+    then is found out first (see the event store), so the answer is true.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with deadline(self.seconds):
+            await self.app(scope, receive, send)

@@ -14,6 +14,7 @@ from application.projections import LoginHistoryProjection, UserDirectoryProject
 from application.values import Client
 from domain.session import Session
 from domain.user import User
+from infrastructure.database import DatabaseProbe
 from infrastructure.postgres_views import (
     PostgresLoginHistoryView,
     PostgresUserDirectoryView,
@@ -128,7 +129,7 @@ def test_a_failing_lagging_read_model_stops_visibly_and_resumes_once_fixed(
         assert services.users.get_user(poisoned.user_id) is not None
         assert f"stopped at position {poisoned_at}" in str(worker.last_error)
         assert f"stopped at position {poisoned_at}" in caplog.text
-        not_ready = readyz(services)
+        not_ready = readyz(services, DatabaseProbe())
         assert not_ready.status_code == 503
         checks = json.loads(bytes(not_ready.body))["checks"]
         assert any("stopped at position" in check for check in checks.values())
@@ -142,7 +143,11 @@ def test_a_failing_lagging_read_model_stops_visibly_and_resumes_once_fixed(
             timeout_s=15,
             what="resumed",
         )
-        wait_until(lambda: readyz(services).status_code == 200, 10, "ready again")
+        wait_until(
+            lambda: readyz(services, DatabaseProbe()).status_code == 200,
+            10,
+            "ready again",
+        )
         assert history_of(services, poisoned.user_id)
     finally:
         FragileLoginHistory.fixed = False
