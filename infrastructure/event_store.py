@@ -550,6 +550,8 @@ class AuthRecorder(BoundedReads, PostgresApplicationRecorder):
             _sync(
                 curs.connection, pipeline
             )  # the inline writes' SQL errors surface here
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise  # the database failed (a timeout, a lost connection), not the model
         except Exception as error:
             raise ReadModelFailedError(str(error)) from error
 

@@ -1,9 +1,10 @@
 """A database that is blocked rather than down: answers come within a bound.
 
-The fault: another session holds the events table's EXCLUSIVE lock (reads
-pass, appends wait). An append waits out the lock timeout once and fails as
-retryable: a statement that timed out on a healthy connection is not a lost
-commit to look for, nor a reason to wait again.
+The faults: another session holds the events table's EXCLUSIVE lock (reads
+pass, appends wait) or a migration's ACCESS EXCLUSIVE one (reads wait too);
+the server ends a session idle in a transaction. A statement that timed out
+on a healthy connection fails once, as retryable: it is not a lost commit to
+look for, nor a reason to wait again.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import time
 
 import psycopg
 import pytest
-from eventsourcing.persistence import OperationalError
+from eventsourcing.persistence import OperationalError, PersistenceError
 
 from application.values import Client
+from infrastructure.deadlines import deadline
 from interfaces.bootstrap import Services
 from tests.integration.helpers import stored_facts
 
@@ -58,3 +60,66 @@ def test_a_write_behind_a_held_table_lock_fails_once_within_the_lock_timeout(
     assert LOCK_TIMEOUT_S - 1 < waited < LOCK_TIMEOUT_S + 2
     assert len(stored_facts(services)) == before
     services.app.register("blocked@example.com", "a blocked passphrase", Client())
+
+
+def test_a_read_behind_a_migration_lock_fails_once_or_at_the_deadline(
+    services: Services,
+) -> None:
+    # Given: a user, and a migration holding the events table (reads wait too)
+    registered = services.app.register(
+        "reader@example.com", "a patient reading passphrase", Client()
+    )
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with psycopg.connect(services.database_url) as conn:
+            conn.execute("LOCK TABLE auth_events IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            release.wait(3 * HELD_S)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    locked.wait(10)
+    try:
+        # When: the user is read without a deadline, then with one
+        started = time.monotonic()
+        with pytest.raises(OperationalError):
+            services.app.get_user(registered.user_id)
+        alone = time.monotonic() - started
+        started = time.monotonic()
+        with deadline(1.0), pytest.raises(OperationalError):
+            services.app.get_user(registered.user_id)
+        bounded = time.monotonic() - started
+    finally:
+        release.set()
+        holder.join()
+
+    # Then: the lock timeout once (the library would wait it out ten times),
+    # or the deadline; after the lock, the read works
+    assert LOCK_TIMEOUT_S - 1 < alone < LOCK_TIMEOUT_S + 2
+    assert 0.9 < bounded < 1.5
+    assert services.app.get_user(registered.user_id).id == registered.user_id
+
+
+def test_a_session_ended_for_idling_in_a_transaction_is_a_retryable_error(
+    services: Services,
+) -> None:
+    # Given: a command's transaction that idles past the server's limit
+    registered = services.app.register(
+        "idler@example.com", "an idle afternoon passphrase", Client()
+    )
+
+    def idle_then_go_on() -> None:
+        with services.recorder.one_transaction():
+            with services.recorder.datastore.get_connection() as conn:
+                conn.execute("SET idle_in_transaction_session_timeout = '100ms'")
+            time.sleep(0.5)
+            services.app.get_user(registered.user_id)
+
+    # When: it goes on after the pause
+    with pytest.raises(PersistenceError) as raised:
+        idle_then_go_on()
+
+    # Then: a database error the interface answers 503, not a raw driver error
+    assert isinstance(raised.value.__cause__, psycopg.Error)
+    assert services.app.get_user(registered.user_id).id == registered.user_id

@@ -5,6 +5,9 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import psycopg
+import pytest
+from eventsourcing.persistence import IntegrityError, PersistenceError
 from fastapi import FastAPI
 
 from application.errors import HashingBusyError
@@ -55,3 +58,29 @@ def test_json_audit_lines_escape_control_characters_stored_before_cleaning() -> 
     assert line.isascii()
     assert "\\u0085" in line
     assert "\\u001b" in line
+
+
+def _subclasses(root: type[Exception]) -> list[type[Exception]]:
+    found, pending = [], [root]
+    while pending:
+        kind = pending.pop()
+        found.append(kind)
+        pending.extend(kind.__subclasses__())
+    return found
+
+
+DATABASE_ERRORS = _subclasses(psycopg.Error) + _subclasses(PersistenceError)
+
+
+@pytest.mark.parametrize("kind", DATABASE_ERRORS, ids=lambda kind: kind.__name__)
+def test_every_database_error_is_a_409_conflict_or_a_503_to_retry(
+    kind: type[Exception],
+) -> None:
+    answer = app_raising(kind("server detail")).get("/fail")
+
+    lost_race = issubclass(kind, (psycopg.IntegrityError, IntegrityError))
+    expected = (409, "conflict") if lost_race else (503, "database_unavailable")
+    assert (answer.status_code, answer.json()["code"]) == expected
+    assert "server detail" not in answer.text
+    if not lost_race:
+        assert answer.headers["retry-after"] == "1"
