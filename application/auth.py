@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     from eventsourcing.domain import BaseAggregate
     from eventsourcing.utils import EnvType
 
+    from domain.admin_roster import AdminRoster
+
 
 class AuthApplication(AuthStore):
     """Register, log in, refresh, log out and manage accounts, all as events."""
@@ -108,8 +110,12 @@ class AuthApplication(AuthStore):
         user = User.register(email, password_hash, role, now)
         claim = EmailClaim.claim(email, user.id, now)
         session, refresh_token = self._open_session(user, client, now)
+        along: list[AdminRoster] = []
+        if role is Role.ADMIN:
+            along.append(self.admin_roster(now))
+            along[0].appoint(user.id, now)
         try:
-            self.save(user, claim, session)
+            self.save(user, claim, session, *along)
         except IntegrityError:
             if claim_id in self.repository:
                 raise EmailAlreadyRegisteredError from None
@@ -341,10 +347,21 @@ class AuthApplication(AuthStore):
         self.update_user(user_id, lambda u: u.verify_email(self.clock()))
 
     def change_role(self, user_id: UUID, role: Role, changed_by: UUID | None) -> None:
-        """Give the user another role, recording who did it."""
-        self.update_user(
-            user_id, lambda u: u.change_role(role, changed_by, self.clock())
-        )
+        """Give the user another role, recording who did it; the last admin
+        keeps theirs (LastAdminError)."""
+
+        def change() -> None:
+            now = self.clock()
+            user = self.get_user(user_id)
+            roster = self.admin_roster(now)
+            if role is Role.ADMIN:
+                roster.appoint(user.id, now)
+            else:
+                roster.dismiss(user.id, now)
+            user.change_role(role, changed_by, now)
+            self.save(user, roster)
+
+        self.attempt(change)
 
     def unlock(self, user_id: UUID, unlocked_by: UUID) -> None:
         """Lift a brute-force lock by hand."""

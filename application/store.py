@@ -17,6 +17,7 @@ from eventsourcing.persistence import IntegrityError
 
 from application.errors import ConflictError, TooManyAttemptsError, UserNotFoundError
 from application.ports import StoreTransactions
+from domain.admin_roster import AdminRoster
 from domain.email_claim import EmailClaim
 from domain.errors import DomainError
 from domain.reset_asks import ResetAsks
@@ -72,6 +73,7 @@ class AuthEventLog(Application[UUID]):
         ClientThrottle: 50,
         UnknownLogins: 50,
         ResetAsks: 50,
+        AdminRoster: 50,
     }
 
 
@@ -101,6 +103,12 @@ class AuthStore(AuthEventLog):
         wait = self.throttle(key, now).retry_after(now)
         if wait is not None:
             raise TooManyAttemptsError(math.ceil(wait.total_seconds()))
+
+    def admin_roster(self, now: datetime) -> AdminRoster:
+        """Who holds the ADMIN role (started at boot from the log; see upgrades)."""
+        return self._stored_or(
+            AdminRoster.create_id(), lambda: AdminRoster.start([], now)
+        )
 
     def reset_asks(self, address_hash: str, now: datetime) -> ResetAsks:
         """The reset links asked for an address, by its keyed hash."""

@@ -6,17 +6,25 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import get_topic
 
+from domain.admin_roster import AdminRoster
 from domain.email_claim import EmailClaim
 from domain.errors import MixedScriptEmailError
 from domain.upgrade import Upgrade
+from domain.user import User
+from domain.values import Role
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from uuid import UUID
+
+    from eventsourcing.domain import DomainEvent
 
     from application.auth import AuthApplication
 
 FOLD_EMAIL_CLAIMS = "fold-email-claims"
+
 PAGE = 500
 
 
@@ -46,13 +54,43 @@ def fold_email_claims(app: AuthApplication) -> int:
     return made
 
 
+def start_admin_roster(app: AuthApplication) -> int:
+    """Start the roster of admins from the log, once (stores before it had none).
+
+    Call it holding the setup lock, before any role changes: from then on
+    every change of an admin's role writes the roster too. Returns how many
+    admins it holds.
+    """
+    if AdminRoster.create_id() in app.repository:
+        return 0
+    admins: dict[UUID, None] = {}  # in log order
+    for event in _stored(app, User.Registered, User.RoleChanged):
+        if not isinstance(event, (User.Registered, User.RoleChanged)):
+            continue
+        if event.role == Role.ADMIN:
+            admins[event.originator_id] = None
+        else:
+            admins.pop(event.originator_id, None)
+    with contextlib.suppress(IntegrityError):  # another process started it
+        app.save(AdminRoster.start(list(admins), app.clock()))
+    return len(admins)
+
+
 def _claims(app: AuthApplication) -> Iterator[EmailClaim.Claimed]:
+    for event in _stored(app, EmailClaim.Claimed):
+        if isinstance(event, EmailClaim.Claimed):
+            yield event
+
+
+def _stored(app: AuthApplication, *kinds: type[DomainEvent]) -> Iterator[DomainEvent]:
+    """The stored events of these kinds, in log order."""
     start = 0
+    topics = [get_topic(kind) for kind in kinds]
     while page := app.recorder.select_notifications(
-        start, PAGE, topics=[EmailClaim.Claimed.TOPIC], inclusive_of_start=False
+        start, PAGE, topics=topics, inclusive_of_start=False
     ):
         for notification in page:
             event = app.mapper.to_domain_event(notification)
-            if isinstance(event, EmailClaim.Claimed):
+            if isinstance(event, kinds):
                 yield event
         start = page[-1].id

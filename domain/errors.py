@@ -35,3 +35,7 @@ class RequestedTooSoonError(DomainError):
     def __init__(self, retry_after_s: int) -> None:
         super().__init__(retry_after_s)
         self.retry_after_s = retry_after_s
+
+
+class LastAdminError(DomainError):
+    """The change would leave no admin: someone must keep the role."""

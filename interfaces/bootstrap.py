@@ -18,7 +18,7 @@ from application.projections import (
     UserDirectoryProjection,
 )
 from application.store import AuthEventLog
-from application.upgrades import fold_email_claims
+from application.upgrades import fold_email_claims, start_admin_roster
 from infrastructure.database import (
     EventTables,
     connect,
@@ -175,6 +175,7 @@ def build_services(
         models.prepare()
         recorder.inline = models.inline_projections(app.mapper, app.name)
         fold_email_claims(app)
+        start_admin_roster(app)
     # Views here only query read_models.<table>, whichever schema is live,
     # through the requests' pool: one budget of connections.
     query_env = {**env, "CREATE_TABLE": "n"}

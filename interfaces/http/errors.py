@@ -30,6 +30,7 @@ from application.errors import (
 from domain.errors import (
     EmailAlreadyVerifiedError,
     InvalidEmailError,
+    LastAdminError,
     MixedScriptEmailError,
     RequestedTooSoonError,
 )
@@ -126,6 +127,12 @@ ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
         423,
         "account_locked",
         "The account is locked after failed attempts; try again later.",
+        {},
+    ),
+    LastAdminError: (
+        409,
+        "last_admin",
+        "This would leave no admin; appoint another first.",
         {},
     ),
     ForbiddenError: (403, "forbidden", "This requires another role.", {}),

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.cli import run_cli
+from tests.http.conftest import start_server, stop_server
 from tests.http.helpers import PASSWORD, bearer, login, new_email, signup
 
 pytestmark = [pytest.mark.http, pytest.mark.postgres]
@@ -351,3 +352,25 @@ def test_an_unknown_user_is_404_for_admins(
         ).status_code
         == 404
     )
+
+
+def test_the_last_admin_cannot_demote_itself(database_url: str, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    process, base_url = start_server(database_url, data_dir)
+    try:
+        email = new_email()
+        cli(database_url, data_dir, "users", "create-admin", email)
+        with httpx.Client(base_url=base_url) as http:
+            tokens = login(http, email, ADMIN_PASSWORD).json()
+            demoted = http.patch(
+                f"/api/admin/users/{tokens['user']['id']}",
+                json={"role": "USER"},
+                headers=bearer(tokens),
+            )
+            me = http.get("/api/auth/me", headers=bearer(tokens)).json()
+    finally:
+        stop_server(process)
+
+    assert demoted.status_code == 409
+    assert demoted.json()["code"] == "last_admin"
+    assert me["role"] == "ADMIN"

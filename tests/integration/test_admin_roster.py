@@ -1,0 +1,66 @@
+"""Two admins demoting each other at once: one wins, one admin is left."""
+
+from __future__ import annotations
+
+import threading
+from uuid import UUID
+
+import pytest
+
+from application.auth import AuthApplication
+from application.values import Client
+from domain.errors import LastAdminError
+from domain.values import Role
+from interfaces.bootstrap import Services
+
+pytestmark = pytest.mark.postgres
+ROUNDS = 5
+PASSWORD = "a quorum of one admin"
+
+
+def demote_each_other(app: AuthApplication, pair: list[UUID]) -> list[UUID]:
+    """Each admin demotes the other at the same moment; who was refused."""
+    start, refused = threading.Barrier(2), []
+
+    def demote(target: UUID, by: UUID) -> None:
+        start.wait()
+        try:
+            app.change_role(target, Role.USER, changed_by=by)
+        except LastAdminError:
+            refused.append(target)
+
+    threads = [
+        threading.Thread(target=demote, args=(pair[0], pair[1])),
+        threading.Thread(target=demote, args=(pair[1], pair[0])),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return refused
+
+
+def test_admins_demoting_each_other_at_once_leave_exactly_one(
+    services: Services,
+) -> None:
+    app = services.app
+    for round_ in range(ROUNDS):
+        # Given: exactly two admins (the one left by the last round demoted)
+        pair = [
+            app.register(f"a{round_}-{n}@example.com", PASSWORD, Client(), Role.ADMIN)
+            for n in range(2)
+        ]
+        ids = [grant.user_id for grant in pair]
+        for stale in app.admin_roster(app.clock()).admins:
+            if stale not in ids:
+                app.change_role(stale, Role.USER, changed_by=ids[0])
+
+        # When: each demotes the other at the same moment
+        refused = demote_each_other(app, ids)
+
+        # Then: one was refused, and exactly one admin is left, in the log too
+        roles = [app.get_user(user_id).role for user_id in ids]
+        assert len(refused) == 1
+        assert sorted(roles) == [Role.ADMIN, Role.USER]
+        left = app.admin_roster(app.clock()).admins
+        assert left == refused == [ids[roles.index(Role.ADMIN)]]
