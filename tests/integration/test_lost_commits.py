@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from uuid import UUID
 
 import pytest
+from eventsourcing.persistence import OperationalError
 
 from application.account_mail import RESET
 from application.values import Client
@@ -151,4 +152,41 @@ def test_a_reset_whose_commit_answer_is_lost_has_set_the_password(
     assert cutter.cut == 1
     assert services.app.login("lost@example.com", NEW_PASSWORD, CLIENT).user_id == (
         user_id
+    )
+
+
+def test_a_refresh_retried_after_an_unknown_outcome_keeps_the_session(
+    make_services: MakeServices,
+    cutter: CommitCutter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given: the default reuse interval, and a rotation whose commit answer is
+    # lost while the server cannot be asked what happened (a frozen server)
+    services = make_services(
+        database_url=cutter.url,
+        run_projections=False,
+        run_mailer=False,
+        refresh_reuse_interval_s=10,
+    )
+    first = services.app.register("lost@example.com", PASSWORD, CLIENT)
+    cutter.cut_commit_of("authledger:Session.TokenRotated")
+
+    def unknown(*_: object) -> None:
+        raise OperationalError("the outcome of a lost commit is unknown")
+
+    monkeypatch.setattr(services.recorder, "stored_positions", unknown)
+    with pytest.raises(OperationalError):  # answered 503: retry
+        services.app.refresh(first.refresh_token, CLIENT)
+    monkeypatch.undo()
+
+    # When: the client retries with the token it still holds
+    retried = services.app.refresh(first.refresh_token, CLIENT)
+
+    # Then: the rotation had been stored; the retry got a working successor
+    # and the session lives on
+    assert cutter.cut == 1
+    assert stored(services, "authledger:Session.TokenRotated", first.session_id) >= 1
+    assert stored(services, "authledger:Session.Revoked", first.session_id) == 0
+    assert services.app.refresh(retried.refresh_token, CLIENT).user_id == (
+        first.user_id
     )
