@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint pytest bench load clean
+.PHONY: run test lint pytest bench load chaos clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench: $(BIN)/.installed  ## Print the benchmark table.
 
 load: $(BIN)/.installed  ## Minutes of mixed traffic: fails on a 5xx, lag or growing memory.
 	$(BIN)/python -m bench.load $(ARGS)
+
+chaos: $(BIN)/.installed  ## Mixed traffic while PostgreSQL and the API are killed; then a check.
+	$(BIN)/python -m bench.chaos $(ARGS)
 
 clean:
 	rm -rf $(VENV) .data
