@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -30,6 +31,8 @@ from bench.setup import Service, Stack, start_service
 
 PASSWORD = "chaos test passphrase"
 REFRESHES = 5
+# A client retries an unanswered refresh this long (the reuse interval is 10 s).
+RETRY_WITHIN_S = 8.0
 
 
 @dataclass
@@ -80,11 +83,16 @@ def account(
     for _ in range(REFRESHES):
         if stop.is_set():
             return
-        refreshed = http.post(
-            f"{target.service.base_url}/api/auth/refresh",
-            json={"refresh_token": seen.held[user_id]},
+        refreshed = definite(
+            lambda: http.post(
+                f"{target.service.base_url}/api/auth/refresh",
+                json={"refresh_token": seen.held[user_id]},
+            ),
+            seen,
         )
-        seen.answer(refreshed.status_code)
+        if refreshed is None:  # never answered: not acknowledged, nor held
+            del seen.held[user_id]
+            return
         if refreshed.status_code == 200:
             tokens = refreshed.json()
             seen.held[user_id] = tokens["refresh_token"]
@@ -94,14 +102,34 @@ def account(
                 f"{target.service.base_url}/api/auth/me", headers=headers
             ).status_code
         )
-    out = http.post(
-        f"{target.service.base_url}/api/auth/logout",
-        headers={"Authorization": f"Bearer {tokens['access_token']}"},
+    out = definite(
+        lambda: http.post(
+            f"{target.service.base_url}/api/auth/logout",
+            headers={"Authorization": f"Bearer {tokens['access_token']}"},
+        ),
+        seen,
     )
-    seen.answer(out.status_code)
-    if out.status_code == 200:
-        seen.logouts.add(user_id)
+    if out is None or out.status_code == 200:  # ended, or perhaps: not held
         del seen.held[user_id]
+    if out is not None and out.status_code == 200:
+        seen.logouts.add(user_id)
+
+
+def definite(call: Callable[[], httpx.Response], seen: Seen) -> httpx.Response | None:
+    """Call until the answer is not a 503 or a dropped connection, as a client
+    should: the same refresh token, again, within the reuse interval."""
+    give_up = time.monotonic() + RETRY_WITHIN_S
+    while time.monotonic() < give_up:
+        try:
+            answer = call()
+        except httpx.TransportError:
+            time.sleep(0.2)
+            continue
+        seen.answer(answer.status_code)
+        if answer.status_code != 503:
+            return answer
+        time.sleep(0.2)
+    return None
 
 
 def kill_postgres(stack: Stack) -> None:
@@ -139,6 +167,12 @@ def verify(url: str, base_url: str, seen: Seen) -> dict[str, int]:
             str(r[0])
             for r in conn.execute("SELECT user_id FROM read_models.active_sessions")
         }
+        row = conn.execute(
+            "SELECT count(*) FROM auth_events WHERE topic ="
+            " 'authledger:Session.Revoked' AND convert_from(state, 'UTF8')"
+            " LIKE '%reuse_detected%'"
+        ).fetchone()
+        reuse_revocations = row[0] if row else 0
     dead_sessions = 0
     with httpx.Client(base_url=base_url, timeout=30) as http:
         for token in seen.held.values():
@@ -152,6 +186,7 @@ def verify(url: str, base_url: str, seen: Seen) -> dict[str, int]:
         "users read model != log": len(users ^ registered),
         "logged-out users with a live session": len(seen.logouts & live),
         "held sessions that no longer refresh": dead_sessions,
+        "sessions revoked by reuse detection": reuse_revocations,
         "5xx other than 503": sum(
             n for status, n in seen.statuses.items() if status >= 500 and status != 503
         ),
