@@ -36,11 +36,17 @@ def stored_events(services: Services) -> list[Notification]:
 
 def stored_facts(services: Services) -> list[Notification]:
     """Every event in the store but the address counters each request adds to,
-    and the record of the first start's upgrades."""
+    and the first start's upgrades (its record, the admin roster it starts)."""
     return [
         n
         for n in stored_events(services)
-        if not n.topic.startswith(("authledger:ClientThrottle.", "authledger:Upgrade."))
+        if not n.topic.startswith(
+            (
+                "authledger:ClientThrottle.",
+                "authledger:Upgrade.",
+                "authledger:AdminRoster.Started",
+            )
+        )
     ]
 
 

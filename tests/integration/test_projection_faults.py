@@ -128,7 +128,8 @@ def test_a_failing_lagging_read_model_stops_visibly_and_resumes_once_fixed(
         # Then: the command succeeded, and the read model says where it stopped
         assert services.users.get_user(poisoned.user_id) is not None
         assert f"stopped at position {poisoned_at}" in str(worker.last_error)
-        assert f"stopped at position {poisoned_at}" in caplog.text
+        logged = f"stopped at position {poisoned_at}"
+        wait_until(lambda: logged in caplog.text, timeout_s=5, what="logged")
         not_ready = readyz(services, DatabaseProbe())
         assert not_ready.status_code == 503
         checks = json.loads(bytes(not_ready.body))["checks"]

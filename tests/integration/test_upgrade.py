@@ -84,8 +84,12 @@ def test_the_upgrade_keeps_accounts_sessions_and_history(upgraded: Services) -> 
     stored = stored_events(upgraded)
     old = stored[:WAVE_1_EVENTS]
     assert [n.id for n in old] == list(range(1, WAVE_1_EVENTS + 1))
-    # The first start folded the addresses: all lower-case already, no new claim
-    assert [n.topic for n in stored[WAVE_1_EVENTS:]] == ["authledger:Upgrade.Applied"]
+    # The first start folded the addresses (all lower-case already: no new
+    # claim) and started the admin roster (wave 1 had no admin)
+    assert [n.topic for n in stored[WAVE_1_EVENTS:]] == [
+        "authledger:Upgrade.Applied",
+        "authledger:AdminRoster.Started",
+    ]
 
     # Old passwords log in, the old refresh token rotates, the old log replays
     ada = app.login("ada@example.com", "correct horse battery", Client())
