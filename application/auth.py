@@ -110,12 +110,13 @@ class AuthApplication(AuthStore):
         user = User.register(email, password_hash, role, now)
         claim = EmailClaim.claim(email, user.id, now)
         session, refresh_token = self._open_session(user, client, now)
-        along: list[AdminRoster] = []
+        rosters: list[AdminRoster] = []  # an admin is put on it in the same save
         if role is Role.ADMIN:
-            along.append(self.admin_roster(now))
-            along[0].appoint(user.id, now)
+            roster = self.admin_roster(now)
+            roster.appoint(user.id, now)
+            rosters.append(roster)
         try:
-            self.save(user, claim, session, *along)
+            self.save(user, claim, session, *rosters)
         except IntegrityError:
             if claim_id in self.repository:
                 raise EmailAlreadyRegisteredError from None

@@ -211,6 +211,7 @@ class DatabaseProbe:
     """
 
     STALLED_S = 1.0
+    LOCK_TIMEOUT = "SET LOCAL lock_timeout = '500ms'"
 
     def __init__(self, interval_s: float = 0.5) -> None:
         self._interval_s = interval_s
@@ -250,7 +251,7 @@ class DatabaseProbe:
                 conn.execute("SELECT 1")
                 self._failed = False
                 with conn.transaction(force_rollback=True):
-                    conn.execute(PROBE_LOCK_TIMEOUT)
+                    conn.execute(self.LOCK_TIMEOUT)
                     conn.execute(try_append)
                 self.appends_blocked = False
             except psycopg.errors.LockNotAvailable:
@@ -264,6 +265,3 @@ class DatabaseProbe:
                 self._round_started = None
         if conn is not None:
             conn.close()
-
-
-PROBE_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '500ms'"

@@ -12,6 +12,7 @@ arrives late must not hit the next request's statement.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import threading
@@ -24,6 +25,7 @@ from typing import Any
 
 import psycopg
 
+log = logging.getLogger(__name__)
 _deadline: ContextVar[float | None] = ContextVar("authledger_deadline", default=None)
 
 # How often the watch looks, and how long a cancelled statement may take to end.
@@ -69,6 +71,7 @@ class _Watched:
     cancelled: bool = False
     cut: bool = False
     released: bool = False
+    busy: bool = False  # an interruption of it is under way
     # Held while interrupting, and by the owner to release: never both at once.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -111,20 +114,40 @@ class DeadlineWatch:
     def _watch(self) -> None:
         while True:
             time.sleep(WATCH_EVERY_S)
-            now = time.monotonic()
-            with self._lock:
-                due = [e for e in self._watched.values() if now > e.ends]
+            try:
+                self._interrupt_overdue()
+            except Exception:  # the watch must outlive any one failure
+                log.exception("deadline watch round failed")
+
+    def _interrupt_overdue(self) -> None:
+        """Interrupt each overdue connection in a thread of its own: a cancel
+        can take its whole grace (a frozen postmaster), and must not delay
+        the next connection's."""
+        now = time.monotonic()
+        with self._lock:
+            due = [e for e in self._watched.values() if now > e.ends and not e.busy]
             for entry in due:
-                with entry.lock:
-                    if entry.released or entry.cut:
-                        continue
-                    if not entry.cancelled:
-                        entry.cancelled = True
-                        with contextlib.suppress(psycopg.Error):
-                            entry.conn.cancel_safe(timeout=CANCEL_GRACE_S)
-                    elif now > entry.ends + CANCEL_GRACE_S:
-                        entry.cut = True
-                        _shut(entry.conn)
+                entry.busy = True
+        for entry in due:
+            threading.Thread(
+                target=self._interrupt, args=(entry, now), daemon=True
+            ).start()
+
+    @staticmethod
+    def _interrupt(entry: _Watched, now: float) -> None:
+        try:
+            with entry.lock:
+                if entry.released or entry.cut:
+                    return
+                if not entry.cancelled:
+                    entry.cancelled = True
+                    with contextlib.suppress(psycopg.Error):
+                        entry.conn.cancel_safe(timeout=CANCEL_GRACE_S)
+                elif now > entry.ends + CANCEL_GRACE_S:
+                    entry.cut = True
+                    _shut(entry.conn)
+        finally:
+            entry.busy = False
 
 
 # The one watch of this process.
