@@ -22,6 +22,7 @@ from application.errors import (
     EmailAlreadyRegisteredError,
     InvalidCredentialsError,
     InvalidRefreshTokenError,
+    RetryKeySpentError,
     SessionNotFoundError,
     WeakPasswordError,
     WrongPasswordError,
@@ -36,6 +37,7 @@ from application.values import (
     address_hash,
     generation_of,
     hash_token,
+    keyed_session,
     new_refresh_token,
     session_id_of,
     successor_token,
@@ -104,7 +106,7 @@ class AuthApplication(AuthStore):
             self.count_attempt(f"signup:{client.ip}", self.policy.signup, self.clock())
         # Cheap refusals first: a taken address costs no bcrypt work.
         if claim_id in self.repository:
-            raise EmailAlreadyRegisteredError
+            return self._signup_replayed(email, password, client)
         password_hash = self.hash_new_password(password, email)
         now = self.clock()
         user = User.register(email, password_hash, role, now)
@@ -119,9 +121,41 @@ class AuthApplication(AuthStore):
             self.save(user, claim, session, *rosters)
         except IntegrityError:
             if claim_id in self.repository:
-                raise EmailAlreadyRegisteredError from None
+                return self._signup_replayed(email, password, client)
             raise ConflictError from None
         return self._grant(user, session, refresh_token)
+
+    def _signup_replayed(
+        self, email: str, password: str, client: Client
+    ) -> SessionGrant:
+        """The first answer to a signup sent again under its retry key, by the
+        one who knows the account's password; any other is a taken email."""
+        user = self.find_user_by_email(email) if client.retry_key else None
+        if user is not None and self.passwords.verify(password, user.password_hash):
+            grant = self._replayed(user, client)
+            if grant is not None:
+                return grant
+        raise EmailAlreadyRegisteredError
+
+    def _replayed(self, user: User, client: Client) -> SessionGrant | None:
+        """The session a login under the client's retry key opened, if it did.
+
+        Its first token is handed out again only while it is the session's
+        current one: once rotated or ended, the key is spent (a conflict).
+        """
+        session_id, token = keyed_session(self.refresh_key, user.id, client.retry_key)
+        session = self._find_session(session_id)
+        if session is None:
+            return None
+        if (
+            session.user_id != user.id
+            or session.generation != 0
+            or session.is_revoked
+            or user.has_revoked(session.id, session.login_version)
+            or not hmac.compare_digest(session.refresh_token_hash, hash_token(token))
+        ):
+            raise RetryKeySpentError
+        return self._grant(user, session, token)
 
     def login(self, email: str, password: str, client: Client) -> SessionGrant:
         """Check the password and open a session; every refusal is the same error.
@@ -153,6 +187,9 @@ class AuthApplication(AuthStore):
             current.release_expired_lock(now)
             if current.password_hash != checked_hash or current.is_locked(now):
                 raise InvalidCredentialsError
+            replayed = self._replayed(current, client) if client.retry_key else None
+            if replayed is not None:
+                return replayed
             current.clear_failures(
                 FailuresClearedBy.LOGIN, client.ip, client.user_agent, now
             )
@@ -306,6 +343,8 @@ class AuthApplication(AuthStore):
         # Wrong guesses here count toward the lock, and the lock holds here too.
         self.check_not_locked(user, now)
         if not self.passwords.verify(current_password, user.password_hash):
+            if self.passwords.verify(new_password, user.password_hash):
+                return  # changed to it already: a retry, told it is done
             # A stolen access token must not become a password-guessing oracle.
             self._record_failure(client, user_id, now)
             raise WrongPasswordError
@@ -418,8 +457,13 @@ class AuthApplication(AuthStore):
         self, user: User, client: Client, now: datetime
     ) -> tuple[Session, str]:
         """Open a session and record it on the user, whose stream lists them all."""
-        session_id = uuid4()
-        token = new_refresh_token(session_id)
+        if client.retry_key:
+            session_id, token = keyed_session(
+                self.refresh_key, user.id, client.retry_key
+            )
+        else:
+            session_id = uuid4()
+            token = new_refresh_token(session_id)
         user.record_login(session_id, client.ip, client.user_agent, now)
         session = Session.open(
             session_id,

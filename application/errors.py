@@ -68,5 +68,9 @@ class ConflictError(ApplicationError):
     """Concurrent changes to the same aggregate won every retry."""
 
 
+class RetryKeySpentError(ApplicationError):
+    """The retry key's session has moved on (rotated or ended): use a new key."""
+
+
 class InvalidMailTokenError(ApplicationError):
     """The mailed link's token is unknown, used, superseded or expired."""

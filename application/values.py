@@ -44,10 +44,13 @@ class AuthPolicy:
 
 @dataclass(frozen=True)
 class Client:
-    """Where a request came from, for the audit trail."""
+    """Where a request came from, for the audit trail, and the key it retries
+    under: a login or signup sent again with the same one is answered with
+    the session the first opened, never a second."""
 
     ip: str = ""
     user_agent: str = ""
+    retry_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,22 @@ def new_refresh_token(session_id: UUID) -> str:
     return f"{session_id.hex}.0.{secrets.token_urlsafe(32)}"
 
 
+def keyed_session(key: bytes, user_id: UUID, retry_key: str) -> tuple[UUID, str]:
+    """The session id and first refresh token a login under `retry_key` opens.
+
+    Both are HMACs under the server's key, so a retry derives the same pair
+    and nobody without that key can.
+    """
+    seed = hmac.new(key, f"{user_id}:{retry_key}".encode(), hashlib.sha256).digest()
+    session_id = UUID(bytes=seed[:16], version=4)
+    secret = hmac.new(key, seed, hashlib.sha256).digest()
+    return session_id, f"{session_id.hex}.0.{_text(secret)}"
+
+
+def _text(mac: bytes) -> str:
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
 def successor_token(key: bytes, token: str, generation: int) -> str:
     """The token that replaces `token` at `generation`: an HMAC of it.
 
@@ -85,8 +104,7 @@ def successor_token(key: bytes, token: str, generation: int) -> str:
     token within the reuse interval are all handed the one that won.
     """
     mac = hmac.new(key, token.encode(), hashlib.sha256).digest()
-    secret = base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
-    return f"{session_id_of(token).hex}.{generation}.{secret}"
+    return f"{session_id_of(token).hex}.{generation}.{_text(mac)}"
 
 
 def address_hash(key: bytes, email: str) -> str:

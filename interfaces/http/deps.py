@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from application.read_models import UserRow
@@ -92,6 +92,27 @@ def get_client(request: Request, services: ServicesDep) -> Client:
 
 
 ClientDep = Annotated[Client, Depends(get_client)]
+
+
+def get_retrying_client(
+    client: ClientDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=8,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Send the same one when retrying an unanswered request: "
+            "it is answered with the session the first opened, never a second.",
+        ),
+    ] = None,
+) -> Client:
+    """The caller, with the key under which it may retry this request."""
+    return replace(client, retry_key=idempotency_key or "")
+
+
+RetryingClientDep = Annotated[Client, Depends(get_retrying_client)]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from application.errors import (
     InvalidMailTokenError,
     InvalidRefreshTokenError,
     ReadModelFailedError,
+    RetryKeySpentError,
     SessionNotFoundError,
     TooManyAttemptsError,
     UserNotFoundError,
@@ -61,6 +62,12 @@ ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
         409,
         "email_taken",
         "An account with this email already exists.",
+        {},
+    ),
+    RetryKeySpentError: (
+        409,
+        "idempotency_key_spent",
+        "This Idempotency-Key's session has moved on; send a new key.",
         {},
     ),
     WeakPasswordError: (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.http.helpers import PASSWORD, bearer, login, new_email, signup
+from tests.http.helpers import PASSWORD, bearer, login, new_email, session_of, signup
 
 pytestmark = [pytest.mark.http, pytest.mark.postgres]
 
@@ -169,3 +169,43 @@ def test_health_and_readiness_answer(client: httpx.Client) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ok"
+
+
+def test_a_signup_and_a_login_sent_again_under_their_key_are_answered_once(
+    client: httpx.Client,
+) -> None:
+    # Given a signup and a login, each sent twice under one Idempotency-Key
+    email = new_email()
+    body = {"email": email, "password": PASSWORD}
+    key = {"Idempotency-Key": f"signup-{email}"}
+    signups = [client.post("/api/auth/signup", json=body, headers=key) for _ in "12"]
+    key = {"Idempotency-Key": f"login-{email}"}
+    logins = [client.post("/api/auth/login", json=body, headers=key) for _ in "12"]
+
+    # Then each retry is the first answer: one account, one session each
+    assert [r.status_code for r in signups + logins] == [201, 201, 200, 200]
+    for first, again in [signups, logins]:
+        assert session_of(again.json()) == session_of(first.json())
+        assert again.json()["refresh_token"] == first.json()["refresh_token"]
+    sessions = client.get("/api/auth/sessions", headers=bearer(logins[1].json()))
+    assert len(sessions.json()) == 2
+
+    # And once its session has rotated, the key is spent
+    rotated = client.post(
+        "/api/auth/refresh", json={"refresh_token": logins[0].json()["refresh_token"]}
+    )
+    assert rotated.status_code == 200
+    spent = client.post("/api/auth/login", json=body, headers=key)
+    assert (spent.status_code, spent.json()["code"]) == (409, "idempotency_key_spent")
+
+
+@pytest.mark.parametrize("key", ["short", "x" * 256, "has a space", "ünïcode-key"])
+def test_a_malformed_idempotency_key_is_a_validation_error(
+    client: httpx.Client, key: str
+) -> None:
+    response = client.post(
+        "/api/auth/login",
+        json={"email": new_email(), "password": PASSWORD},
+        headers={"Idempotency-Key": key.encode()},
+    )
+    assert (response.status_code, response.json()["code"]) == (422, "validation_error")

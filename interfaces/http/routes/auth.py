@@ -8,7 +8,12 @@ from fastapi import APIRouter, status
 
 from application.values import SessionGrant
 from interfaces.bootstrap import Services
-from interfaces.http.deps import ClientDep, CurrentUserDep, ServicesDep
+from interfaces.http.deps import (
+    ClientDep,
+    CurrentUserDep,
+    RetryingClientDep,
+    ServicesDep,
+)
 from interfaces.http.errors import ERROR_RESPONSES
 from interfaces.http.schemas import (
     LoginRequest,
@@ -38,7 +43,7 @@ def _token_response(services: Services, grant: SessionGrant) -> TokenResponse:
 
 @router.post("/signup", status_code=status.HTTP_201_CREATED)
 def signup(
-    body: SignupRequest, services: ServicesDep, client: ClientDep
+    body: SignupRequest, services: ServicesDep, client: RetryingClientDep
 ) -> TokenResponse:
     """Create an account and log it in."""
     grant = services.app.register(body.email, body.password, client)
@@ -47,7 +52,7 @@ def signup(
 
 @router.post("/login")
 def login(
-    body: LoginRequest, services: ServicesDep, client: ClientDep
+    body: LoginRequest, services: ServicesDep, client: RetryingClientDep
 ) -> TokenResponse:
     """Exchange email and password for tokens; every refusal is the same 401."""
     grant = services.app.login(body.email, body.password, client)

@@ -1,0 +1,170 @@
+"""A command sent again after an unanswered try is told what the first did.
+
+The first try may have been stored with its answer lost (a 503, a dropped
+connection): the retry must neither fail for it nor do it twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from application.account_mail import RESET, AccountMail
+from application.auth import AuthApplication
+from application.errors import (
+    EmailAlreadyRegisteredError,
+    InvalidMailTokenError,
+    RetryKeySpentError,
+    WrongPasswordError,
+)
+from domain.session import Session
+from domain.user import User
+from tests.unit.test_use_cases import (
+    CLIENT,
+    EMAIL,
+    MAIL_TOKENS,
+    NEW_PASSWORD,
+    PASSWORD,
+    FakeClock,
+    facts_since,
+    forgot,
+    mailed_token,
+    names,
+    new_app,
+    of_type,
+    position,
+    refresh_fails,
+    registered,
+)
+
+KEYED = replace(CLIENT, retry_key="a0f1b2c3-retry-key")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def app(clock: FakeClock) -> AuthApplication:
+    return new_app(clock)
+
+
+@pytest.fixture
+def mail(app: AuthApplication) -> AccountMail:
+    return AccountMail(app, MAIL_TOKENS)
+
+
+def test_a_login_sent_again_under_its_key_is_answered_with_the_same_session(
+    app: AuthApplication,
+) -> None:
+    # Given a login under a retry key
+    registered(app)
+    first = app.login(EMAIL, PASSWORD, KEYED)
+    before = position(app)
+
+    # When the client sends it again, as after an answer it never got
+    again = app.login(EMAIL, PASSWORD, KEYED)
+
+    # Then it gets the session the first opened, and nothing is stored
+    assert (again.session_id, again.refresh_token) == (
+        first.session_id,
+        first.refresh_token,
+    )
+    assert not facts_since(app, before)
+    assert not refresh_fails(app, again.refresh_token)
+    # And another key, or none, is another login
+    other = app.login(EMAIL, PASSWORD, replace(KEYED, retry_key="another-key"))
+    unkeyed = app.login(EMAIL, PASSWORD, CLIENT)
+    opened = of_type(facts_since(app, before), Session.Opened)
+    assert [e.originator_id for e in opened] == [other.session_id, unkeyed.session_id]
+    assert first.session_id not in {other.session_id, unkeyed.session_id}
+
+
+def test_a_key_whose_session_moved_on_is_spent(app: AuthApplication) -> None:
+    # Given a login under a key whose token has since been rotated
+    registered(app)
+    first = app.login(EMAIL, PASSWORD, KEYED)
+    app.refresh(first.refresh_token, CLIENT)
+    before = position(app)
+
+    # When the key is sent again, then it is refused, and nothing is stored
+    with pytest.raises(RetryKeySpentError):
+        app.login(EMAIL, PASSWORD, KEYED)
+    assert not facts_since(app, before)
+
+
+def test_one_key_of_two_users_opens_two_sessions(app: AuthApplication) -> None:
+    registered(app)
+    registered(app, "grace@example.com")
+    ada = app.login(EMAIL, PASSWORD, KEYED)
+    grace = app.login("grace@example.com", PASSWORD, KEYED)
+    assert ada.session_id != grace.session_id
+    assert ada.refresh_token != grace.refresh_token
+
+
+def test_a_signup_sent_again_under_its_key_is_the_account_it_made(
+    app: AuthApplication,
+) -> None:
+    # Given a signup under a retry key
+    first = app.register(EMAIL, PASSWORD, KEYED)
+    before = position(app)
+
+    # When it is sent again with the same password, it is the same account
+    # and session, and nothing is stored
+    again = app.register(EMAIL, PASSWORD, KEYED)
+    assert (again.user_id, again.session_id, again.refresh_token) == (
+        first.user_id,
+        first.session_id,
+        first.refresh_token,
+    )
+    assert not facts_since(app, before)
+
+    # And without the key, or without the password, the email is taken
+    for password, client in [(PASSWORD, CLIENT), ("another passphrase", KEYED)]:
+        with pytest.raises(EmailAlreadyRegisteredError):
+            app.register(EMAIL, password, client)
+    assert not facts_since(app, before)
+
+
+def test_a_password_change_sent_again_is_done(app: AuthApplication) -> None:
+    # Given a password changed, the answer lost
+    grant = registered(app)
+    app.change_password(grant.user_id, PASSWORD, NEW_PASSWORD, CLIENT)
+    before = position(app)
+
+    # When it is sent again: it is done, nothing stored, no failure counted
+    app.change_password(grant.user_id, PASSWORD, NEW_PASSWORD, CLIENT)
+    assert not facts_since(app, before)
+
+    # But an old password with another new one is a wrong password
+    with pytest.raises(WrongPasswordError):
+        app.change_password(grant.user_id, PASSWORD, "yet another passphrase", CLIENT)
+    assert names(facts_since(app, before)) == ["User.LoginFailed"]
+
+
+def test_a_reset_sent_again_is_done_until_another_link_is_asked_for(
+    app: AuthApplication, mail: AccountMail, clock: FakeClock
+) -> None:
+    # Given a password reset with its link, the answer lost
+    user_id = registered(app).user_id
+    forgot(mail, EMAIL, CLIENT)
+    token = mailed_token(app, user_id, RESET)
+    mail.reset_password(token, NEW_PASSWORD, CLIENT)
+    before = position(app)
+
+    # When it is sent again, it is done and nothing is stored
+    mail.reset_password(token, NEW_PASSWORD, CLIENT)
+    assert not facts_since(app, before)
+
+    # But the used link sets no other password
+    with pytest.raises(InvalidMailTokenError):
+        mail.reset_password(token, "yet another passphrase", CLIENT)
+    # And once a newer link is asked for, the old one tells nothing
+    clock.advance(timedelta(hours=1))
+    forgot(mail, EMAIL, CLIENT)
+    assert of_type(facts_since(app, before), User.PasswordResetRequested)
+    with pytest.raises(InvalidMailTokenError):
+        mail.reset_password(token, NEW_PASSWORD, CLIENT)
