@@ -161,13 +161,18 @@ class ReadModels:
     # run -------------------------------------------------------------------
 
     def workers(self) -> list[ProjectionWorker]:
-        """One worker for the live lagging read models, one per newer version."""
+        """One worker for the live lagging read models, and one that builds
+        every newer version in one pass: its connections are budgeted once."""
         live = self.live()
         started: list[ProjectionWorker] = [LaggingWorker(self)]
-        for name, newest in self.newest().items():
-            current = self.live_spec(name, live)
-            if current is None or newest.version > current.version:
-                started.append(BuildWorker(self, [newest]))
+        newer = [
+            newest
+            for name, newest in self.newest().items()
+            if (current := self.live_spec(name, live)) is None
+            or newest.version > current.version
+        ]
+        if newer:
+            started.append(BuildWorker(self, newer))
         return started
 
     def lagging_group(
@@ -207,10 +212,6 @@ class ReadModels:
             member.position = tail[-1].id
         return replaced
 
-    def drop(self, schema: str) -> None:
-        with self.connect() as conn:
-            drop_schema(conn, schema)
-
     # status and rebuild ----------------------------------------------------
 
     def status(self, recorder: AuthRecorder, app_name: str) -> list[VersionStatus]:
@@ -248,8 +249,9 @@ class ReadModels:
         return statuses
 
     def lag(self, recorder: AuthRecorder, app_name: str, at_most: int) -> int:
-        """The most events any live lagging read model has still to apply."""
-        with self.connect() as conn:
+        """The most events any live lagging read model has still to apply,
+        asked on a request connection: held to the caller's deadline."""
+        with recorder.datastore.get_connection() as conn:
             live = live_versions(conn)
             positions = [
                 position_in(conn, s.schema, s.name, app_name)
@@ -311,7 +313,9 @@ class ProjectionWorker:
     def lock_key(self) -> str:
         raise NotImplementedError
 
-    def group(self) -> list[ReadModelSpec[Any]]:
+    def group(self, live: dict[str, LiveVersion]) -> list[ReadModelSpec[Any]]:
+        """What to run, given the live versions (read on the lock's connection:
+        a worker opens no connection beyond its budget)."""
         raise NotImplementedError
 
     def checkpoint(
@@ -358,7 +362,7 @@ class ProjectionWorker:
             if not (row and row[0]):
                 self.last_error = None  # standing by is healthy: another runs it
                 return
-            specs = self.group()
+            specs = self.group(live_versions(lock_conn))
             self.label = ", ".join(s.schema for s in specs)
             if not specs:
                 if not self.is_done:
@@ -387,8 +391,8 @@ class LaggingWorker(ProjectionWorker):
     def lock_key(self) -> str:
         return LAGGING_LOCK
 
-    def group(self) -> list[ReadModelSpec[Any]]:
-        return self.models.lagging_group()
+    def group(self, live: dict[str, LiveVersion]) -> list[ReadModelSpec[Any]]:
+        return self.models.lagging_group(live)
 
     def __init__(self, models: ReadModels) -> None:
         super().__init__(models)
@@ -405,7 +409,7 @@ class LaggingWorker(ProjectionWorker):
         running = {m.spec.name: m.spec.schema for m in runner.members}
         return any(
             live.get(name, _NOT_INLINE).schema != s for name, s in running.items()
-        ) or (len(running) != len(self.group()))
+        ) or (len(running) != len(self.group(live)))
 
 
 class BuildWorker(ProjectionWorker):
@@ -427,15 +431,13 @@ class BuildWorker(ProjectionWorker):
     def lock_key(self) -> str:
         return "authledger.projection.build." + ",".join(t.schema for t in self.targets)
 
-    def group(self) -> list[ReadModelSpec[Any]]:
+    def group(self, live: dict[str, LiveVersion]) -> list[ReadModelSpec[Any]]:
         """What is left to build: not switched here, nor live already.
 
         A standby that takes the lock after another process switched a
         version must not build it again: a consistent one is written inline
         from the switch on, and tracks no position past it.
         """
-        live = self.models.live()
-
         def switched(target: ReadModelSpec[Any]) -> bool:
             version = live.get(target.name, _NOT_INLINE)
             return version.schema == target.schema and (
@@ -468,6 +470,6 @@ class BuildWorker(ProjectionWorker):
         if self._replaced:
             self._stopping.wait(DROP_GRACE_S)
         for schema in self._replaced:
-            self.models.drop(schema)
+            drop_schema(lock_conn, schema)
         self.is_done = True
         return True

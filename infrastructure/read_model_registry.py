@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, LiteralString
 
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def setup_registry(conn: psycopg.Connection[Any]) -> None:
 
 def live_versions(conn: psycopg.Connection[Any]) -> dict[str, LiveVersion]:
     """Map each read model's name to its live schema, and whether it is inline."""
-    rows = conn.execute(
+    rows = conn.cursor(row_factory=tuple_row).execute(
         "SELECT name, live_schema, inline FROM authledger.read_model_versions"
     )
     return {
@@ -107,7 +108,7 @@ def schemas_of(conn: psycopg.Connection[Any], name: str) -> list[str]:
 
 def position_in(conn: psycopg.Connection[Any], schema: str, name: str, app: str) -> int:
     """How far the read model in `schema` has applied the log of `app`."""
-    row = conn.execute(
+    row = conn.cursor(row_factory=tuple_row).execute(
         SQL("SELECT notification_id FROM {} WHERE application_name = %s").format(
             Identifier(schema, f"{name}_tracking")
         ),

@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     mail_cooldown_s: int = Field(default=60, ge=0)
     mail_max_per_address: int = Field(default=10, ge=1)
     mail_window_s: int = Field(default=3600, gt=0)
-    db_max_connections: int = Field(default=20, ge=8, le=1000)
+    db_max_connections: int = Field(default=20, ge=12, le=1000)
     request_deadline_s: float = Field(default=5.0, ge=0.5, le=60)
 
     def mail_policy(self) -> MailPolicy:

@@ -58,6 +58,7 @@ PROBE_CONNECTIONS = 1
 SETUP_CONNECTIONS = 1
 MAILER_CONNECTIONS = 1
 PROJECTION_CONNECTIONS = 3
+BUILD_CONNECTIONS = 3
 REQUESTS_KEPT = 2
 TLog = TypeVar("TLog", bound=AuthEventLog)
 
@@ -211,13 +212,14 @@ def request_connections(settings: Settings) -> int:
     Beside requests (commands, queries, the session sweep), a process holds
     one connection for its readiness probe and one for setup and registry
     lookups; the mailer one; the projection worker its lock and a pool of
-    two (while a new read-model version builds, three more).
+    two, and three more for the build of new read-model versions (one build
+    at a time builds them all).
     """
     background = PROBE_CONNECTIONS + SETUP_CONNECTIONS
     if settings.run_mailer:
         background += MAILER_CONNECTIONS
     if settings.run_projections:
-        background += PROJECTION_CONNECTIONS
+        background += PROJECTION_CONNECTIONS + BUILD_CONNECTIONS
     return settings.db_max_connections - background
 
 

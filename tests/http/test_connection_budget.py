@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.http, pytest.mark.postgres]
 
 CLIENTS = 32
 WORKERS = 2
-BUDGET = 10  # AUTHLEDGER_DB_MAX_CONNECTIONS, per worker process
+BUDGET = 12  # AUTHLEDGER_DB_MAX_CONNECTIONS, per worker process
 OURS = (
     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
     " AND application_name LIKE 'authledger%'"
@@ -25,7 +25,7 @@ OURS = (
 
 
 def busy_client(base_url: str, statuses: list[int], stop: threading.Event) -> None:
-    """Sign up, refresh, read the account and the sessions, in a loop."""
+    """Sign up, refresh, read the account, the sessions and readiness, in a loop."""
     with httpx.Client(base_url=base_url, timeout=30) as http:
         while not stop.is_set():
             signed = http.post(
@@ -35,7 +35,7 @@ def busy_client(base_url: str, statuses: list[int], stop: threading.Event) -> No
             if signed.status_code != 201:
                 continue
             tokens = signed.json()
-            for path in ("/api/auth/me", "/api/auth/sessions"):
+            for path in ("/api/auth/me", "/api/auth/sessions", "/readyz"):
                 statuses.append(http.get(path, headers=bearer(tokens)).status_code)
             refreshed = http.post(
                 "/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
