@@ -110,11 +110,12 @@ def traffic(base_url: str) -> Iterator[Seen]:
 
 
 def assert_true_and_in_time(url: str, base_url: str, seen: Seen) -> None:
-    """Every answer within the deadline + 1 s, none a 500; then nothing lost."""
+    """Every answer within the deadline + 1 s, and true: a success, or a
+    retryable 503 (no false 401 or 409, no 500); then nothing lost."""
     slowest = max(answer[3] for answer in seen.answers)
     assert slowest <= DEADLINE_S + 1, slowest
-    failures = {(a[1], a[2], a[4]) for a in seen.answers if a[1] >= 500}
-    assert failures <= {(503, "database_unavailable", True)}, failures
+    failures = {(a[0], a[1], a[2], a[4]) for a in seen.answers if a[1] >= 300}
+    assert {f[1:] for f in failures} <= {(503, "database_unavailable", True)}, failures
     assert failures, "the fault never reached a request"
     with psycopg.connect(url) as conn:
         registered = {
@@ -218,5 +219,5 @@ def test_readiness_says_when_appends_are_blocked_and_answers_within_a_second(
     assert took < 1.0
     assert locked.status_code == 503
     assert "unreachable" in locked.json()["checks"]["database"]
-    assert took_locked < 1.5
+    assert took_locked < 1.0
     assert ready.status_code == 200

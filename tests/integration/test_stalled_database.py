@@ -9,17 +9,22 @@ look for, nor a reason to wait again.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
+from typing import Any, cast
 
 import psycopg
 import pytest
 from eventsourcing.persistence import OperationalError, PersistenceError
 
 from application.values import Client
+from infrastructure.database import connect
 from infrastructure.deadlines import deadline
 from interfaces.bootstrap import Services
-from tests.integration.helpers import stored_facts
+from tests.faults import CommitCutter
+from tests.integration.helpers import MakeServices, stored_facts
 
 pytestmark = pytest.mark.postgres
 LOCK_TIMEOUT_S = 5  # the recorder's lock_timeout
@@ -123,3 +128,47 @@ def test_a_session_ended_for_idling_in_a_transaction_is_a_retryable_error(
     # Then: a database error the interface answers 503, not a raw driver error
     assert isinstance(raised.value.__cause__, psycopg.Error)
     assert services.app.get_user(registered.user_id).id == registered.user_id
+
+
+def socket_options(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
+    """SO_KEEPALIVE, TCP_KEEPIDLE and TCP_USER_TIMEOUT of the connection's socket."""
+    sock = socket.socket(fileno=os.dup(conn.fileno()))
+    try:
+        return (
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+        )
+    finally:
+        sock.close()
+
+
+def test_every_connection_notices_a_dead_server_and_bounds_its_statements(
+    make_services: MakeServices, database_url: str
+) -> None:
+    # Given the service over TCP (through a loopback relay: the suite's
+    # server listens on a socket file, where TCP options do not apply)
+    with CommitCutter(database_url) as relay:
+        services = make_services(
+            database_url=relay.url, run_projections=False, run_mailer=False
+        )
+        # When a request's connection and a background user's are opened
+        with services.recorder.datastore.get_connection() as pooled:
+            request_conn = cast("psycopg.Connection[Any]", pooled)
+            shown = [
+                request_conn.execute(f"SHOW {name}").fetchone()
+                for name in ("statement_timeout", "lock_timeout", "application_name")
+            ]
+            request_socket = socket_options(request_conn)
+        with connect(services.database_url, "authledger-probe") as background:
+            background_socket = socket_options(background)
+
+    # Then a request's statements end at its deadline and its lock waits at
+    # the lock timeout, and every socket has keepalives and a user timeout
+    deadline_s = services.settings.request_deadline_s
+    assert [next(iter(row.values())) for row in shown if row] == [
+        f"{deadline_s:g}s",
+        f"{LOCK_TIMEOUT_S}s",
+        "authledger-requests",
+    ]
+    assert request_socket == background_socket == (1, 5, 10_000)
