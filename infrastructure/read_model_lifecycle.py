@@ -438,6 +438,7 @@ class BuildWorker(ProjectionWorker):
         version must not build it again: a consistent one is written inline
         from the switch on, and tracks no position past it.
         """
+
         def switched(target: ReadModelSpec[Any]) -> bool:
             version = live.get(target.name, _NOT_INLINE)
             return version.schema == target.schema and (

@@ -108,12 +108,16 @@ def schemas_of(conn: psycopg.Connection[Any], name: str) -> list[str]:
 
 def position_in(conn: psycopg.Connection[Any], schema: str, name: str, app: str) -> int:
     """How far the read model in `schema` has applied the log of `app`."""
-    row = conn.cursor(row_factory=tuple_row).execute(
-        SQL("SELECT notification_id FROM {} WHERE application_name = %s").format(
-            Identifier(schema, f"{name}_tracking")
-        ),
-        (app,),
-    ).fetchone()
+    row = (
+        conn.cursor(row_factory=tuple_row)
+        .execute(
+            SQL("SELECT notification_id FROM {} WHERE application_name = %s").format(
+                Identifier(schema, f"{name}_tracking")
+            ),
+            (app,),
+        )
+        .fetchone()
+    )
     return int(row[0]) if row else 0
 
 
