@@ -206,6 +206,6 @@ def test_a_malformed_idempotency_key_is_a_validation_error(
     response = client.post(
         "/api/auth/login",
         json={"email": new_email(), "password": PASSWORD},
-        headers={"Idempotency-Key": key.encode()},
+        headers={b"Idempotency-Key": key.encode()},
     )
     assert (response.status_code, response.json()["code"]) == (422, "validation_error")
