@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from application.ports import MailTokens
 
 PAGE = 200
-# How far back a reset's retry looks for the link it used.
-RECENT_EVENTS = 100
 VERIFY = "verify-email"
 RESET = "reset-password"
 
@@ -162,7 +160,7 @@ class AccountMail:
         try:
             user.check_reset_token(hash_token(token), now)
         except DomainError:
-            if self._has_reset_with(user, token, new_password):
+            if self._has_reset_with(user, token, new_password, client, now):
                 return  # a retry of the reset that used the link: it is done
             raise InvalidMailTokenError from None
         password_hash = self.app.hash_new_password(new_password, user.email)
@@ -178,18 +176,37 @@ class AccountMail:
         except (DomainError, UserNotFoundError):
             raise InvalidMailTokenError from None
 
-    def _has_reset_with(self, user: User, token: str, new_password: str) -> bool:
-        """Whether the latest link mailed is this token and the password is now
-        the one given: only its holder who set it can tell, so telling is safe."""
-        recent = self.app.events.get(user.id, desc=True, limit=RECENT_EVENTS)
-        latest = next(
-            (e for e in recent if isinstance(e, User.PasswordResetRequested)), None
-        )
-        return (
-            latest is not None
-            and hmac.compare_digest(latest.token_hash, hash_token(token))
-            and self.app.passwords.verify(new_password, user.password_hash)
-        )
+    def _has_reset_with(
+        self, user: User, token: str, new_password: str, client: Client, now: datetime
+    ) -> bool:
+        """Whether this link set the password now in force, and it is the one
+        given: a retry of the reset, told it is done.
+
+        Only the newest link, before it expires, and only if no other change
+        came after its reset; the account's lock holds, and a wrong password
+        counts toward it, as at login.
+        """
+        changes_since = 0
+        for event in self.app.recent(user.id):
+            if isinstance(event, User.PasswordChanged):
+                changes_since += 1
+            elif isinstance(event, User.PasswordResetRequested):
+                if not (
+                    changes_since == 1
+                    and now < event.expires_at
+                    and hmac.compare_digest(event.token_hash, hash_token(token))
+                ):
+                    return False
+                break
+        else:
+            return False
+        user.release_expired_lock(now)
+        if user.is_locked(now):
+            return False
+        if self.app.passwords.verify(new_password, user.password_hash):
+            return True
+        self.app.record_failure(client, user.id, now)
+        return False
 
     def _count_link(self, client: Client, now: datetime) -> None:
         """Each link followed counts against the address: tokens cannot be sprayed."""

@@ -131,11 +131,24 @@ class AuthApplication(AuthStore):
         """The first answer to a signup sent again under its retry key, by the
         one who knows the account's password; any other is a taken email."""
         user = self.find_user_by_email(email) if client.retry_key else None
-        if user is not None and self.passwords.verify(password, user.password_hash):
+        if user is None:
+            raise EmailAlreadyRegisteredError
+        # As careful as a login: no answer for a locked account, and a wrong
+        # password counts toward its lock; any refusal is the taken email.
+        now = self.clock()
+        user.release_expired_lock(now)
+        if user.is_locked(now):
+            raise EmailAlreadyRegisteredError
+        if not self.passwords.verify(password, user.password_hash):
+            self.record_failure(client, user.id, now)
+            raise EmailAlreadyRegisteredError
+        try:
             grant = self._replayed(user, client)
-            if grant is not None:
-                return grant
-        raise EmailAlreadyRegisteredError
+        except RetryKeySpentError:
+            grant = None
+        if grant is None:
+            raise EmailAlreadyRegisteredError
+        return grant
 
     def _replayed(self, user: User, client: Client) -> SessionGrant | None:
         """The session a login under the client's retry key opened, if it did.
@@ -169,14 +182,14 @@ class AuthApplication(AuthStore):
         user = self.find_user_by_email(email)
         if user is None:
             self.passwords.verify_dummy(password)
-            self._record_failure(
+            self.record_failure(
                 client, None, now, address_hash(self.address_key, email)
             )
             raise InvalidCredentialsError
         password_matches = self.passwords.verify(password, user.password_hash)
         user.release_expired_lock(now)
         if not password_matches or user.is_locked(now):
-            self._record_failure(client, user.id, now)
+            self.record_failure(client, user.id, now)
             raise InvalidCredentialsError
         checked_hash = user.password_hash
 
@@ -278,23 +291,39 @@ class AuthApplication(AuthStore):
         )
 
     def logout(self, user_id: UUID, session_id: UUID, client: Client) -> None:
-        """End one of the user's sessions."""
+        """End one of the user's sessions; one already over stays so (a retry
+        of the logout that ended it is told it is done)."""
 
         def revoke() -> None:
             session = self._get(session_id, Session, SessionNotFoundError)
-            user = self.get_user(user_id)
-            if (
-                session.user_id != user_id
-                or session.is_revoked
-                or user.has_revoked(session.id, session.login_version)
-            ):
+            if session.user_id != user_id:
                 raise SessionNotFoundError
+            if _over(session, self.get_user(user_id)):
+                return
             session.revoke(
                 RevocationReason.LOGOUT, client.ip, client.user_agent, self.clock()
             )
             self.save(session)
 
         self.attempt(revoke)
+
+    def has_logged_out(
+        self, user_id: UUID, session_id: UUID, *, everywhere: bool
+    ) -> bool:
+        """Whether the user's session is over as a logout (`everywhere`: the
+        newest logout everywhere) left it: what a retry of it is told."""
+        session = self._find_session(session_id)
+        if session is None or session.user_id != user_id:
+            return False
+        user = self.get_user(user_id)
+        if not everywhere:
+            return _over(session, user)
+        revoked = self.newest(user_id, User.SessionsRevoked)
+        return (
+            user.has_revoked(session.id, session.login_version)
+            and revoked is not None
+            and revoked.reason == RevocationReason.LOGOUT_ALL.value
+        )
 
     def logout_all(self, user_id: UUID, client: Client) -> None:
         """End every session of the user, however many, with one event."""
@@ -343,10 +372,10 @@ class AuthApplication(AuthStore):
         # Wrong guesses here count toward the lock, and the lock holds here too.
         self.check_not_locked(user, now)
         if not self.passwords.verify(current_password, user.password_hash):
-            if self.passwords.verify(new_password, user.password_hash):
-                return  # changed to it already: a retry, told it is done
+            if self._just_changed_to(user, new_password, now):
+                return  # a retry of the change that took effect: it is done
             # A stolen access token must not become a password-guessing oracle.
-            self._record_failure(client, user_id, now)
+            self.record_failure(client, user_id, now)
             raise WrongPasswordError
         checked_hash = user.password_hash
         new_hash = self.hash_new_password(new_password, user.email)
@@ -359,6 +388,17 @@ class AuthApplication(AuthStore):
 
         self.revoke_sessions(
             user_id, client, RevocationReason.PASSWORD_CHANGED, keep=keep, change=change
+        )
+
+    def _just_changed_to(self, user: User, password: str, now: datetime) -> bool:
+        """Whether the password was changed to `password` moments ago: only
+        then is a second password checked, so a stolen access token gains a
+        second guess only within that window after a real change."""
+        changed = self.newest(user.id, User.PasswordChanged)
+        return (
+            changed is not None
+            and now - changed.timestamp <= self.policy.retry_window
+            and self.passwords.verify(password, user.password_hash)
         )
 
     def expire_sessions(self, session_ids: Iterable[UUID]) -> int:
@@ -415,7 +455,7 @@ class AuthApplication(AuthStore):
             wait = user.locked_until - now
             raise AccountLockedError(math.ceil(wait.total_seconds()))
 
-    def _record_failure(
+    def record_failure(
         self,
         client: Client,
         user_id: UUID | None,
@@ -484,6 +524,11 @@ class AuthApplication(AuthStore):
             refresh_token=refresh_token,
             refresh_expires_at=session.expires_at,
         )
+
+
+def _over(session: Session, user: User) -> bool:
+    """Whether the session has ended, by itself or by a revocation of the user's."""
+    return session.is_revoked or user.has_revoked(session.id, session.login_version)
 
 
 def user_row(user: User) -> UserRow:

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 TAggregate = TypeVar("TAggregate", bound="BaseAggregate[UUID]")
 Result = TypeVar("Result")
+Event = TypeVar("Event")
+# How far back in an aggregate's stream a retry looks for what it repeats.
+RECENT_EVENTS = 100
 
 # Some writes race by nature: failed logins from one address (credential
 # stuffing), logins and revocations of one user, refreshes from several tabs.
@@ -153,6 +156,14 @@ class AuthStore(AuthEventLog):
             return None
         user: User = self.repository.get(claim.user_id)
         return user
+
+    def recent(self, aggregate_id: UUID) -> list[object]:
+        """The aggregate's newest events, newest first."""
+        return list(self.events.get(aggregate_id, desc=True, limit=RECENT_EVENTS))
+
+    def newest(self, aggregate_id: UUID, kind: type[Event]) -> Event | None:
+        """The aggregate's newest event of `kind`, among its recent ones."""
+        return next((e for e in self.recent(aggregate_id) if isinstance(e, kind)), None)
 
     def _get(
         self,

@@ -40,6 +40,8 @@ class AuthPolicy:
         )
     )
     refresh: RefreshPolicy = field(default_factory=RefreshPolicy)
+    # How long after a password change a retry of it is told it is done.
+    retry_window: timedelta = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ rotation is stored, no session the client never got was opened, every
 session the client ended is refused (refresh and access token alike), every
 one it holds refreshes, the last acknowledged password logs in, the users
 read model equals the log. Prints the counts; exits 1 on any violation: any
-of those, a command never answered within RETRY_WITHIN_S, a refusal a true
-answer would not give, a 5xx other than a 503.
+of those, a command never answered within RETRY_WITHIN_S, an answer later
+than the deadline + 1 s, a refusal a true answer would not give, a 5xx other
+than a 503, a client that crashed.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ REFRESHES = 3
 # A client retries an unanswered command this long (the reuse interval is 10 s).
 RETRY_WITHIN_S = 8.0
 MAIL_WAIT_S = 30.0
+ANSWER_WITHIN_S = 6.0  # the default request deadline + 1 s
 INFORMATIVE = 4  # the first counts describe the run; every later one is a fault
 TOKEN = re.compile(rb"token=([\w.-]+)")
 
@@ -115,6 +117,8 @@ class Seen:
     retried: Counter[str] = field(default_factory=Counter)  # answered on a retry
     false_refusals: Counter[str] = field(default_factory=Counter)
     asks_without_mail: int = 0
+    slow: int = 0  # answers later than the deadline + 1 s
+    crashed: int = 0  # client threads ended by an error of their own
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer(self, status: int) -> None:
@@ -155,6 +159,7 @@ class Client:
         retried = False
         give_up = time.monotonic() + RETRY_WITHIN_S
         while time.monotonic() < give_up:
+            sent = time.monotonic()
             try:
                 answer = self.http.request(
                     method, self.target.service.base_url + path, **kw
@@ -163,6 +168,9 @@ class Client:
                 retried = True
                 time.sleep(0.2)
                 continue
+            if time.monotonic() - sent > ANSWER_WITHIN_S:
+                with self.seen.lock:
+                    self.seen.slow += 1
             self.seen.answer(answer.status_code)
             if answer.status_code != 503:
                 if answer.status_code not in expect:
@@ -177,10 +185,15 @@ class Client:
         raise UnansweredError(what)
 
     def live(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            account = Account(f"chaos-{random.getrandbits(48):x}@example.com", "")
-            with contextlib.suppress(UnansweredError, RefusedError):
-                self.account(account, stop)
+        try:
+            while not stop.is_set():
+                email = f"chaos-{random.getrandbits(48):x}@example.com"
+                with contextlib.suppress(UnansweredError, RefusedError):
+                    self.account(Account(email, ""), stop)
+        except Exception:
+            with self.seen.lock:
+                self.seen.crashed += 1
+            raise
 
     def open_session(self, account: Account, path: str, password: str) -> str:
         """Sign up or log in under a fresh Idempotency-Key; the session's id."""
@@ -398,6 +411,8 @@ def verify(url: str, base_url: str, seen: Seen) -> dict[str, int]:
         "commands never answered": sum(seen.unanswered.values()),
         "refusals a true answer would not give": sum(seen.false_refusals.values()),
         "reset asks whose mail never came": seen.asks_without_mail,
+        "answers later than the deadline + 1 s": seen.slow,
+        "client threads that crashed": seen.crashed,
         "5xx other than 503": sum(
             n for status, n in seen.statuses.items() if status >= 500 and status != 503
         ),

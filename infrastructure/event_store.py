@@ -276,6 +276,8 @@ class AuthRecorder(BoundedReads, PostgresApplicationRecorder):
         (the pool discards it) and the next is tried, up to the whole pool.
         """
         for _ in range(self.datastore.pool.max_size + 1):
+            if not allows(-extra_s):  # each dead one may have cost a cut
+                raise OperationalError("past the request's deadline")
             with self._pooled() as conn, WATCH.watching(conn, extra_s):
                 if self._alive(conn):
                     try:

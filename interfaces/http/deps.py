@@ -134,19 +134,51 @@ def _authenticate(services: Services, token: str) -> CurrentUser:
     return CurrentUser(user=user, session_id=claims.session_id)
 
 
+@dataclass(frozen=True)
+class SessionHolder:
+    """A caller with a genuine access token; `current` None if its session is over."""
+
+    claims: AccessClaims
+    current: CurrentUser | None
+
+
+def get_session_holder(
+    request: Request,
+    services: ServicesDep,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> SessionHolder:
+    """The caller of a logout: a retry of one that ended its session still
+    holds a genuine token, and is told what the first try did."""
+    token = _bearer_token(request)
+    claims = services.tokens.verify(token)
+    try:
+        return SessionHolder(claims, _authenticate(services, token))
+    except InvalidAccessTokenError:
+        return SessionHolder(claims, None)
+
+
+SessionHolderDep = Annotated[SessionHolder, Depends(get_session_holder)]
+
+
+def _bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if header is None:
+        raise InvalidAccessTokenError
+    scheme, _space, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidAccessTokenError
+    return token.strip()
+
+
 def get_current_user_optional(
     request: Request,
     services: ServicesDep,
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> CurrentUser | None:
     """Return the caller, None if no token is sent; 401 if one is sent but invalid."""
-    header = request.headers.get("authorization")
-    if header is None:
+    if request.headers.get("authorization") is None:
         return None
-    scheme, _space, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise InvalidAccessTokenError
-    return _authenticate(services, token.strip())
+    return _authenticate(services, _bearer_token(request))
 
 
 def get_current_user(

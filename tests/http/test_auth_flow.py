@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -209,3 +211,32 @@ def test_a_malformed_idempotency_key_is_a_validation_error(
         headers={b"Idempotency-Key": key.encode()},
     )
     assert (response.status_code, response.json()["code"]) == (422, "validation_error")
+
+
+def test_a_logout_sent_again_is_told_it_is_done(client: httpx.Client) -> None:
+    # Given three sessions of one user
+    email = new_email()
+    first, second = signup(client, email), login(client, email).json()
+    third = login(client, email).json()
+
+    def logout(tokens: dict[str, Any], scope: str = "") -> httpx.Response:
+        path = "/api/auth/logout" + (f"?scope={scope}" if scope else "")
+        return client.post(path, headers=bearer(tokens))
+
+    # When a logout of this session, of another, or of all is sent twice,
+    # each answer is 200: the retry is told what the first try did
+    assert [logout(first, "current").status_code for _ in "12"] == [200, 200]
+    path = f"/api/auth/sessions/{session_of(third)}"
+    deletes = [client.delete(path, headers=bearer(second)) for _ in "12"]
+    assert [r.status_code for r in deletes] == [200, 200]
+    assert [logout(second).status_code for _ in "12"] == [200, 200]
+
+    # But a session ended alone lends its token to no logout everywhere, and
+    # no ended session's token works for anything else
+    other = login(client, email).json()
+    logout(other, "current")
+    assert login(client, email).is_success
+    refused = logout(other)
+    assert (refused.status_code, refused.json()["code"]) == (401, "not_authenticated")
+    for tokens in (first, second, third, other):
+        assert client.get("/api/auth/me", headers=bearer(tokens)).status_code == 401

@@ -15,6 +15,7 @@ from application.account_mail import RESET, AccountMail
 from application.auth import AuthApplication
 from application.errors import (
     EmailAlreadyRegisteredError,
+    InvalidCredentialsError,
     InvalidMailTokenError,
     RetryKeySpentError,
     WrongPasswordError,
@@ -122,11 +123,43 @@ def test_a_signup_sent_again_under_its_key_is_the_account_it_made(
     )
     assert not facts_since(app, before)
 
-    # And without the key, or without the password, the email is taken
-    for password, client in [(PASSWORD, CLIENT), ("another passphrase", KEYED)]:
-        with pytest.raises(EmailAlreadyRegisteredError):
-            app.register(EMAIL, password, client)
+    # And without the key the email is taken
+    with pytest.raises(EmailAlreadyRegisteredError):
+        app.register(EMAIL, PASSWORD, CLIENT)
     assert not facts_since(app, before)
+
+
+def test_a_signup_retry_is_no_way_round_the_login_rules(
+    app: AuthApplication, clock: FakeClock
+) -> None:
+    # Given an account made under a key whose session has since rotated
+    first = app.register(EMAIL, PASSWORD, KEYED)
+    app.refresh(first.refresh_token, CLIENT)
+    before = position(app)
+
+    # When the key is sent with a wrong password: the email is taken, and the
+    # guess counts toward the lock as a login's would
+    with pytest.raises(EmailAlreadyRegisteredError):
+        app.register(EMAIL, "a guessed passphrase", KEYED)
+    assert names(facts_since(app, before)) == ["User.LoginFailed"]
+
+    # And with the right one the spent key tells nothing more: the email is taken
+    with pytest.raises(EmailAlreadyRegisteredError):
+        app.register(EMAIL, PASSWORD, KEYED)
+
+    # And a locked account answers no retry, even with its first session
+    locked = app.register("grace@example.com", PASSWORD, KEYED)
+    for _ in range(app.policy.lockout.max_failures):
+        with pytest.raises(InvalidCredentialsError):
+            app.login("grace@example.com", "a guessed passphrase", CLIENT)
+    with pytest.raises(EmailAlreadyRegisteredError):
+        app.register("grace@example.com", PASSWORD, KEYED)
+    clock.advance(timedelta(days=1))  # the lock runs out: the retry is answered
+    again = app.register("grace@example.com", PASSWORD, KEYED)
+    assert (again.session_id, again.refresh_token) == (
+        locked.session_id,
+        locked.refresh_token,
+    )
 
 
 def test_a_password_change_sent_again_is_done(app: AuthApplication) -> None:
@@ -145,6 +178,21 @@ def test_a_password_change_sent_again_is_done(app: AuthApplication) -> None:
     assert names(facts_since(app, before)) == ["User.LoginFailed"]
 
 
+def test_a_password_change_is_told_done_only_just_after_it(
+    app: AuthApplication, clock: FakeClock
+) -> None:
+    # Given a password changed a while ago
+    grant = registered(app)
+    app.change_password(grant.user_id, PASSWORD, NEW_PASSWORD, CLIENT)
+    clock.advance(app.policy.retry_window + timedelta(seconds=1))
+    before = position(app)
+
+    # When the change is sent again: a stolen token gets no second guess
+    with pytest.raises(WrongPasswordError):
+        app.change_password(grant.user_id, PASSWORD, NEW_PASSWORD, CLIENT)
+    assert names(facts_since(app, before)) == ["User.LoginFailed"]
+
+
 def test_a_reset_sent_again_is_done_until_another_link_is_asked_for(
     app: AuthApplication, mail: AccountMail, clock: FakeClock
 ) -> None:
@@ -159,12 +207,39 @@ def test_a_reset_sent_again_is_done_until_another_link_is_asked_for(
     mail.reset_password(token, NEW_PASSWORD, CLIENT)
     assert not facts_since(app, before)
 
-    # But the used link sets no other password
+    # But the used link sets no other password, and the guess counts
     with pytest.raises(InvalidMailTokenError):
         mail.reset_password(token, "yet another passphrase", CLIENT)
+    assert names(facts_since(app, before)) == ["User.LoginFailed"]
     # And once a newer link is asked for, the old one tells nothing
     clock.advance(timedelta(hours=1))
     forgot(mail, EMAIL, CLIENT)
     assert of_type(facts_since(app, before), User.PasswordResetRequested)
+    with pytest.raises(InvalidMailTokenError):
+        mail.reset_password(token, NEW_PASSWORD, CLIENT)
+
+
+def test_a_used_link_confirms_no_password_changed_after_it_or_once_expired(
+    app: AuthApplication, mail: AccountMail, clock: FakeClock
+) -> None:
+    # Given a reset by link, then a change of the password by its owner
+    grant = registered(app)
+    forgot(mail, EMAIL, CLIENT)
+    token = mailed_token(app, grant.user_id, RESET)
+    mail.reset_password(token, NEW_PASSWORD, CLIENT)
+    owners = "the owner's own passphrase"
+    app.change_password(grant.user_id, NEW_PASSWORD, owners, CLIENT)
+
+    # Then the old link tells nothing of the password now set
+    with pytest.raises(InvalidMailTokenError):
+        mail.reset_password(token, owners, CLIENT)
+
+    # Nor does a used link once it has expired
+    forgot(mail, EMAIL, CLIENT)
+    clock.advance(timedelta(hours=2))  # past the cooldown: a new link
+    forgot(mail, EMAIL, CLIENT)
+    token = mailed_token(app, grant.user_id, RESET)
+    mail.reset_password(token, NEW_PASSWORD, CLIENT)
+    clock.advance(timedelta(days=2))
     with pytest.raises(InvalidMailTokenError):
         mail.reset_password(token, NEW_PASSWORD, CLIENT)

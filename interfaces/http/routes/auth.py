@@ -7,12 +7,14 @@ from enum import StrEnum
 from fastapi import APIRouter, status
 
 from application.values import SessionGrant
+from infrastructure.tokens import InvalidAccessTokenError
 from interfaces.bootstrap import Services
 from interfaces.http.deps import (
     ClientDep,
     CurrentUserDep,
     RetryingClientDep,
     ServicesDep,
+    SessionHolderDep,
 )
 from interfaces.http.errors import ERROR_RESPONSES
 from interfaces.http.schemas import (
@@ -70,16 +72,28 @@ def refresh(
 
 @router.post("/logout")
 def logout(
-    current: CurrentUserDep,
+    holder: SessionHolderDep,
     services: ServicesDep,
     client: ClientDep,
     scope: LogoutScope = LogoutScope.ALL,
 ) -> MessageResponse:
-    """End every session of the caller, or with `scope=current` only this one."""
-    if scope is LogoutScope.CURRENT:
-        services.app.logout(current.user.id, current.session_id, client)
-    else:
+    """End every session of the caller, or with `scope=current` only this one.
+
+    A token whose session such a logout already ended (a retry of it) is
+    told it is done; any other ended session's token is refused.
+    """
+    everywhere = scope is LogoutScope.ALL
+    current = holder.current
+    if current is None:
+        claims = holder.claims
+        if not services.app.has_logged_out(
+            claims.user_id, claims.session_id, everywhere=everywhere
+        ):
+            raise InvalidAccessTokenError
+    elif everywhere:
         services.app.logout_all(current.user.id, client)
+    else:
+        services.app.logout(current.user.id, current.session_id, client)
     return MessageResponse(detail="Logged out.")
 
 
