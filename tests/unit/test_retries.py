@@ -25,7 +25,6 @@ from domain.user import User
 from tests.unit.test_use_cases import (
     CLIENT,
     EMAIL,
-    MAIL_TOKENS,
     NEW_PASSWORD,
     PASSWORD,
     FakeClock,
@@ -33,7 +32,6 @@ from tests.unit.test_use_cases import (
     forgot,
     mailed_token,
     names,
-    new_app,
     of_type,
     position,
     refresh_fails,
@@ -41,21 +39,6 @@ from tests.unit.test_use_cases import (
 )
 
 KEYED = replace(CLIENT, retry_key="a0f1b2c3-retry-key")
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def app(clock: FakeClock) -> AuthApplication:
-    return new_app(clock)
-
-
-@pytest.fixture
-def mail(app: AuthApplication) -> AccountMail:
-    return AccountMail(app, MAIL_TOKENS)
 
 
 def test_a_login_sent_again_under_its_key_is_answered_with_the_same_session(

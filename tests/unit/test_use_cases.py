@@ -82,21 +82,6 @@ def new_app(clock: FakeClock, policy: AuthPolicy | None = None) -> AuthApplicati
     )
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def app(clock: FakeClock) -> AuthApplication:
-    return new_app(clock)
-
-
-@pytest.fixture
-def mail(app: AuthApplication) -> AccountMail:
-    return AccountMail(app, MAIL_TOKENS)
-
-
 # Reading the store ---------------------------------------------------------
 
 
