@@ -179,20 +179,22 @@ class AccountMail:
     def _has_reset_with(
         self, user: User, token: str, new_password: str, client: Client, now: datetime
     ) -> bool:
-        """Whether this link set the password now in force, and it is the one
-        given: a retry of the reset, told it is done.
+        """Whether this link's reset set the password now in force, moments
+        ago, and it is the one given: a retry of the reset, told it is done.
 
-        Only the newest link, before it expires, and only if no other change
-        came after its reset; the account's lock holds, and a wrong password
-        counts toward it, as at login.
+        Only the newest link, unexpired, followed by one change of the
+        password within the retry window (a change by other means voids the
+        link too: the window bounds what its holder could learn then); the
+        account's lock holds, and a wrong password counts toward it.
         """
-        changes_since = 0
+        changes: list[datetime] = []
         for event in self.app.recent(user.id):
             if isinstance(event, User.PasswordChanged):
-                changes_since += 1
+                changes.append(event.timestamp)
             elif isinstance(event, User.PasswordResetRequested):
                 if not (
-                    changes_since == 1
+                    len(changes) == 1
+                    and now - changes[0] <= self.app.policy.retry_window
                     and now < event.expires_at
                     and hmac.compare_digest(event.token_hash, hash_token(token))
                 ):

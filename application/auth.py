@@ -133,9 +133,11 @@ class AuthApplication(AuthStore):
         user = self.find_user_by_email(email) if client.retry_key else None
         if user is None:
             raise EmailAlreadyRegisteredError
-        # As careful as a login: no answer for a locked account, and a wrong
-        # password counts toward its lock; any refusal is the taken email.
+        # As careful as a login: a blocked address and a locked account get no
+        # answer, a wrong password counts toward the lock; any refusal is the
+        # taken email.
         now = self.clock()
+        self.check_not_blocked(client.ip, now)
         user.release_expired_lock(now)
         if user.is_locked(now):
             raise EmailAlreadyRegisteredError
@@ -307,23 +309,40 @@ class AuthApplication(AuthStore):
 
         self.attempt(revoke)
 
-    def has_logged_out(
-        self, user_id: UUID, session_id: UUID, *, everywhere: bool
-    ) -> bool:
-        """Whether the user's session is over as a logout (`everywhere`: the
-        newest logout everywhere) left it: what a retry of it is told."""
+    def has_logged_out(self, user_id: UUID, session_id: UUID) -> bool:
+        """Whether the user's session ended by a logout of its own, or by a
+        logout everywhere: a retry of either is told it is done."""
         session = self._find_session(session_id)
         if session is None or session.user_id != user_id:
             return False
-        user = self.get_user(user_id)
-        if not everywhere:
-            return _over(session, user)
-        revoked = self.newest(user_id, User.SessionsRevoked)
-        return (
-            user.has_revoked(session.id, session.login_version)
-            and revoked is not None
-            and revoked.reason == RevocationReason.LOGOUT_ALL.value
-        )
+        if session.revoked_reason is RevocationReason.LOGOUT:
+            return True
+        return self._ended_by_logout_everywhere(session) is not None
+
+    def retry_logout_all(self, user_id: UUID, session_id: UUID, client: Client) -> bool:
+        """Log out everywhere again for a token whose session the newest logout
+        everywhere ended moments ago (a retry, which ends what opened since);
+        False, doing nothing, for any other token."""
+        session = self._find_session(session_id)
+        if session is None or session.user_id != user_id:
+            return False
+        revoked = self._ended_by_logout_everywhere(session)
+        if revoked is None or self.clock() - revoked > self.policy.retry_window:
+            return False
+        self.logout_all(user_id, client)
+        return True
+
+    def _ended_by_logout_everywhere(self, session: Session) -> datetime | None:
+        """When the newest logout everywhere ended the session, if one did."""
+        user = self.get_user(session.user_id)
+        revoked = self.newest(user.id, User.SessionsRevoked)
+        if (
+            revoked is None
+            or revoked.reason != RevocationReason.LOGOUT_ALL.value
+            or not user.has_revoked(session.id, session.login_version)
+        ):
+            return None
+        return revoked.timestamp
 
     def logout_all(self, user_id: UUID, client: Client) -> None:
         """End every session of the user, however many, with one event."""

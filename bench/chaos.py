@@ -165,12 +165,11 @@ class Client:
                     method, self.target.service.base_url + path, **kw
                 )
             except httpx.TransportError:
+                self.timed(sent)  # a hang cut by a kill was slow too
                 retried = True
                 time.sleep(0.2)
                 continue
-            if time.monotonic() - sent > ANSWER_WITHIN_S:
-                with self.seen.lock:
-                    self.seen.slow += 1
+            self.timed(sent)
             self.seen.answer(answer.status_code)
             if answer.status_code != 503:
                 if answer.status_code not in expect:
@@ -183,6 +182,11 @@ class Client:
             time.sleep(0.2)
         self.seen.unanswered[what] += 1
         raise UnansweredError(what)
+
+    def timed(self, sent: float) -> None:
+        if time.monotonic() - sent > ANSWER_WITHIN_S:
+            with self.seen.lock:
+                self.seen.slow += 1
 
     def live(self, stop: threading.Event) -> None:
         try:

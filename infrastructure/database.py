@@ -182,7 +182,7 @@ def protect_event_log(url: str, tables: EventTables) -> None:
     superuser) could. Appends by a process of wave 1 fail too (see above).
     """
     events, snapshots = tables.qualified()
-    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+    with connect(url, "authledger-setup") as conn, conn.transaction():
         for statement in REFUSE_REWRITE:
             conn.execute(statement)
         for table in (events, snapshots):

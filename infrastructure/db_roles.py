@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from infrastructure.database import EventTables, appends_lock
+from infrastructure.database import EventTables, appends_lock, connect
 
 # The triggers protect_event_log() installs; 'O' and 'A' fire in normal sessions.
 PROTECTED = """
@@ -38,7 +38,7 @@ class UnsafeAppRoleError(ValueError):
 
 def owns_event_log(url: str, tables: EventTables) -> bool:
     """Whether this role may run the event store's DDL: it owns it, or it is new."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, "authledger-setup") as conn:
         row = conn.execute(
             "SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_class c"
             " JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -51,7 +51,7 @@ def owns_event_log(url: str, tables: EventTables) -> bool:
 def check_append_only(url: str, tables: EventTables) -> None:
     """Refuse to serve a log left unprotected, or as a role that could unprotect it."""
     names = [tables.events, tables.snapshots]
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, "authledger-setup") as conn:
         rows = conn.execute(PROTECTED, (tables.schema, names)).fetchall()
         refuse_unsafe_role(conn, conn.info.user, tables)
     protected = {str(name) for name, triggers in rows if triggers == 2}
@@ -117,7 +117,7 @@ def grant_app_role(
     """
     app = sql.Identifier(role)
     events, snapshots = tables.qualified()
-    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+    with connect(url, "authledger-setup") as conn, conn.transaction():
         _create_role(conn, role, tables, password)
         statements = (
             sql.SQL("REVOKE ALL ON TABLE {}, {} FROM {}").format(

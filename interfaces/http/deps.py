@@ -121,8 +121,7 @@ class CurrentUser:
     session_id: UUID
 
 
-def _authenticate(services: Services, token: str) -> CurrentUser:
-    claims: AccessClaims = services.tokens.verify(token)
+def _authenticate(services: Services, claims: AccessClaims) -> CurrentUser:
     # A valid signature is not enough: the session must still be active, so a
     # logout takes effect at once rather than when the token expires.
     session = services.sessions.get_session(claims.session_id, services.app.clock())
@@ -149,10 +148,9 @@ def get_session_holder(
 ) -> SessionHolder:
     """The caller of a logout: a retry of one that ended its session still
     holds a genuine token, and is told what the first try did."""
-    token = _bearer_token(request)
-    claims = services.tokens.verify(token)
+    claims = services.tokens.verify(_bearer_token(request))
     try:
-        return SessionHolder(claims, _authenticate(services, token))
+        return SessionHolder(claims, _authenticate(services, claims))
     except InvalidAccessTokenError:
         return SessionHolder(claims, None)
 
@@ -178,7 +176,7 @@ def get_current_user_optional(
     """Return the caller, None if no token is sent; 401 if one is sent but invalid."""
     if request.headers.get("authorization") is None:
         return None
-    return _authenticate(services, _bearer_token(request))
+    return _authenticate(services, services.tokens.verify(_bearer_token(request)))
 
 
 def get_current_user(

@@ -231,12 +231,24 @@ def test_a_logout_sent_again_is_told_it_is_done(client: httpx.Client) -> None:
     assert [r.status_code for r in deletes] == [200, 200]
     assert [logout(second).status_code for _ in "12"] == [200, 200]
 
-    # But a session ended alone lends its token to no logout everywhere, and
-    # no ended session's token works for anything else
+    # And so is a DELETE of the caller's own session, sent again with its token
+    own = login(client, email).json()
+    path = f"/api/auth/sessions/{session_of(own)}"
+    deletes = [client.delete(path, headers=bearer(own)) for _ in "12"]
+    assert [r.status_code for r in deletes] == [200, 200]
+
+    # But a session ended alone lends its token to no logout everywhere, nor
+    # to ending another session, and no ended session's token works otherwise
     other = login(client, email).json()
     logout(other, "current")
-    assert login(client, email).is_success
-    refused = logout(other)
-    assert (refused.status_code, refused.json()["code"]) == (401, "not_authenticated")
-    for tokens in (first, second, third, other):
+    alive = login(client, email).json()
+    refused = [
+        logout(other),
+        client.delete(f"/api/auth/sessions/{session_of(alive)}", headers=bearer(other)),
+    ]
+    assert [(r.status_code, r.json()["code"]) for r in refused] == [
+        (401, "not_authenticated")
+    ] * 2
+    assert client.get("/api/auth/me", headers=bearer(alive)).status_code == 200
+    for tokens in (first, second, third, own, other):
         assert client.get("/api/auth/me", headers=bearer(tokens)).status_code == 401

@@ -36,6 +36,7 @@ from tests.unit.test_use_cases import (
     position,
     refresh_fails,
     registered,
+    stream,
 )
 
 KEYED = replace(CLIENT, retry_key="a0f1b2c3-retry-key")
@@ -217,6 +218,16 @@ def test_a_used_link_confirms_no_password_changed_after_it_or_once_expired(
     with pytest.raises(InvalidMailTokenError):
         mail.reset_password(token, owners, CLIENT)
 
+    # Nor does a link voided by a change of the password, once the moment of
+    # the change has passed
+    clock.advance(timedelta(hours=1))
+    forgot(mail, EMAIL, CLIENT)
+    voided = mailed_token(app, grant.user_id, RESET)
+    app.change_password(grant.user_id, owners, NEW_PASSWORD, CLIENT)
+    clock.advance(app.policy.retry_window + timedelta(seconds=1))
+    with pytest.raises(InvalidMailTokenError):
+        mail.reset_password(voided, NEW_PASSWORD, CLIENT)
+
     # Nor does a used link once it has expired
     forgot(mail, EMAIL, CLIENT)
     clock.advance(timedelta(hours=2))  # past the cooldown: a new link
@@ -226,3 +237,50 @@ def test_a_used_link_confirms_no_password_changed_after_it_or_once_expired(
     clock.advance(timedelta(days=2))
     with pytest.raises(InvalidMailTokenError):
         mail.reset_password(token, NEW_PASSWORD, CLIENT)
+
+
+def test_a_logout_everywhere_sent_again_moments_later_is_done_again(
+    app: AuthApplication, clock: FakeClock
+) -> None:
+    # Given a logout everywhere, then a login on another device
+    first = registered(app)
+    app.logout_all(first.user_id, CLIENT)
+    since = app.login(EMAIL, PASSWORD, CLIENT)
+    before = position(app)
+
+    # When the first device sends it again with its (now ended) session's token,
+    # it is done again: what opened since ends too
+    assert app.retry_logout_all(first.user_id, first.session_id, CLIENT)
+    assert names(facts_since(app, before)) == ["User.SessionsRevoked"]
+    assert refresh_fails(app, since.refresh_token)
+
+    # But not once the moment has passed, nor for a token ended otherwise
+    later = app.login(EMAIL, PASSWORD, CLIENT)
+    clock.advance(app.policy.retry_window + timedelta(seconds=1))
+    before = position(app)
+    assert not app.retry_logout_all(first.user_id, first.session_id, CLIENT)
+    app.logout(later.user_id, later.session_id, CLIENT)
+    assert not app.retry_logout_all(later.user_id, later.session_id, CLIENT)
+    assert names(facts_since(app, before)) == ["Session.Revoked"]
+
+
+def test_only_a_session_ended_by_a_logout_is_told_it_logged_out(
+    app: AuthApplication, clock: FakeClock
+) -> None:
+    # Given sessions ended by reuse detection and by a password change
+    replayed = registered(app)
+    app.refresh(replayed.refresh_token, CLIENT)
+    clock.advance(timedelta(minutes=1))  # past the reuse interval: a replay
+    assert refresh_fails(app, replayed.refresh_token)
+    revoked = of_type(stream(app, replayed.session_id), Session.Revoked)
+    assert [e.reason for e in revoked] == ["reuse_detected"]
+    changed = app.login(EMAIL, PASSWORD, CLIENT)
+    app.change_password(changed.user_id, PASSWORD, NEW_PASSWORD, CLIENT)
+
+    # Then neither token is told it logged out
+    for grant in (replayed, changed):
+        assert not app.has_logged_out(grant.user_id, grant.session_id)
+    # And another user's session is nobody's logout
+    other = registered(app, "grace@example.com")
+    app.logout(other.user_id, other.session_id, CLIENT)
+    assert not app.has_logged_out(replayed.user_id, other.session_id)

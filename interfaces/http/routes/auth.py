@@ -79,21 +79,25 @@ def logout(
 ) -> MessageResponse:
     """End every session of the caller, or with `scope=current` only this one.
 
-    A token whose session such a logout already ended (a retry of it) is
-    told it is done; any other ended session's token is refused.
+    Sent again with the token of a session the first try ended (a retry), it
+    is told it is done, and a logout everywhere moments ago is done again;
+    any other ended session's token is refused.
     """
-    everywhere = scope is LogoutScope.ALL
     current = holder.current
-    if current is None:
-        claims = holder.claims
-        if not services.app.has_logged_out(
-            claims.user_id, claims.session_id, everywhere=everywhere
-        ):
-            raise InvalidAccessTokenError
-    elif everywhere:
-        services.app.logout_all(current.user.id, client)
+    if current is not None:
+        if scope is LogoutScope.ALL:
+            services.app.logout_all(current.user.id, client)
+        else:
+            services.app.logout(current.user.id, current.session_id, client)
     else:
-        services.app.logout(current.user.id, current.session_id, client)
+        user_id, session_id = holder.claims.user_id, holder.claims.session_id
+        retried = (
+            services.app.retry_logout_all(user_id, session_id, client)
+            if scope is LogoutScope.ALL
+            else services.app.has_logged_out(user_id, session_id)
+        )
+        if not retried:
+            raise InvalidAccessTokenError
     return MessageResponse(detail="Logged out.")
 
 

@@ -6,7 +6,13 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
-from interfaces.http.deps import ClientDep, CurrentUserDep, ServicesDep
+from infrastructure.tokens import InvalidAccessTokenError
+from interfaces.http.deps import (
+    ClientDep,
+    CurrentUserDep,
+    ServicesDep,
+    SessionHolderDep,
+)
 from interfaces.http.errors import ERROR_RESPONSES
 from interfaces.http.schemas import (
     ChangePasswordRequest,
@@ -28,10 +34,19 @@ def list_sessions(
 
 @router.delete("/sessions/{session_id}")
 def revoke_session(
-    session_id: UUID, current: CurrentUserDep, services: ServicesDep, client: ClientDep
+    session_id: UUID, holder: SessionHolderDep, services: ServicesDep, client: ClientDep
 ) -> MessageResponse:
-    """End one of the caller's sessions; another user's answers 404, not 403."""
-    services.app.logout(current.user.id, session_id, client)
+    """End one of the caller's sessions; another user's answers 404, not 403.
+
+    One already over is told it is done: also the caller's own, sent again
+    with its token once the first try ended it.
+    """
+    if holder.current is not None:
+        services.app.logout(holder.current.user.id, session_id, client)
+    elif session_id != holder.claims.session_id or not services.app.has_logged_out(
+        holder.claims.user_id, session_id
+    ):
+        raise InvalidAccessTokenError
     return MessageResponse(detail="Session revoked.")
 
 
