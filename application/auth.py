@@ -29,7 +29,7 @@ from application.errors import (
 )
 from application.ports import Clock, PasswordHasher, PasswordScreen, utc_now
 from application.read_models import UserRow
-from application.store import RETRY_ATTEMPTS, AuthStore
+from application.store import RECENT_EVENTS, RETRY_ATTEMPTS, AuthStore
 from application.values import (
     AuthPolicy,
     Client,
@@ -315,34 +315,39 @@ class AuthApplication(AuthStore):
         session = self._find_session(session_id)
         if session is None or session.user_id != user_id:
             return False
-        if session.revoked_reason is RevocationReason.LOGOUT:
+        if session.revoked_reason == RevocationReason.LOGOUT:
             return True
         return self._ended_by_logout_everywhere(session) is not None
 
-    def retry_logout_all(self, user_id: UUID, session_id: UUID, client: Client) -> bool:
-        """Log out everywhere again for a token whose session the newest logout
-        everywhere ended moments ago (a retry, which ends what opened since);
-        False, doing nothing, for any other token."""
+    def has_logged_out_everywhere(self, user_id: UUID, session_id: UUID) -> bool:
+        """Whether a logout everywhere ended the user's session moments ago:
+        a retry of it is told it is done, and changes nothing."""
         session = self._find_session(session_id)
         if session is None or session.user_id != user_id:
             return False
-        revoked = self._ended_by_logout_everywhere(session)
-        if revoked is None or self.clock() - revoked > self.policy.retry_window:
-            return False
-        self.logout_all(user_id, client)
-        return True
+        ended_at = self._ended_by_logout_everywhere(session)
+        return ended_at is not None and (
+            self.clock() - ended_at <= self.policy.retry_window
+        )
 
     def _ended_by_logout_everywhere(self, session: Session) -> datetime | None:
-        """When the newest logout everywhere ended the session, if one did."""
-        user = self.get_user(session.user_id)
-        revoked = self.newest(user.id, User.SessionsRevoked)
+        """When a logout everywhere ended the session, if that is what ended it:
+        not the session itself, nor another revocation of its user's first."""
+        if session.is_revoked:
+            return None
+        since_login = self.events.get(
+            session.user_id, gt=session.login_version, limit=RECENT_EVENTS
+        )
+        ending = next(
+            (e for e in since_login if isinstance(e, User.SessionsRevoked)), None
+        )
         if (
-            revoked is None
-            or revoked.reason != RevocationReason.LOGOUT_ALL.value
-            or not user.has_revoked(session.id, session.login_version)
+            ending is None
+            or ending.reason != RevocationReason.LOGOUT_ALL.value
+            or ending.kept_session_id == session.id
         ):
             return None
-        return revoked.timestamp
+        return ending.timestamp
 
     def logout_all(self, user_id: UUID, client: Client) -> None:
         """End every session of the user, however many, with one event."""

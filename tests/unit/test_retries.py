@@ -6,6 +6,7 @@ connection): the retry must neither fail for it nor do it twice.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ from application.errors import (
     InvalidCredentialsError,
     InvalidMailTokenError,
     RetryKeySpentError,
+    TooManyAttemptsError,
     WrongPasswordError,
 )
 from domain.session import Session
@@ -239,7 +241,7 @@ def test_a_used_link_confirms_no_password_changed_after_it_or_once_expired(
         mail.reset_password(token, NEW_PASSWORD, CLIENT)
 
 
-def test_a_logout_everywhere_sent_again_moments_later_is_done_again(
+def test_a_logout_everywhere_sent_again_moments_later_is_told_it_is_done(
     app: AuthApplication, clock: FakeClock
 ) -> None:
     # Given a logout everywhere, then a login on another device
@@ -248,20 +250,74 @@ def test_a_logout_everywhere_sent_again_moments_later_is_done_again(
     since = app.login(EMAIL, PASSWORD, CLIENT)
     before = position(app)
 
-    # When the first device sends it again with its (now ended) session's token,
-    # it is done again: what opened since ends too
-    assert app.retry_logout_all(first.user_id, first.session_id, CLIENT)
-    assert names(facts_since(app, before)) == ["User.SessionsRevoked"]
-    assert refresh_fails(app, since.refresh_token)
+    # When the first device sends it again with its (now ended) session's
+    # token: it is told it is done, and nothing changes
+    assert app.has_logged_out_everywhere(first.user_id, first.session_id)
+    assert not facts_since(app, before)
+    assert not refresh_fails(app, since.refresh_token)
 
-    # But not once the moment has passed, nor for a token ended otherwise
-    later = app.login(EMAIL, PASSWORD, CLIENT)
+    # But not once the moment has passed: the window does not slide
     clock.advance(app.policy.retry_window + timedelta(seconds=1))
+    assert not app.has_logged_out_everywhere(first.user_id, first.session_id)
+    app.logout_all(first.user_id, CLIENT)
+    assert not app.has_logged_out_everywhere(first.user_id, first.session_id)
+
+
+@pytest.mark.parametrize("ended_by", ["reuse", "logout", "password_change"])
+def test_a_session_ended_otherwise_is_no_logout_everywhere_later(
+    app: AuthApplication, clock: FakeClock, ended_by: str
+) -> None:
+    # Given a session ended by reuse detection, its own logout or a password
+    # change, and then a logout everywhere from another session
+    grant = registered(app)
+    if ended_by == "reuse":
+        app.refresh(grant.refresh_token, CLIENT)
+        clock.advance(timedelta(minutes=1))  # past the reuse interval
+        assert refresh_fails(app, grant.refresh_token)
+    elif ended_by == "logout":
+        app.logout(grant.user_id, grant.session_id, CLIENT)
+    else:
+        other = app.login(EMAIL, PASSWORD, CLIENT)
+        app.change_password(
+            grant.user_id, PASSWORD, NEW_PASSWORD, CLIENT, other.session_id
+        )
+    other = app.login(
+        EMAIL, NEW_PASSWORD if ended_by == "password_change" else PASSWORD, CLIENT
+    )
+    app.logout_all(other.user_id, CLIENT)
+
+    # Then its token is told of no logout everywhere; only its own logout
+    # is its own
+    assert not app.has_logged_out_everywhere(grant.user_id, grant.session_id)
+    assert app.has_logged_out(grant.user_id, grant.session_id) == (ended_by == "logout")
+    assert app.has_logged_out_everywhere(other.user_id, other.session_id)
+
+
+def test_a_session_restored_from_a_snapshot_knows_it_logged_out(
+    app: AuthApplication,
+) -> None:
+    grant = registered(app)
+    token = grant.refresh_token
+    for _ in range(60):  # past the snapshot interval
+        token = app.refresh(token, CLIENT).refresh_token
+    app.logout(grant.user_id, grant.session_id, CLIENT)
+    assert app.has_logged_out(grant.user_id, grant.session_id)
+
+
+def test_a_signup_retry_from_a_blocked_address_is_refused_before_any_check(
+    app: AuthApplication,
+) -> None:
+    # Given an account under a key, and an address blocked for failed logins
+    app.register(EMAIL, PASSWORD, KEYED)
+    for _ in range(app.policy.throttle.max_attempts + 1):
+        with contextlib.suppress(InvalidCredentialsError, TooManyAttemptsError):
+            app.login("nobody@example.com", "a guessed passphrase", KEYED)
     before = position(app)
-    assert not app.retry_logout_all(first.user_id, first.session_id, CLIENT)
-    app.logout(later.user_id, later.session_id, CLIENT)
-    assert not app.retry_logout_all(later.user_id, later.session_id, CLIENT)
-    assert names(facts_since(app, before)) == ["Session.Revoked"]
+
+    # When it retries the signup, then it is refused as a login would be
+    with pytest.raises(TooManyAttemptsError):
+        app.register(EMAIL, PASSWORD, KEYED)
+    assert not facts_since(app, before)
 
 
 def test_only_a_session_ended_by_a_logout_is_told_it_logged_out(

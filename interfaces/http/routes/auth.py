@@ -80,8 +80,8 @@ def logout(
     """End every session of the caller, or with `scope=current` only this one.
 
     Sent again with the token of a session the first try ended (a retry), it
-    is told it is done, and a logout everywhere moments ago is done again;
-    any other ended session's token is refused.
+    is told it is done (a logout everywhere, only moments after it); any
+    other ended session's token is refused.
     """
     current = holder.current
     if current is not None:
@@ -92,7 +92,7 @@ def logout(
     else:
         user_id, session_id = holder.claims.user_id, holder.claims.session_id
         retried = (
-            services.app.retry_logout_all(user_id, session_id, client)
+            services.app.has_logged_out_everywhere(user_id, session_id)
             if scope is LogoutScope.ALL
             else services.app.has_logged_out(user_id, session_id)
         )
