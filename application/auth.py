@@ -147,7 +147,7 @@ class AuthApplication(AuthStore):
         try:
             grant = self._replayed(user, client)
         except RetryKeySpentError:
-            grant = None
+            raise EmailAlreadyRegisteredError from None
         if grant is None:
             raise EmailAlreadyRegisteredError
         return grant
@@ -165,8 +165,7 @@ class AuthApplication(AuthStore):
         if (
             session.user_id != user.id
             or session.generation != 0
-            or session.is_revoked
-            or user.has_revoked(session.id, session.login_version)
+            or _over(session, user)
             or not hmac.compare_digest(session.refresh_token_hash, hash_token(token))
         ):
             raise RetryKeySpentError
@@ -312,8 +311,8 @@ class AuthApplication(AuthStore):
     def has_logged_out(self, user_id: UUID, session_id: UUID) -> bool:
         """Whether the user's session ended by a logout of its own, or by a
         logout everywhere: a retry of either is told it is done."""
-        session = self._find_session(session_id)
-        if session is None or session.user_id != user_id:
+        session = self._own_session(user_id, session_id)
+        if session is None:
             return False
         if session.revoked_reason == RevocationReason.LOGOUT:
             return True
@@ -322,8 +321,8 @@ class AuthApplication(AuthStore):
     def has_logged_out_everywhere(self, user_id: UUID, session_id: UUID) -> bool:
         """Whether a logout everywhere ended the user's session moments ago:
         a retry of it is told it is done, and changes nothing."""
-        session = self._find_session(session_id)
-        if session is None or session.user_id != user_id:
+        session = self._own_session(user_id, session_id)
+        if session is None:
             return False
         ended_at = self._ended_by_logout_everywhere(session)
         return ended_at is not None and (
@@ -510,6 +509,10 @@ class AuthApplication(AuthStore):
             self.save(*changed)
 
         self.attempt(record)
+
+    def _own_session(self, user_id: UUID, session_id: UUID) -> Session | None:
+        session = self._find_session(session_id)
+        return session if session is not None and session.user_id == user_id else None
 
     def _find_session(self, session_id: UUID) -> Session | None:
         try:

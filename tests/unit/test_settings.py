@@ -11,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from infrastructure.settings import InsecureSettingsError, Settings, load_secrets
+from interfaces.bootstrap import request_connections
 
 STRONG = "kD3v9-Qx_7mPz2LwRt8YbN4cHj6Fs1Ue"  # 32 bytes, 32 distinct characters
 OTHER_STRONG = "Zq8Wm3Nv7Rc2Xb5Kt9Lp4Hy6Jd1Gf0SaE"
@@ -128,3 +129,25 @@ def test_the_lockout_decay_is_configurable() -> None:
     settings = Settings(lockout_decay_s=3600)
 
     assert settings.auth_policy().lockout.decay == timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    ("run_mailer", "run_projections", "requests"),
+    [(True, True, 11), (False, True, 12), (True, False, 17), (False, False, 18)],
+)
+def test_requests_get_what_the_background_users_leave_of_the_budget(
+    tmp_path: Path, run_mailer: bool, run_projections: bool, requests: int
+) -> None:
+    # probe 1, setup 1, mailer 1, projection worker 3, a build of new versions 3
+    settings = Settings(
+        data_dir=tmp_path,
+        db_max_connections=20,
+        run_mailer=run_mailer,
+        run_projections=run_projections,
+    )
+    assert request_connections(settings) == requests
+
+
+def test_a_budget_too_small_for_the_background_users_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="db_max_connections"):
+        Settings(data_dir=tmp_path, db_max_connections=11)
