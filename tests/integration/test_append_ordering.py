@@ -82,8 +82,11 @@ class Run:
     catch_up: Reader
 
 
-def make_recorder(url: str, pool_size: int, *, create_table: bool) -> AuthRecorder:
-    """The service's recorder on this database, with the test's inline writer."""
+def make_recorder(
+    url: str, pool_size: int, *, create_table: bool, inline: bool = True
+) -> AuthRecorder:
+    """The service's recorder on this database, with the test's inline writer
+    (or, not `inline`, with none: each append is one statement)."""
     env = eventsourcing_env(url, pool_size, 2)
     if not create_table:
         env["CREATE_TABLE"] = "n"
@@ -92,7 +95,7 @@ def make_recorder(url: str, pool_size: int, *, create_table: bool) -> AuthRecord
     if create_table:
         factory.aggregate_recorder("snapshots")  # protected beside the events
     assert isinstance(recorder, AuthRecorder)
-    recorder.inline = sleep_or_fail
+    recorder.inline = sleep_or_fail if inline else None
     return recorder
 
 
@@ -180,9 +183,7 @@ def write_in_threads(recorder: AuthRecorder, plan: Plan) -> list[Attempt]:
 
 def write_in_process(url: str, plan: Plan, *, inline: bool) -> list[Attempt]:
     """A writer process: its own recorder and pool, its own threads."""
-    recorder = make_recorder(url, plan.threads + 1, create_table=False)
-    if not inline:
-        recorder.inline = None
+    recorder = make_recorder(url, plan.threads + 1, create_table=False, inline=inline)
     try:
         return write_in_threads(recorder, plan)
     finally:
@@ -376,10 +377,16 @@ def test_concurrent_appends_reach_every_reader_once_in_order(
     print(f"{len(committed)} events committed; transactions: {dict(outcomes)}")
 
 
+# An append with inline writes (a pipelined transaction), and a lone one
+# (one statement through libpq).
+PATHS = pytest.mark.parametrize("inline", [True, False], ids=["inline", "lone"])
+
+
+@PATHS
 def test_appending_a_stale_version_still_fails_and_stores_nothing(
-    database_url: str,
+    database_url: str, inline: bool
 ) -> None:
-    recorder = make_recorder(database_url, 2, create_table=True)
+    recorder = make_recorder(database_url, 2, create_table=True, inline=inline)
     try:
         aggregate = uuid.uuid4()
         for version in (1, 2, 3):
@@ -429,10 +436,11 @@ def test_without_the_horizon_a_subscriber_skips_slow_commits(
     )
 
 
+@PATHS
 def test_the_largest_append_is_stored_and_a_larger_one_refused_unsent(
-    database_url: str,
+    database_url: str, inline: bool
 ) -> None:
-    recorder = make_recorder(database_url, 1, create_table=True)
+    recorder = make_recorder(database_url, 1, create_table=True, inline=inline)
     try:
         aggregate = uuid.uuid4()
         events = [event(aggregate, v) for v in range(1, event_store.MAX_EVENTS + 2)]
@@ -443,6 +451,9 @@ def test_the_largest_append_is_stored_and_a_larger_one_refused_unsent(
 
         ids = recorder.insert_events(events[:-1]) or ()
         assert len(ids) == event_store.MAX_EVENTS
+        stored = recorder.select_events(aggregate)
+        assert [e.state for e in stored] == [e.state for e in events[:-1]]
+        assert [n.id for n in recorder.select_notifications(0, 2)] == sorted(ids)[:2]
     finally:
         recorder.datastore.close()
 
