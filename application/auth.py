@@ -139,7 +139,7 @@ class AuthApplication(AuthStore):
         now = self.clock()
         self.check_not_blocked(client.ip, now)
         user.release_expired_lock(now)
-        if user.is_locked(now):
+        if user.is_locked(now) or user.is_disabled:
             raise EmailAlreadyRegisteredError
         if not self.passwords.verify(password, user.password_hash):
             self.record_failure(client, user.id, now)
@@ -189,7 +189,7 @@ class AuthApplication(AuthStore):
             raise InvalidCredentialsError
         password_matches = self.passwords.verify(password, user.password_hash)
         user.release_expired_lock(now)
-        if not password_matches or user.is_locked(now):
+        if not password_matches or user.is_locked(now) or user.is_disabled:
             self.record_failure(client, user.id, now)
             raise InvalidCredentialsError
         checked_hash = user.password_hash
@@ -199,7 +199,11 @@ class AuthApplication(AuthStore):
             # since the check refuses this login; another login is harmless.
             current = self.get_user(user.id)
             current.release_expired_lock(now)
-            if current.password_hash != checked_hash or current.is_locked(now):
+            if (
+                current.password_hash != checked_hash
+                or current.is_locked(now)
+                or current.is_disabled
+            ):
                 raise InvalidCredentialsError
             replayed = self._replayed(current, client) if client.retry_key else None
             if replayed is not None:
@@ -228,7 +232,7 @@ class AuthApplication(AuthStore):
         def rotate() -> SessionGrant | None:
             session = self._get(session_id, Session, InvalidRefreshTokenError)
             user = self._get(session.user_id, User, InvalidRefreshTokenError)
-            if user.has_revoked(session.id, session.login_version):
+            if user.is_disabled or user.has_revoked(session.id, session.login_version):
                 raise InvalidRefreshTokenError
             generation = generation_of(refresh_token)
             if generation is None:  # a token of before generations: where is it?
@@ -457,7 +461,7 @@ class AuthApplication(AuthStore):
             now = self.clock()
             user = self.get_user(user_id)
             roster = self.admin_roster(now)
-            if role is Role.ADMIN:
+            if role is Role.ADMIN and not user.is_disabled:
                 roster.appoint(user.id, now)
             else:
                 roster.dismiss(user.id, now)
@@ -465,6 +469,35 @@ class AuthApplication(AuthStore):
             self.save(user, roster)
 
         self.attempt(change)
+
+    def set_disabled(
+        self, user_id: UUID, disabled: bool, actor: UUID | None, client: Client
+    ) -> None:
+        """Disable the account (its logins refused, every session ended in the
+        same save) or enable it again, recording who did it. A disabled admin
+        leaves the roster: the last admin cannot be disabled (LastAdminError)."""
+
+        def change() -> None:
+            now = self.clock()
+            user = self.get_user(user_id)
+            if user.is_disabled == disabled:
+                return
+            changed: list[BaseAggregate[UUID]] = [user]
+            if user.role is Role.ADMIN:
+                roster = self.admin_roster(now)
+                if disabled:
+                    roster.dismiss(user.id, now)
+                else:
+                    roster.appoint(user.id, now)
+                changed.append(roster)
+            if disabled:
+                user.disable(actor, client.ip, client.user_agent, now)
+            else:
+                user.enable(actor, now)
+            self.save(*changed)
+
+        with self.exclusively(user_id):
+            self.attempt(change)
 
     def unlock(self, user_id: UUID, unlocked_by: UUID) -> None:
         """Lift a brute-force lock by hand."""
@@ -570,4 +603,5 @@ def user_row(user: User) -> UserRow:
         updated_at=user.modified_on,
         locked_until=user.locked_until,
         failed_logins=user.failed_logins,
+        disabled=user.is_disabled,
     )

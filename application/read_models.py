@@ -26,6 +26,7 @@ class UserRow:
     updated_at: datetime
     locked_until: datetime | None
     failed_logins: int
+    disabled: bool = False
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,10 @@ def describe(event: object) -> tuple[str, str]:  # noqa: PLR0911, PLR0912  (a br
             return "password_changed", ""
         case User.RoleChanged():
             return "role_changed", f"to {event.role} by {event.changed_by}"
+        case User.Disabled():
+            return "disabled", f"by {event.disabled_by}"
+        case User.Enabled():
+            return "enabled", f"by {event.enabled_by}"
         case User.EmailVerified():
             return "email_verified", ""
         case User.VerificationRequested():

@@ -209,6 +209,26 @@ class User(Aggregate):
             if self.unlocked_by is not None:
                 user.lockouts = 0
 
+    class Disabled(Event):
+        """The account may not log in until enabled again; every session it
+        has ends in the same save (a SessionsRevoked beside it)."""
+
+        TOPIC = "authledger:User.Disabled"
+        disabled_by: UUID | None
+
+        def apply(self, user: User) -> None:
+            user.is_disabled = True
+
+    class Enabled(Event):
+        TOPIC = "authledger:User.Enabled"
+        enabled_by: UUID | None
+
+        def apply(self, user: User) -> None:
+            user.is_disabled = False
+
+    # A class default: snapshots taken before accounts could be disabled lack it.
+    is_disabled = False
+
     def __init__(self, email: str, password_hash: str, role: str) -> None:
         self.email = email
         self.password_hash = password_hash
@@ -379,6 +399,19 @@ class User(Aggregate):
         if self.locked_until is not None and not self.is_locked(now):
             self.trigger_event(self.Unlocked, timestamp=now, unlocked_by=None)
 
+    def disable(
+        self, disabled_by: UUID | None, ip: str, user_agent: str, now: datetime
+    ) -> None:
+        """Refuse the account's logins and end all its sessions at once."""
+        if self.is_disabled:
+            return
+        self.trigger_event(self.Disabled, timestamp=now, disabled_by=disabled_by)
+        self.revoke_sessions(RevocationReason.DISABLED, None, ip, user_agent, now)
+
+    def enable(self, enabled_by: UUID | None, now: datetime) -> None:
+        if self.is_disabled:
+            self.trigger_event(self.Enabled, timestamp=now, enabled_by=enabled_by)
+
     def unlock(self, unlocked_by: UUID, now: datetime) -> None:
         if self.locked_until is not None or self.failed_logins:
             self.trigger_event(self.Unlocked, timestamp=now, unlocked_by=unlocked_by)
@@ -389,15 +422,18 @@ class User(Aggregate):
         """Count a wrong password; lock the account when the window fills up.
 
         An attempt on an already locked account is recorded but not counted, so a
-        lock cannot be extended indefinitely by someone who is already locked out.
+        lock cannot be extended indefinitely by someone who is already locked out;
+        one on a disabled account is recorded as such, and not counted either.
         """
-        if self.is_locked(now):
+        if self.is_disabled or self.is_locked(now):
             self.trigger_event(
                 self.LoginFailed,
                 timestamp=now,
                 ip=ip,
                 user_agent=user_agent,
-                reason=LoginFailure.LOCKED.value,
+                reason=(
+                    LoginFailure.DISABLED if self.is_disabled else LoginFailure.LOCKED
+                ).value,
                 failures_in_window=self.failed_logins,
             )
             return

@@ -22,6 +22,7 @@ class RevocationReason(StrEnum):
     EXPIRED = "expired"
     PASSWORD_CHANGED = "password_changed"  # noqa: S105  (a reason, not a secret)
     ADMIN = "admin"
+    DISABLED = "disabled"
 
 
 class FailuresClearedBy(StrEnum):
@@ -33,6 +34,7 @@ class LoginFailure(StrEnum):
     BAD_PASSWORD = "bad_password"  # noqa: S105  (a reason, not a secret)
     LOCKED = "locked"
     UNKNOWN_ACCOUNT = "unknown_account"
+    DISABLED = "disabled"
 
 
 def normalise_email(raw: str) -> str:

@@ -155,6 +155,16 @@ def _columns(row_type: type[Any]) -> str:
     return ", ".join(_field_names(row_type))
 
 
+# The users table's columns as read. While version 1 (without `disabled`) is
+# still live, beside version 2 being built, a read finds no such column and
+# shows the account as enabled: its logins are refused all the same, decided
+# on the account's events.
+USER_COLUMNS = (
+    ", ".join(f"u.{name}" for name in _field_names(UserRow) if name != "disabled")
+    + ", coalesce((to_jsonb(u) ->> 'disabled')::boolean, false) AS disabled"
+)
+
+
 class PostgresUserDirectoryView(PostgresReadModel, UserDirectoryView):
     table = "users"
     ddl: ClassVar[tuple[str, ...]] = (
@@ -162,12 +172,12 @@ class PostgresUserDirectoryView(PostgresReadModel, UserDirectoryView):
         " id uuid PRIMARY KEY, email text NOT NULL, role text NOT NULL,"
         " is_verified boolean NOT NULL, created_at timestamptz NOT NULL,"
         " updated_at timestamptz NOT NULL, locked_until timestamptz,"
-        " failed_logins integer NOT NULL)",
+        " failed_logins integer NOT NULL, disabled boolean NOT NULL)",
         "CREATE INDEX IF NOT EXISTS users_email ON {schema}.users"
         " (email text_pattern_ops)",
     )
     updatable: ClassVar = frozenset(
-        {"role", "is_verified", "locked_until", "failed_logins"}
+        {"role", "is_verified", "locked_until", "failed_logins", "disabled"}
     )
 
     def add_user(self, row: UserRow, tracking: Tracking) -> None:
@@ -189,7 +199,7 @@ class PostgresUserDirectoryView(PostgresReadModel, UserDirectoryView):
     def get_user(self, user_id: UUID) -> UserRow | None:
         rows = self.select(
             UserRow,
-            f"SELECT {_columns(UserRow)} FROM {{table}} WHERE id = %s",
+            f"SELECT {USER_COLUMNS} FROM {{table}} u WHERE id = %s",
             (user_id,),
         )
         return rows[0] if rows else None
@@ -201,10 +211,34 @@ class PostgresUserDirectoryView(PostgresReadModel, UserDirectoryView):
         )
         return self.select(
             UserRow,
-            f"SELECT {_columns(UserRow)} FROM {{table}} WHERE email LIKE %s"
+            f"SELECT {USER_COLUMNS} FROM {{table}} u WHERE email LIKE %s"
             " ORDER BY email, id LIMIT %s OFFSET %s",
             (pattern, limit, offset),
         )
+
+
+class PostgresUserDirectoryViewV1(PostgresUserDirectoryView):
+    """Version 1's table, without `disabled`, kept for one release."""
+
+    ddl = tuple(
+        statement.replace(", disabled boolean NOT NULL", "")
+        for statement in PostgresUserDirectoryView.ddl
+    )
+
+    def add_user(self, row: UserRow, tracking: Tracking) -> None:
+        names = [name for name in _field_names(UserRow) if name != "disabled"]
+        self.write(
+            tracking,
+            f"INSERT INTO {{table}} ({', '.join(names)})"
+            f" VALUES ({', '.join('%s' for _ in names)})",
+            [getattr(row, name) for name in names],
+        )
+
+    def update_user(
+        self, user_id: UUID, at: datetime, tracking: Tracking, **changes: Any
+    ) -> None:
+        changes.pop("disabled", None)
+        super().update_user(user_id, at, tracking, **changes)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from application.projections import (
     LoginHistoryProjection,
     MailOutboxProjection,
     UserDirectoryProjection,
+    UserDirectoryProjectionV1,
 )
 from application.store import AuthEventLog
 from application.upgrades import fold_email_claims, start_admin_roster
@@ -38,6 +39,7 @@ from infrastructure.postgres_views import (
     PostgresLoginHistoryView,
     PostgresMailOutboxView,
     PostgresUserDirectoryView,
+    PostgresUserDirectoryViewV1,
 )
 from infrastructure.projection_runner import ReadModelSpec, build_view
 from infrastructure.read_model_lifecycle import ProjectionWorker, ReadModels
@@ -62,6 +64,9 @@ BUILD_CONNECTIONS = 3
 REQUESTS_KEPT = 2
 TLog = TypeVar("TLog", bound=AuthEventLog)
 
+USER_DIRECTORY_V1 = ReadModelSpec.of(
+    UserDirectoryProjectionV1, PostgresUserDirectoryViewV1
+)
 USER_DIRECTORY = ReadModelSpec.of(UserDirectoryProjection, PostgresUserDirectoryView)
 ACTIVE_SESSIONS = ReadModelSpec.of(ActiveSessionsProjection, PostgresActiveSessionsView)
 LOGIN_HISTORY = ReadModelSpec.of(LoginHistoryProjection, PostgresLoginHistoryView)
@@ -70,6 +75,7 @@ MAIL_OUTBOX = ReadModelSpec.of(MailOutboxProjection, PostgresMailOutboxView)
 # a read model, add its next version here and keep the previous one for one
 # release: the new one is built beside it and switched to once caught up.
 READ_MODELS: tuple[ReadModelSpec[Any], ...] = (
+    USER_DIRECTORY_V1,
     USER_DIRECTORY,
     ACTIVE_SESSIONS,
     LOGIN_HISTORY,

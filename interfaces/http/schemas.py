@@ -96,11 +96,13 @@ class AdminUserResponse(UserResponse):
     updated_at: datetime
     locked_until: datetime | None
     failed_logins: int
+    disabled: bool
 
 
 class UpdateUserRequest(Body):
     role: Literal["USER", "ADMIN"] | None = None
     unlock: StrictBool = False  # `0`, `1` or `"true"` are not booleans
+    disabled: StrictBool | None = None
 
 
 class TimelineEntryResponse(BaseModel):

@@ -335,6 +335,69 @@ def test_an_admin_changes_a_role_and_unlocks_an_account(
     assert details["role_changed"] == f"to ADMIN by {admin['user']['id']}"
 
 
+def test_an_admin_disables_an_account_and_its_tokens_and_logins_are_refused(
+    client: httpx.Client, admin: dict[str, Any]
+) -> None:
+    # Given a user with two sessions
+    email = new_email()
+    first = signup(client, email)
+    second = login(client, email).json()
+    user_id = first["user"]["id"]
+
+    # When an admin disables the account
+    disabled = client.patch(
+        f"/api/admin/users/{user_id}", json={"disabled": True}, headers=bearer(admin)
+    )
+
+    # Then every session is over at once, and the right password is refused
+    # exactly as a wrong one is
+    assert disabled.status_code == 200
+    assert disabled.json()["disabled"] is True
+    assert client.get("/api/auth/me", headers=bearer(first)).status_code == 401
+    refreshed = client.post(
+        "/api/auth/refresh", json={"refresh_token": second["refresh_token"]}
+    )
+    assert refreshed.status_code == 401
+    right, wrong = login(client, email), login(client, email, "not the password")
+    assert (right.status_code, right.json()) == (401, wrong.json())
+    # And the admin views and the history say so, naming the admin
+    listed = client.get(
+        "/api/admin/users", params={"email_prefix": email}, headers=bearer(admin)
+    ).json()
+    assert [u["disabled"] for u in listed] == [True]
+    history = client.get(
+        f"/api/admin/users/{user_id}/history", headers=bearer(admin)
+    ).json()
+    details = {e["event"]: e["detail"] for e in history}
+    assert details["disabled"] == f"by {admin['user']['id']}"
+    assert details["sessions_revoked"] == "disabled"
+
+    # When enabled again, the password logs in; the ended sessions stay ended
+    enabled = client.patch(
+        f"/api/admin/users/{user_id}", json={"disabled": False}, headers=bearer(admin)
+    )
+    assert enabled.json()["disabled"] is False
+    assert login(client, email).status_code == 200
+    assert client.get("/api/auth/me", headers=bearer(first)).status_code == 401
+
+
+@pytest.mark.parametrize("flag", [1, 0, "true", None])
+def test_only_a_json_boolean_disables(
+    client: httpx.Client, admin: dict[str, Any], flag: object
+) -> None:
+    user = signup(client, new_email())
+    answer = client.patch(
+        f"/api/admin/users/{user['user']['id']}",
+        json={"disabled": flag},
+        headers=bearer(admin),
+    )
+    if flag is None:  # the field left as it is
+        assert (answer.status_code, answer.json()["disabled"]) == (200, False)
+    else:
+        assert answer.status_code == 422
+        assert client.get("/api/auth/me", headers=bearer(user)).status_code == 200
+
+
 def test_an_unknown_user_is_404_for_admins(
     client: httpx.Client, admin: dict[str, Any]
 ) -> None:
@@ -354,7 +417,9 @@ def test_an_unknown_user_is_404_for_admins(
     )
 
 
-def test_the_last_admin_cannot_demote_itself(database_url: str, tmp_path: Path) -> None:
+def test_the_last_admin_cannot_demote_or_disable_itself(
+    database_url: str, tmp_path: Path
+) -> None:
     data_dir = tmp_path / "data"
     process, base_url = start_server(database_url, data_dir)
     try:
@@ -367,10 +432,17 @@ def test_the_last_admin_cannot_demote_itself(database_url: str, tmp_path: Path) 
                 json={"role": "USER"},
                 headers=bearer(tokens),
             )
+            disabled = http.patch(
+                f"/api/admin/users/{tokens['user']['id']}",
+                json={"disabled": True},
+                headers=bearer(tokens),
+            )
             me = http.get("/api/auth/me", headers=bearer(tokens)).json()
     finally:
         stop_server(process)
 
     assert demoted.status_code == 409
     assert demoted.json()["code"] == "last_admin"
+    assert disabled.status_code == 409
+    assert disabled.json()["code"] == "last_admin"
     assert me["role"] == "ADMIN"

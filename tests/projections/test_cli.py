@@ -15,7 +15,12 @@ from infrastructure.projection_runner import GroupRunner
 from infrastructure.read_model_lifecycle import ReadModels
 from infrastructure.read_model_registry import live_versions, position_in
 from infrastructure.settings import Settings
-from interfaces.bootstrap import LOGIN_HISTORY, READ_MODELS, build_services
+from interfaces.bootstrap import (
+    LOGIN_HISTORY,
+    READ_MODELS,
+    USER_DIRECTORY_V1,
+    build_services,
+)
 from tests.cli import run_cli
 from tests.integration.helpers import wait_for_read_models
 
@@ -43,8 +48,10 @@ def test_status_lists_each_read_model_live_with_its_rows(settings: Settings) -> 
     lines = {
         line.split("│")[2].strip(): line for line in out.splitlines() if "_v" in line
     }
-    assert set(lines) == {spec.schema for spec in READ_MODELS}
-    users = [c.strip() for c in lines["user_directory_v1"].split("│")]
+    assert set(lines) == {
+        spec.schema for spec in READ_MODELS if spec != USER_DIRECTORY_V1
+    }
+    users = [c.strip() for c in lines["user_directory_v2"].split("│")]
     assert users[4:6] == ["consistent", "live"]
     assert users[7] == "0"  # lag: it commits with the events
     assert users[8] == "5"  # rows
@@ -64,11 +71,11 @@ def test_rebuild_switches_to_a_fresh_copy_and_drops_the_old(settings: Settings) 
 
     assert "rebuilt user_directory" in out
     with psycopg.connect(url) as conn:
-        assert live_versions(conn)["user_directory"].schema == "user_directory_v1_b"
+        assert live_versions(conn)["user_directory"].schema == "user_directory_v2_b"
         after = conn.execute("SELECT * FROM read_models.users ORDER BY id").fetchall()
         schemas = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace")}
     assert after == before
-    assert "user_directory_v1" not in schemas
+    assert "user_directory_v2" not in schemas
 
 
 @pytest.mark.usefixtures("with_history")
@@ -80,7 +87,7 @@ def test_rebuilding_all_read_models_in_one_pass_reports_each_and_equals_the_live
     with psycopg.connect(url) as conn:
         before = {t: rows_in(conn, "read_models", t) for t in tables}
 
-    names = [spec.name for spec in READ_MODELS]
+    names = list(dict.fromkeys(spec.name for spec in READ_MODELS))
     out = cli(settings, "projections", "rebuild", *names)
 
     for name in names:

@@ -31,7 +31,7 @@ from tests.integration.helpers import (
     wait_for_read_models,
     wait_until,
 )
-from tests.projections.v2 import USER_DIRECTORY_V2
+from tests.projections.v2 import BEFORE, USER_DIRECTORY_V2
 
 pytestmark = pytest.mark.postgres
 CLIENT = Client("192.0.2.10", "pytest")
@@ -62,6 +62,14 @@ def workload(services: Services, users: int, prefix: str) -> None:
 
 @pytest.fixture
 def v1(settings: Settings) -> Iterator[Services]:
+    """The release before: version 1 of the users read model."""
+    services = build_services(settings, BEFORE)
+    yield services
+    services.close()
+
+
+@pytest.fixture
+def current(settings: Settings) -> Iterator[Services]:
     services = build_services(settings)
     yield services
     services.close()
@@ -82,15 +90,15 @@ def live_schemas_of(url: str) -> dict[str, str]:
     ],
 )
 def test_a_rebuild_from_zero_equals_the_incrementally_built_tables_row_for_row(
-    v1: Services, spec: ReadModelSpec[Any], order_by: str
+    current: Services, spec: ReadModelSpec[Any], order_by: str
 ) -> None:
     # Given: tables kept inline (consistent) or by the runner (lagging)
-    workload(v1, 12, "incremental")
-    mailed = v1.app.find_user_by_email("incremental-1@example.com")
+    workload(current, 12, "incremental")
+    mailed = current.app.find_user_by_email("incremental-1@example.com")
     assert mailed is not None
-    v1.mail.request_verification(mailed.id, CLIENT)
-    url = v1.database_url
-    wait_for_read_models(v1)
+    current.mail.request_verification(mailed.id, CLIENT)
+    url = current.database_url
+    wait_for_read_models(current)
 
     # When: the same projection replays the whole log into a fresh schema
     (rebuilt,) = rebuild_from_zero(url, [spec])
@@ -172,16 +180,16 @@ def test_a_consistent_version_built_under_http_traffic_switches_without_failures
     assert len(incremental) == 40 + calls
     assert rows_of(url, rebuilt.schema, "users", "id") == incremental
     with psycopg.connect(url) as conn:
-        missing = conn.execute(
-            "SELECT count(*) FROM read_models.users WHERE last_login_at IS NULL"
+        disabled = conn.execute(
+            "SELECT count(*) FROM read_models.users WHERE disabled"
         ).fetchone()
-    assert missing == (0,)
+    assert disabled == (0,)
 
 
 def test_the_registry_starts_with_the_newest_versions_live_and_consistent_ones_inline(
-    v1: Services,
+    current: Services,
 ) -> None:
-    with psycopg.connect(v1.database_url) as conn:
+    with psycopg.connect(current.database_url) as conn:
         live = live_versions(conn)
     assert {name: v.schema for name, v in live.items()} == {
         spec.name: spec.schema for spec in READ_MODELS
@@ -192,20 +200,20 @@ def test_the_registry_starts_with_the_newest_versions_live_and_consistent_ones_i
 
 
 def test_a_batch_that_ends_in_a_run_of_one_statement_records_its_position(
-    v1: Services,
+    current: Services,
 ) -> None:
     # Given: a log that ends in rotations of three sessions, one after another
     grants = [
-        v1.app.register(f"run-{n}@example.com", PASSWORD, CLIENT) for n in range(3)
+        current.app.register(f"run-{n}@example.com", PASSWORD, CLIENT) for n in range(3)
     ]
     for grant in grants:
-        v1.app.refresh(grant.refresh_token, CLIENT)
+        current.app.refresh(grant.refresh_token, CLIENT)
 
     # When: a rebuild applies them in one batch (one executemany)
-    (rebuilt,) = rebuild_from_zero(v1.database_url, [ACTIVE_SESSIONS])
+    (rebuilt,) = rebuild_from_zero(current.database_url, [ACTIVE_SESSIONS])
 
     # Then: the rows and the position are the live ones
-    url = v1.database_url
+    url = current.database_url
     assert rows_of(url, rebuilt.schema, "active_sessions", "session_id") == rows_of(
         url, "read_models", "active_sessions", "session_id"
     )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 
 from application.errors import UserNotFoundError
 from domain.values import Role
-from interfaces.http.deps import CurrentUser, CurrentUserDep, ServicesDep
+from interfaces.http.deps import ClientDep, CurrentUser, CurrentUserDep, ServicesDep
 from interfaces.http.errors import ERROR_RESPONSES, ForbiddenError
 from interfaces.http.schemas import (
     AdminUserResponse,
@@ -64,13 +64,20 @@ def user_history(
 
 @router.patch("/users/{user_id}")
 def update_user(
-    user_id: UUID, body: UpdateUserRequest, admin: AdminDep, services: ServicesDep
+    user_id: UUID,
+    body: UpdateUserRequest,
+    admin: AdminDep,
+    services: ServicesDep,
+    client: ClientDep,
 ) -> AdminUserResponse:
-    """Change a user's role or lift a lock; the events name the acting admin."""
+    """Change a user's role, lift a lock, disable or enable the account; the
+    events name the acting admin. Disabling ends every session at once."""
     if body.role is not None:
         services.app.change_role(user_id, Role(body.role), changed_by=admin.user.id)
     if body.unlock:
         services.app.unlock(user_id, unlocked_by=admin.user.id)
+    if body.disabled is not None:
+        services.app.set_disabled(user_id, body.disabled, admin.user.id, client)
     row = services.users.get_user(user_id)
     if row is None:
         raise UserNotFoundError(user_id)
