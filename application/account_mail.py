@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 from application.errors import InvalidMailTokenError, UserNotFoundError
-from application.store import find_claim
 from application.values import Client, address_hash, hash_token
 from domain.errors import DomainError, RequestedTooSoonError
 from domain.reset_asks import ResetAsks
@@ -85,7 +84,7 @@ class AccountMail:
         """
         now = self.app.clock()
         key = address_hash(self.app.address_key, email)
-        claim = find_claim(self.app, email)
+        claim = self.app.find_claim(email)
         user_id = None if claim is None else claim.user_id
 
         def ask() -> list[ResetAsks]:

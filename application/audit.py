@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from application.errors import UserNotFoundError
-from application.store import find_claim
 from application.timeline import TimelineEntry, timeline_entry
 from application.values import address_hash
 from domain.reset_asks import ResetAsks
@@ -16,7 +15,7 @@ from domain.unknown_logins import UnknownLogins
 from domain.user import User
 
 if TYPE_CHECKING:
-    from eventsourcing.application import Application
+    from application.store import AuthStore
 
 EXPORT_PAGE = 1000
 UnknownAttempt = UnknownLogins.Attempted | ResetAsks.Asked
@@ -36,7 +35,7 @@ SECRET_FIELDS = frozenset(
 class Auditor:
     """Read-only questions answered by replaying stored events, never projections."""
 
-    def __init__(self, app: Application[UUID]) -> None:
+    def __init__(self, app: AuthStore) -> None:
         self.app = app
 
     def find_user(self, email_or_id: str) -> UUID:
@@ -45,7 +44,7 @@ class Auditor:
         try:
             user_id = UUID(email_or_id)
         except ValueError:
-            claim = find_claim(self.app, email_or_id)
+            claim = self.app.find_claim(email_or_id)
             user_id = claim.user_id if claim else None
         if user_id is None or not self._is_user(user_id):
             raise UserNotFoundError(email_or_id)

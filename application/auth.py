@@ -42,7 +42,6 @@ from application.values import (
     session_id_of,
     successor_token,
 )
-from domain.email_claim import EmailClaim
 from domain.errors import DomainError, UnknownRefreshTokenError
 from domain.session import Session
 from domain.user import User
@@ -74,6 +73,7 @@ class AuthApplication(AuthStore):
         screen: PasswordScreen,
         refresh_key: bytes,
         address_key: bytes,
+        lookup_key: bytes,
         policy: AuthPolicy | None = None,
         clock: Clock = utc_now,
     ) -> None:
@@ -85,6 +85,8 @@ class AuthApplication(AuthStore):
         self.refresh_key = refresh_key
         # Addresses without an account are audited by a keyed hash only.
         self.address_key = address_key
+        # Claims and throttles are found by keyed hashes of addresses.
+        self.lookup_key = lookup_key
         self.clock = clock
 
     def hash_new_password(self, password: str, email: str) -> str:
@@ -101,7 +103,7 @@ class AuthApplication(AuthStore):
     ) -> SessionGrant:
         """Create an account, claim its email and open its first session."""
         email = normalise_email(email)
-        claim_id = EmailClaim.create_id(email_identity(email))
+        claim_id = self.claim_id(email_identity(email))
         if client.ip:  # a network caller (the CLI's create-admin has no address)
             self.count_attempt(f"signup:{client.ip}", self.policy.signup, self.clock())
         # Cheap refusals first: a taken address costs no bcrypt work.
@@ -110,7 +112,7 @@ class AuthApplication(AuthStore):
         password_hash = self.hash_new_password(password, email)
         now = self.clock()
         user = User.register(email, password_hash, role, now)
-        claim = EmailClaim.claim(email, user.id, now)
+        claim = self.new_claim(email, user.id, now)
         session, refresh_token = self._open_session(user, client, now)
         rosters: list[AdminRoster] = []  # an admin is put on it in the same save
         if role is Role.ADMIN:

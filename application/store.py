@@ -17,6 +17,7 @@ from eventsourcing.persistence import IntegrityError
 
 from application.errors import ConflictError, TooManyAttemptsError, UserNotFoundError
 from application.ports import StoreTransactions
+from application.values import lookup_name
 from domain.admin_roster import AdminRoster
 from domain.email_claim import EmailClaim
 from domain.errors import DomainError
@@ -25,6 +26,7 @@ from domain.session import Session
 from domain.throttle import ClientThrottle
 from domain.unknown_logins import UnknownLogins
 from domain.user import User
+from domain.values import email_identity
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -84,12 +86,38 @@ class AuthStore(AuthEventLog):
     """The event store as use cases use it: typed lookups and retried updates."""
 
     name = "Auth"
+    # Names the streams found by a personal value (see lookup_name).
+    lookup_key: bytes
 
     def throttle(self, key: str, now: datetime) -> ClientThrottle:
-        """The attempt counter of `key`: a client address, perhaps with a purpose."""
+        """The attempt counter of `key`: a client address, perhaps with a
+        purpose, named by its keyed hash only."""
+        name = lookup_name(self.lookup_key, "client", key)
         return self._stored_or(
-            ClientThrottle.create_id(key), lambda: ClientThrottle.start(key, now)
+            ClientThrottle.create_id(name), lambda: ClientThrottle.start(name, now)
         )
+
+    def claim_id(self, form: str) -> UUID:
+        """The id of the claim of an address form (see EmailClaim.forms_of)."""
+        return EmailClaim.create_id(lookup_name(self.lookup_key, "email", form))
+
+    def new_claim(self, email: str, user_id: UUID, now: datetime) -> EmailClaim:
+        """A claim of the folded form of `email` (normalised) for `user_id`."""
+        return EmailClaim.claim(
+            self.claim_id(email_identity(email)), email, user_id, now
+        )
+
+    def find_claim(self, email: str) -> EmailClaim | None:
+        """The claim a login with `email` reaches, if any (see EmailClaim.forms_of)."""
+        try:
+            forms = EmailClaim.forms_of(email)
+        except DomainError:
+            return None
+        for form in forms:
+            with contextlib.suppress(AggregateNotFoundError):
+                claim: EmailClaim = self.repository.get(self.claim_id(form))
+                return claim
+        return None
 
     def _stored_or(
         self, aggregate_id: UUID, start: Callable[[], TAggregate]
@@ -151,7 +179,7 @@ class AuthStore(AuthEventLog):
 
     def find_user_by_email(self, email: str) -> User | None:
         """The user holding this email's claim, read from the event store."""
-        claim = find_claim(self, email)
+        claim = self.find_claim(email)
         if claim is None:
             return None
         user: User = self.repository.get(claim.user_id)
@@ -222,16 +250,3 @@ class AuthStore(AuthEventLog):
             self.save(user)
 
         self.attempt(update)
-
-
-def find_claim(app: Application[UUID], email: str) -> EmailClaim | None:
-    """The claim a login with `email` reaches (see EmailClaim.ids_for), if any."""
-    try:
-        ids = EmailClaim.ids_for(email)
-    except DomainError:
-        return None
-    for claim_id in ids:
-        with contextlib.suppress(AggregateNotFoundError):
-            claim: EmailClaim = app.repository.get(claim_id)
-            return claim
-    return None

@@ -13,7 +13,7 @@ from domain.email_claim import EmailClaim
 from domain.errors import MixedScriptEmailError
 from domain.upgrade import Upgrade
 from domain.user import User
-from domain.values import Role
+from domain.values import Role, email_identity
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from application.auth import AuthApplication
 
 FOLD_EMAIL_CLAIMS = "fold-email-claims"
+KEY_EMAIL_CLAIMS = "key-email-claims"
 
 PAGE = 500
 
@@ -41,9 +42,12 @@ def fold_email_claims(app: AuthApplication) -> int:
     made = 0
     for claimed in _claims(app):
         try:
-            folded = EmailClaim.claim(claimed.email, claimed.user_id, app.clock())
+            folded_id = EmailClaim.legacy_id(email_identity(claimed.email))
         except MixedScriptEmailError:
             continue  # keeps its exact claim; no new account can look like it
+        folded = EmailClaim.claim(
+            folded_id, claimed.email, claimed.user_id, app.clock()
+        )
         if folded.id in app.repository:
             continue
         with contextlib.suppress(IntegrityError):  # another process made it
@@ -51,6 +55,30 @@ def fold_email_claims(app: AuthApplication) -> int:
             made += 1
     with contextlib.suppress(IntegrityError):
         app.save(Upgrade.applied(FOLD_EMAIL_CLAIMS, made, app.clock()))
+    return made
+
+
+def key_email_claims(app: AuthApplication) -> int:
+    """Name every claim made before claims were keyed the keyed way too, so
+    that lookups need keyed ids only (ADR 29). Runs after fold_email_claims;
+    returns how many claims it made, none twice however often it runs."""
+    if Upgrade.create_id(KEY_EMAIL_CLAIMS) in app.repository:
+        return 0
+    made = 0
+    for claimed in _claims(app):
+        for form in EmailClaim.forms_of(claimed.email):
+            if EmailClaim.legacy_id(form) != claimed.originator_id:
+                continue  # a keyed claim, or another form's
+            keyed = EmailClaim.claim(
+                app.claim_id(form), claimed.email, claimed.user_id, app.clock()
+            )
+            if keyed.id in app.repository:
+                continue
+            with contextlib.suppress(IntegrityError):  # another process made it
+                app.save(keyed)
+                made += 1
+    with contextlib.suppress(IntegrityError):
+        app.save(Upgrade.applied(KEY_EMAIL_CLAIMS, made, app.clock()))
     return made
 
 

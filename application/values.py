@@ -109,6 +109,13 @@ def successor_token(key: bytes, token: str, generation: int) -> str:
     return f"{session_id_of(token).hex}.{generation}.{_text(mac)}"
 
 
+def lookup_name(key: bytes, purpose: str, value: str) -> str:
+    """A keyed hash naming the stream found by a personal value (an address
+    form, a client address): it finds the stream and never reveals the value,
+    and without the key no guess can be tried against a copy of the log."""
+    return hmac.new(key, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
 def address_hash(key: bytes, email: str) -> str:
     """A keyed hash of the address as typed, folded: it names, never reveals."""
     return hmac.new(key, fold_email(email).encode(), hashlib.sha256).hexdigest()

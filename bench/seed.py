@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 from application.values import hash_token
-from domain.email_claim import EmailClaim
 from domain.session import Session
 from domain.user import User
 from domain.values import Role
@@ -58,7 +57,7 @@ def create_users(services: Services, emails: list[str]) -> list[UUID]:
         batch = []
         for email in emails[start : start + BATCH]:
             user = User.register(email, password_hash, Role.USER, now)
-            batch += [user, EmailClaim.claim(email, user.id, now)]
+            batch += [user, services.app.new_claim(email, user.id, now)]
             ids.append(user.id)
         services.app.save(*batch)
     return ids

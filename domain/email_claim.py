@@ -1,4 +1,10 @@
-"""EmailClaim aggregate: its id derives from the email, so a second claim collides."""
+"""EmailClaim aggregate: its id derives from the email, so a second claim collides.
+
+The id is named by a keyed hash of the address (the application holds the
+key), so a copy of the log cannot be searched with guessed addresses. Claims
+made before that were named by the address itself (`legacy_id`); an upgrade
+names each of them the keyed way.
+"""
 
 from __future__ import annotations
 
@@ -31,29 +37,38 @@ class EmailClaim(Aggregate):
         self.user_id = user_id
 
     @staticmethod
-    def create_id(key: str) -> UUID:
-        """The claim's id for an address in the form it is matched by."""
-        return uuid5(NAMESPACE_URL, f"/authledger/emails/{key}")
+    def create_id(name: str) -> UUID:
+        """The claim's id for a keyed hash of an address form (see forms_of)."""
+        return uuid5(NAMESPACE_URL, f"/authledger/claims/{name}")
 
-    @classmethod
-    def ids_for(cls, email: str) -> list[UUID]:
-        """Where the account of an address typed at login may be claimed, in turn.
+    @staticmethod
+    def legacy_id(form: str) -> UUID:
+        """The id a claim of the address form had before claims were keyed."""
+        return uuid5(NAMESPACE_URL, f"/authledger/emails/{form}")
+
+    @staticmethod
+    def forms_of(email: str) -> list[str]:
+        """The forms under which the account of an address typed at login may
+        be claimed, in turn.
 
         First the address exactly as registered before addresses were folded,
         so accounts that differ only by case keep working; then its folded form,
         which every account has (ADR 20).
         """
-        ids = [cls.create_id(normalise_email(email))]
+        forms = [normalise_email(email)]
         with contextlib.suppress(MixedScriptEmailError):
-            ids.append(cls.create_id(email_identity(email)))
-        return list(dict.fromkeys(ids))
+            forms.append(email_identity(email))
+        return list(dict.fromkeys(forms))
 
     @classmethod
-    def claim(cls, email: str, user_id: UUID, now: datetime) -> EmailClaim:
-        """Claim the folded form of `email` for `user_id`, keeping it as typed."""
+    def claim(
+        cls, claim_id: UUID, email: str, user_id: UUID, now: datetime
+    ) -> EmailClaim:
+        """Claim an address form (named by `claim_id`) for `user_id`, keeping
+        the address as typed."""
         return cls._create(
             cls.Claimed,
-            id=cls.create_id(email_identity(email)),
+            id=claim_id,
             timestamp=now,
             email=normalise_email(email),
             user_id=user_id,

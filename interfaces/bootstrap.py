@@ -19,7 +19,11 @@ from application.projections import (
     UserDirectoryProjectionV1,
 )
 from application.store import AuthEventLog
-from application.upgrades import fold_email_claims, start_admin_roster
+from application.upgrades import (
+    fold_email_claims,
+    key_email_claims,
+    start_admin_roster,
+)
 from infrastructure.database import (
     EventTables,
     connect,
@@ -171,6 +175,9 @@ def build_services(
                 screen=ZxcvbnScreen(),
                 refresh_key=derive_key(secrets.jwt_secret, "refresh-tokens"),
                 address_key=derive_key(secrets.jwt_secret, "unknown-addresses"),
+                # From the pepper, which never changes (password hashes need it
+                # too): claims named by it must stay findable.
+                lookup_key=derive_key(secrets.password_pepper, "lookups"),
                 policy=settings.auth_policy(),
             ),
             url,
@@ -182,6 +189,7 @@ def build_services(
         models.prepare()
         recorder.inline = models.inline_projections(app.mapper, app.name)
         fold_email_claims(app)
+        key_email_claims(app)
         start_admin_roster(app)
     # Views here only query read_models.<table>, whichever schema is live,
     # through the requests' pool: one budget of connections.

@@ -10,7 +10,6 @@ from uuid import UUID
 import pytest
 
 from application.errors import EmailAlreadyRegisteredError
-from domain.email_claim import EmailClaim
 from infrastructure.settings import Settings
 from interfaces.bootstrap import Services, build_services
 from tests.integration.helpers import CLIENT, states_with_topic, stored_facts
@@ -147,5 +146,5 @@ def test_two_processes_racing_to_register_one_email_yield_exactly_one_account(
     assert sorted(registered) == emails
     assert sorted(claimed) == emails
     winners = {UUID(i) for _, _, ids in results for i in ids.split()}
-    claims = {EmailClaim.create_id(email) for email in emails}
+    claims = {services.app.claim_id(email) for email in emails}
     assert {n.originator_id for n in stored_facts(services)} == winners | claims

@@ -85,11 +85,21 @@ def test_the_upgrade_keeps_accounts_sessions_and_history(upgraded: Services) -> 
     old = stored[:WAVE_1_EVENTS]
     assert [n.id for n in old] == list(range(1, WAVE_1_EVENTS + 1))
     # The first start folded the addresses (all lower-case already: no new
-    # claim) and started the admin roster (wave 1 had no admin)
+    # claim), named every old claim by its keyed hash (ADR 29) and started the
+    # admin roster (wave 1 had no admin)
+    claimed = "authledger:EmailClaim.Claimed"
+    claims = sum(n.topic == claimed for n in old)
+    assert claims >= 2
     assert [n.topic for n in stored[WAVE_1_EVENTS:]] == [
+        "authledger:Upgrade.Applied",
+        *[claimed] * claims,
         "authledger:Upgrade.Applied",
         "authledger:AdminRoster.Started",
     ]
+    for email in ("ada@example.com", "bob@example.com"):
+        found = app.find_claim(email)
+        assert found is not None
+        assert found.id == app.claim_id(email)
 
     # Old passwords log in, the old refresh token rotates, the old log replays
     ada = app.login("ada@example.com", "correct horse battery", Client())

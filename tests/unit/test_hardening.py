@@ -30,6 +30,7 @@ from tests.unit.test_use_cases import (
     ADDRESS_KEY,
     CLIENT,
     EMAIL,
+    LOOKUP_KEY,
     MAIL_TOKENS,
     NEW_PASSWORD,
     OTHER_CLIENT,
@@ -88,6 +89,7 @@ def app(clock: FakeClock, hasher: CountingHasher) -> AuthApplication:
         screen=SCREEN,
         refresh_key=REFRESH_KEY,
         address_key=ADDRESS_KEY,
+        lookup_key=LOOKUP_KEY,
         policy=AuthPolicy(lockout=LOCKOUT),
         clock=clock,
     )
@@ -223,6 +225,7 @@ def test_signups_from_one_address_are_throttled_before_any_hashing(
         screen=SCREEN,
         refresh_key=REFRESH_KEY,
         address_key=ADDRESS_KEY,
+        lookup_key=LOOKUP_KEY,
         policy=AuthPolicy(signup=signup),
         clock=clock,
     )

@@ -13,7 +13,7 @@ import pytest
 
 from application.auth import AuthApplication
 from application.errors import EmailAlreadyRegisteredError, InvalidCredentialsError
-from application.upgrades import fold_email_claims
+from application.upgrades import fold_email_claims, key_email_claims
 from domain.email_claim import EmailClaim
 from domain.errors import MixedScriptEmailError
 from domain.upgrade import Upgrade
@@ -79,7 +79,7 @@ def legacy_account(app: AuthApplication, email: str) -> UUID:
     user = User.register(email, PASSWORDS.hash(PASSWORD), Role.USER, T0)
     claim = EmailClaim._create(  # the old claim, by its old id
         EmailClaim.Claimed,
-        id=EmailClaim.create_id(email),
+        id=EmailClaim.legacy_id(email),
         timestamp=T0,
         email=email,
         user_id=user.id,
@@ -96,16 +96,31 @@ def test_accounts_differing_only_by_case_keep_working_and_get_no_new_twin(
     newer = legacy_account(app, "ADA@example.com")
     before = position(app)
 
-    # When the upgrade runs (every start runs it; it acts once)
+    # When the upgrades run (every start runs them; each acts once)
     assert fold_email_claims(app) == 1
     assert fold_email_claims(app) == 0
+    folded_at = position(app)
+    assert key_email_claims(app) == 3
+    assert key_email_claims(app) == 0
 
     # Then the folded form is claimed once, for the older account
-    assert names(facts_since(app, before)) == ["EmailClaim.Claimed", "Upgrade.Applied"]
-    folded: EmailClaim = app.repository.get(EmailClaim.create_id("ada@example.com"))
+    assert names(facts_since(app, before))[:2] == [
+        "EmailClaim.Claimed",
+        "Upgrade.Applied",
+    ]
+    folded: EmailClaim = app.repository.get(EmailClaim.legacy_id("ada@example.com"))
     assert folded.user_id == older
     upgrade: Upgrade = app.repository.get(Upgrade.create_id("fold-email-claims"))
     assert upgrade.changed == 1
+    # And every claim, both spellings and the folded form, is named the keyed way
+    keyed = [
+        e for e in facts_since(app, folded_at) if isinstance(e, EmailClaim.Claimed)
+    ]
+    assert [(e.originator_id, e.user_id) for e in keyed] == [
+        (app.claim_id("Ada@example.com"), older),
+        (app.claim_id("ADA@example.com"), newer),
+        (app.claim_id("ada@example.com"), older),
+    ]
     # Each address as registered reaches its own account; any other spelling, the older
     assert app.login("Ada@example.com", PASSWORD, CLIENT).user_id == older
     assert app.login("ADA@example.com", PASSWORD, CLIENT).user_id == newer
@@ -121,8 +136,9 @@ def test_an_account_registered_in_folded_form_keeps_it(app: AuthApplication) -> 
     legacy_account(app, "Ada@example.com")
     lower = legacy_account(app, "ada@example.com")
 
-    # When the upgrade runs, it has nothing to claim
+    # When the upgrades run, folding has nothing to claim
     assert fold_email_claims(app) == 0
+    assert key_email_claims(app) == 2
 
     # Then other spellings reach the lower-case account, whose claim it already was
     assert app.login("ADA@example.com", PASSWORD, CLIENT).user_id == lower

@@ -24,7 +24,13 @@ from application.errors import (
     WrongPasswordError,
 )
 from application.store import retry_on_conflict
-from application.values import AuthPolicy, Client, SessionGrant, address_hash
+from application.values import (
+    AuthPolicy,
+    Client,
+    SessionGrant,
+    address_hash,
+    lookup_name,
+)
 from domain.email_claim import EmailClaim
 from domain.reset_asks import ResetAsks
 from domain.session import RefreshPolicy, Session
@@ -51,6 +57,7 @@ MAIL_TOKENS = HmacMailTokens(b"unit-test-server-secret")
 SCREEN = ZxcvbnScreen()
 REFRESH_KEY = b"unit-test-refresh-key"
 ADDRESS_KEY = b"unit-test-address-key"
+LOOKUP_KEY = b"unit-test-lookup-key"
 STRICT = AuthPolicy(refresh=RefreshPolicy(reuse_interval=timedelta(0)))
 
 Event = DomainEventProtocol[UUID]
@@ -77,6 +84,7 @@ def new_app(clock: FakeClock, policy: AuthPolicy | None = None) -> AuthApplicati
         screen=SCREEN,
         refresh_key=REFRESH_KEY,
         address_key=ADDRESS_KEY,
+        lookup_key=LOOKUP_KEY,
         policy=policy,
         clock=clock,
     )
@@ -210,7 +218,12 @@ def test_registering_stores_the_user_its_email_claim_and_its_first_session(
     assert registered_event.password_hash != PASSWORD
     assert PASSWORDS.verify(PASSWORD, registered_event.password_hash)
     claim = last(events, EmailClaim.Claimed)
-    assert claim.originator_id == EmailClaim.create_id("ada@example.com")  # folded
+    # Named by a keyed hash of the folded form: no guess finds it without the key
+    assert claim.originator_id == app.claim_id("ada@example.com")
+    assert claim.originator_id == EmailClaim.create_id(
+        lookup_name(LOOKUP_KEY, "email", "ada@example.com")
+    )
+    assert claim.originator_id != EmailClaim.legacy_id("ada@example.com")
     assert claim.user_id == grant.user_id
     logged_in = last(events, User.LoggedIn)
     opened = last(events, Session.Opened)
@@ -332,7 +345,11 @@ def test_a_wrong_password_records_a_failure_on_the_user_and_the_address(
     assert (failed.reason, failed.failures_in_window) == ("bad_password", 1)
     assert (failed.ip, failed.user_agent) == (CLIENT.ip, CLIENT.user_agent)
     throttle = last(events, ClientThrottle.FailureCounted)
-    assert throttle.originator_id == ClientThrottle.create_id(CLIENT.ip)
+    assert throttle.originator_id == app.throttle(CLIENT.ip, T0).id
+    # And the address's counter is named by its keyed hash, never by the address
+    started = last(events, ClientThrottle.Started)
+    assert started.key == lookup_name(LOOKUP_KEY, "client", CLIENT.ip)
+    assert throttle.originator_id != ClientThrottle.create_id(CLIENT.ip)
 
 
 def test_an_unknown_email_counts_against_the_address_and_its_hash_only(
