@@ -24,6 +24,7 @@ from application.errors import (
     InvalidRefreshTokenError,
     RetryKeySpentError,
     SessionNotFoundError,
+    UserNotFoundError,
     WeakPasswordError,
     WrongPasswordError,
 )
@@ -42,6 +43,7 @@ from application.values import (
     session_id_of,
     successor_token,
 )
+from domain.email_claim import EmailClaim
 from domain.errors import DomainError, UnknownRefreshTokenError
 from domain.session import Session
 from domain.user import User
@@ -107,12 +109,17 @@ class AuthApplication(AuthStore):
         if client.ip:  # a network caller (the CLI's create-admin has no address)
             self.count_attempt(f"signup:{client.ip}", self.policy.signup, self.clock())
         # Cheap refusals first: a taken address costs no bcrypt work.
-        if claim_id in self.repository:
+        stored = self.stored_claim(claim_id)
+        if stored is not None and stored.user_id is not None:
             return self._signup_replayed(email, password, client)
         password_hash = self.hash_new_password(password, email)
         now = self.clock()
         user = User.register(email, password_hash, role, now)
-        claim = self.new_claim(email, user.id, now)
+        if stored is None:
+            claim = self.new_claim(email, user.id, now)
+        else:  # an erased account's address: the same stream, a new holder
+            stored.reclaim(email, user.id, now)
+            claim = stored
         session, refresh_token = self._open_session(user, client, now)
         rosters: list[AdminRoster] = []  # an admin is put on it in the same save
         if role is Role.ADMIN:
@@ -122,7 +129,8 @@ class AuthApplication(AuthStore):
         try:
             self.save(user, claim, session, *rosters)
         except IntegrityError:
-            if claim_id in self.repository:
+            held = self.stored_claim(claim_id)
+            if held is not None and held.user_id is not None:
                 return self._signup_replayed(email, password, client)
             raise ConflictError from None
         return self._grant(user, session, refresh_token)
@@ -500,6 +508,45 @@ class AuthApplication(AuthStore):
 
         with self.exclusively(user_id):
             self.attempt(change)
+
+    def erase(self, user_id: UUID, actor: UUID | None, client: Client) -> None:
+        """Forget the account: its sessions end, its address claims are
+        released (the address may sign up again, as a new account) and read
+        models drop its rows. An admin leaves the roster: the last admin cannot
+        be erased (LastAdminError)."""
+
+        def forget() -> None:
+            now = self.clock()
+            user = self._get(user_id, User, UserNotFoundError)
+            if user.is_erased:
+                return  # a retry of the erasure that took effect: it is done
+            changed: list[BaseAggregate[UUID]] = [user]
+            if user.role is Role.ADMIN:
+                roster = self.admin_roster(now)
+                roster.dismiss(user.id, now)
+                changed.append(roster)
+            for form in EmailClaim.forms_of(user.email):
+                claim = self.stored_claim(self.claim_id(form))
+                if claim is not None and claim.user_id == user.id:
+                    claim.release(now)
+                    changed.append(claim)
+            user.erase(actor, client.ip, client.user_agent, now)
+            self.save(*changed)
+
+        with self.exclusively(user_id):
+            self.attempt(forget)
+
+    def erase_own(self, user_id: UUID, password: str, client: Client) -> None:
+        """Erase one's own account, proving it with the password: a wrong one
+        counts toward the lock, as at login."""
+        now = self.clock()
+        self.check_not_blocked(client.ip, now)
+        user = self.get_user(user_id)
+        self.check_not_locked(user, now)
+        if not self.passwords.verify(password, user.password_hash):
+            self.record_failure(client, user_id, now)
+            raise WrongPasswordError
+        self.erase(user_id, user_id, client)
 
     def unlock(self, user_id: UUID, unlocked_by: UUID) -> None:
         """Lift a brute-force lock by hand."""

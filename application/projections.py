@@ -20,9 +20,10 @@ from application.read_models import (
     UserDirectoryView,
     UserRow,
 )
-from application.timeline import timeline_entry
+from application.timeline import PERSONAL_DETAILS, timeline_entry
 from domain.session import Session
 from domain.user import User
+from domain.values import ERASED
 
 TView = TypeVar("TView", bound=TrackingRecorder)
 
@@ -120,6 +121,11 @@ class UserDirectoryProjection(ReadModelProjection[UserDirectoryView]):
     def _(self, event: User.Enabled, tracking: Tracking) -> None:
         self._update(event, tracking, disabled=False)
 
+    @apply.register
+    def _(self, event: User.Erased, tracking: Tracking) -> None:
+        # The row stays (the admins' view of its history), its address goes.
+        self._update(event, tracking, email=ERASED)
+
     def _update(self, event: User.Event, tracking: Tracking, **changes: Any) -> None:
         self.view.update_user(event.originator_id, event.timestamp, tracking, **changes)
 
@@ -192,6 +198,15 @@ class LoginHistoryProjection(ReadModelProjection[LoginHistoryView]):
 
     @singledispatchmethod
     def apply(self, event: Any, tracking: Tracking) -> None:
+        self._append(event, tracking)
+
+    @apply.register
+    def _(self, event: User.Erased, tracking: Tracking) -> None:
+        # Blanked alike whatever the rows said, so a rebuild reads the same.
+        self.view.anonymise_user(event.originator_id, PERSONAL_DETAILS, tracking)
+        self._append(event, tracking)
+
+    def _append(self, event: Any, tracking: Tracking) -> None:
         found = timeline_entry(event)
         if found is None:
             self.view.skip(tracking)
@@ -220,6 +235,10 @@ class MailOutboxProjection(ReadModelProjection[MailOutboxView]):
     @apply.register
     def _(self, event: User.PasswordResetRequested, tracking: Tracking) -> None:
         self._add(event, RESET, tracking)
+
+    @apply.register
+    def _(self, event: User.Erased, tracking: Tracking) -> None:
+        self.view.forget_user(event.originator_id, tracking)  # unsent ones too
 
     def _add(
         self,

@@ -153,6 +153,13 @@ class LoginHistoryView(ReadModel):
     """The `login_history` table."""
 
     @abstractmethod
+    def anonymise_user(
+        self, user_id: UUID, personal_kinds: frozenset[str], tracking: Tracking
+    ) -> None:
+        """Blank the user's addresses and agents, and the details of entries
+        of `personal_kinds` (an erasure): the timeline keeps its shape."""
+
+    @abstractmethod
     def append(self, row: LoginHistoryRow, tracking: Tracking) -> None:
         """Add one entry."""
 
@@ -185,3 +192,7 @@ class MailOutboxView(ReadModel):
     @abstractmethod
     def add_mail(self, row: MailRow, tracking: Tracking) -> None:
         """Record a mail to send."""
+
+    @abstractmethod
+    def forget_user(self, user_id: UUID, tracking: Tracking) -> None:
+        """Delete the user's mails, sent or not (an erasure)."""

@@ -107,6 +107,13 @@ class AuthStore(AuthEventLog):
             self.claim_id(email_identity(email)), email, user_id, now
         )
 
+    def stored_claim(self, claim_id: UUID) -> EmailClaim | None:
+        """The claim of that id (held, or released by an erasure), if any."""
+        with contextlib.suppress(AggregateNotFoundError):
+            claim: EmailClaim = self.repository.get(claim_id)
+            return claim
+        return None
+
     def find_claim(self, email: str) -> EmailClaim | None:
         """The claim a login with `email` reaches, if any (see EmailClaim.forms_of)."""
         try:
@@ -114,8 +121,8 @@ class AuthStore(AuthEventLog):
         except DomainError:
             return None
         for form in forms:
-            with contextlib.suppress(AggregateNotFoundError):
-                claim: EmailClaim = self.repository.get(self.claim_id(form))
+            claim = self.stored_claim(self.claim_id(form))
+            if claim is not None:
                 return claim
         return None
 
@@ -174,13 +181,16 @@ class AuthStore(AuthEventLog):
         self.attempt(count)
 
     def get_user(self, user_id: UUID) -> User:
-        """The user, replayed from the event store."""
-        return self._get(user_id, User, UserNotFoundError)
+        """The user, replayed from the event store; an erased one is no more."""
+        user = self._get(user_id, User, UserNotFoundError)
+        if user.is_erased:
+            raise UserNotFoundError(user_id)
+        return user
 
     def find_user_by_email(self, email: str) -> User | None:
         """The user holding this email's claim, read from the event store."""
         claim = self.find_claim(email)
-        if claim is None:
+        if claim is None or claim.user_id is None:  # none, or released
             return None
         user: User = self.repository.get(claim.user_id)
         return user

@@ -23,6 +23,10 @@ class TimelineEntry:
     detail: str
 
 
+# The entries whose detail is personal data (an address): blanked on erasure.
+PERSONAL_DETAILS = frozenset({"registered"})
+
+
 def describe(event: object) -> tuple[str, str]:  # noqa: PLR0911, PLR0912  (a branch per event)
     """Name an event for auditors and summarise what it says beyond common fields."""
     match event:
@@ -47,6 +51,8 @@ def describe(event: object) -> tuple[str, str]:  # noqa: PLR0911, PLR0912  (a br
             return "disabled", f"by {event.disabled_by}"
         case User.Enabled():
             return "enabled", f"by {event.enabled_by}"
+        case User.Erased():
+            return "erased", f"by {event.erased_by}"
         case User.EmailVerified():
             return "email_verified", ""
         case User.VerificationRequested():

@@ -14,7 +14,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import MixedScriptEmailError
+from domain.errors import EmailTakenError, MixedScriptEmailError
 from domain.values import email_identity, normalise_email
 
 
@@ -32,9 +32,41 @@ class EmailClaim(Aggregate):
         email: str
         user_id: UUID
 
+    class Released(Event):
+        """The account that held the address was erased: it is free again."""
+
+        TOPIC = "authledger:EmailClaim.Released"
+
+        def apply(self, claim: EmailClaim) -> None:
+            claim.user_id = None
+
+    class Reclaimed(Event):
+        """A new account claims an address an erased one released."""
+
+        TOPIC = "authledger:EmailClaim.Reclaimed"
+        email: str
+        user_id: UUID
+
+        def apply(self, claim: EmailClaim) -> None:
+            claim.email = self.email
+            claim.user_id = self.user_id
+
     def __init__(self, email: str, user_id: UUID) -> None:
         self.email = email
-        self.user_id = user_id
+        self.user_id: UUID | None = user_id
+
+    def release(self, now: datetime) -> None:
+        if self.user_id is not None:
+            self.trigger_event(self.Released, timestamp=now)
+
+    def reclaim(self, email: str, user_id: UUID, now: datetime) -> None:
+        """Claim the released address for a new account (only a released one:
+        a held claim is taken, EmailTakenError)."""
+        if self.user_id is not None:
+            raise EmailTakenError
+        self.trigger_event(
+            self.Reclaimed, timestamp=now, email=normalise_email(email), user_id=user_id
+        )
 
     @staticmethod
     def create_id(name: str) -> UUID:

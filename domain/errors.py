@@ -39,3 +39,7 @@ class RequestedTooSoonError(DomainError):
 
 class LastAdminError(DomainError):
     """The change would leave no admin: someone must keep the role."""
+
+
+class EmailTakenError(DomainError):
+    """The address is claimed by an account."""

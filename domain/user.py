@@ -226,8 +226,21 @@ class User(Aggregate):
         def apply(self, user: User) -> None:
             user.is_disabled = False
 
-    # A class default: snapshots taken before accounts could be disabled lack it.
+    class Erased(Event):
+        """The account is forgotten: it holds no address and logs in no more,
+        its sessions ended in the same save. Its events stay, as the audit
+        trail's shape; this one carries nothing personal."""
+
+        TOPIC = "authledger:User.Erased"
+        erased_by: UUID | None
+
+        def apply(self, user: User) -> None:
+            user.is_erased = True
+
+    # Class defaults: snapshots taken before accounts could be disabled or
+    # erased lack them.
     is_disabled = False
+    is_erased = False
 
     def __init__(self, email: str, password_hash: str, role: str) -> None:
         self.email = email
@@ -407,6 +420,15 @@ class User(Aggregate):
             return
         self.trigger_event(self.Disabled, timestamp=now, disabled_by=disabled_by)
         self.revoke_sessions(RevocationReason.DISABLED, None, ip, user_agent, now)
+
+    def erase(
+        self, erased_by: UUID | None, ip: str, user_agent: str, now: datetime
+    ) -> None:
+        """Forget the account: every session ends, then the erasure itself."""
+        if self.is_erased:
+            return
+        self.revoke_sessions(RevocationReason.ERASED, None, ip, user_agent, now)
+        self.trigger_event(self.Erased, timestamp=now, erased_by=erased_by)
 
     def enable(self, enabled_by: UUID | None, now: datetime) -> None:
         if self.is_disabled:

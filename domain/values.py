@@ -15,6 +15,10 @@ class Role(StrEnum):
     ADMIN = "ADMIN"
 
 
+# What a personal field of an erased account reads as, wherever it is shown.
+ERASED = "[erased]"
+
+
 class RevocationReason(StrEnum):
     LOGOUT = "logout"
     LOGOUT_ALL = "logout_all"
@@ -23,6 +27,7 @@ class RevocationReason(StrEnum):
     PASSWORD_CHANGED = "password_changed"  # noqa: S105  (a reason, not a secret)
     ADMIN = "admin"
     DISABLED = "disabled"
+    ERASED = "erased"
 
 
 class FailuresClearedBy(StrEnum):

@@ -26,6 +26,7 @@ from application.read_models import (
     UserDirectoryView,
     UserRow,
 )
+from domain.values import ERASED
 from infrastructure.read_model_registry import READ_SCHEMA
 
 if TYPE_CHECKING:
@@ -177,7 +178,7 @@ class PostgresUserDirectoryView(PostgresReadModel, UserDirectoryView):
         " (email text_pattern_ops)",
     )
     updatable: ClassVar = frozenset(
-        {"role", "is_verified", "locked_until", "failed_logins", "disabled"}
+        {"email", "role", "is_verified", "locked_until", "failed_logins", "disabled"}
     )
 
     def add_user(self, row: UserRow, tracking: Tracking) -> None:
@@ -332,6 +333,17 @@ class PostgresLoginHistoryView(PostgresReadModel, LoginHistoryView):
     def append(self, row: LoginHistoryRow, tracking: Tracking) -> None:
         self.insert(row, tracking)
 
+    def anonymise_user(
+        self, user_id: UUID, personal_kinds: frozenset[str], tracking: Tracking
+    ) -> None:
+        self.write(
+            tracking,
+            "UPDATE {table} SET ip = %(erased)s, user_agent = %(erased)s,"
+            " detail = CASE WHEN kind = ANY(%(kinds)s) THEN %(erased)s"
+            " ELSE detail END WHERE user_id = %(id)s",
+            {"erased": ERASED, "kinds": sorted(personal_kinds), "id": user_id},
+        )
+
     def history(
         self,
         user_id: UUID,
@@ -362,3 +374,6 @@ class PostgresMailOutboxView(PostgresReadModel, MailOutboxView):
 
     def add_mail(self, row: MailRow, tracking: Tracking) -> None:
         self.insert(row, tracking)
+
+    def forget_user(self, user_id: UUID, tracking: Tracking) -> None:
+        self.write(tracking, "DELETE FROM {table} WHERE user_id = %s", (user_id,))

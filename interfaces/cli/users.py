@@ -7,9 +7,13 @@ from typing import Annotated
 import typer
 
 from application.audit import Auditor
-from application.errors import EmailAlreadyRegisteredError, WeakPasswordError
+from application.errors import (
+    EmailAlreadyRegisteredError,
+    UserNotFoundError,
+    WeakPasswordError,
+)
 from application.values import Client
-from domain.errors import InvalidEmailError
+from domain.errors import InvalidEmailError, LastAdminError
 from domain.values import Role
 from infrastructure.settings import Settings
 from interfaces.bootstrap import build_services
@@ -48,5 +52,25 @@ def create_admin(
             user_id = Auditor(services.app).find_user(email)
             services.app.change_role(user_id, Role.ADMIN, changed_by=None)
             typer.echo(f"promoted {email} to administrator")
+    finally:
+        services.close()
+
+
+@users.command("erase")
+def erase(
+    who: Annotated[str, typer.Argument(help="The account's email or id.")],
+) -> None:
+    """Erase an account: its sessions end, its address may sign up again as a
+    new account, and its rows leave every read model."""
+    services = build_services(Settings(run_mailer=False))
+    try:
+        try:
+            user_id = Auditor(services.app).find_user(who)
+            services.app.erase(user_id, None, Client(user_agent="cli"))
+        except UserNotFoundError:
+            raise typer.BadParameter(f"no such account: {who}") from None
+        except LastAdminError:
+            raise typer.BadParameter("the last admin cannot be erased") from None
+        typer.echo(f"erased {user_id}")
     finally:
         services.close()

@@ -55,6 +55,10 @@ class LoginRequest(Body):
     password: GivenPassword
 
 
+class EraseAccountRequest(Body):
+    password: GivenPassword
+
+
 class ChangePasswordRequest(Body):
     current_password: GivenPassword
     new_password: NewPassword

@@ -398,6 +398,87 @@ def test_only_a_json_boolean_disables(
         assert client.get("/api/auth/me", headers=bearer(user)).status_code == 200
 
 
+def test_a_user_erases_their_account_and_the_address_signs_up_anew(
+    client: httpx.Client, admin: dict[str, Any]
+) -> None:
+    # Given a user with a session
+    email = new_email()
+    tokens = signup(client, email)
+
+    def erase(password: str) -> httpx.Response:
+        return client.request(
+            "DELETE",
+            "/api/auth/me",
+            headers=bearer(tokens),
+            json={"password": password},
+        )
+
+    # When they erase their account, first with a wrong password
+    wrong = erase("not my password")
+    erased = erase(PASSWORD)
+
+    # Then only the right password erases it; its tokens and its address are
+    # then no account's: a login is refused as for an unknown address
+    assert (wrong.status_code, wrong.json()["code"]) == (400, "wrong_password")
+    assert erased.status_code == 200
+    assert client.get("/api/auth/me", headers=bearer(tokens)).status_code == 401
+    refreshed = client.post(
+        "/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert refreshed.status_code == 401
+    unknown = login(client, new_email())
+    assert (login(client, email).json(), unknown.status_code) == (unknown.json(), 401)
+    # And the admins no longer find it by its address
+    listed = client.get(
+        "/api/admin/users", params={"email_prefix": email}, headers=bearer(admin)
+    )
+    assert listed.json() == []
+    shown = client.get(
+        f"/api/admin/users/{tokens['user']['id']}/history", headers=bearer(admin)
+    )
+    assert shown.status_code == 200
+    # And the address signs up again, as a new account
+    again = signup(client, email)
+    assert again["user"]["id"] != tokens["user"]["id"]
+    assert login(client, email).status_code == 200
+
+
+def test_an_admin_erases_an_account_by_api_and_by_cli(
+    client: httpx.Client,
+    admin: dict[str, Any],
+    module_database_url: str,
+    server_data_dir: Path,
+) -> None:
+    by_api, by_cli = signup(client, new_email()), new_email()
+    signup(client, by_cli)
+    path = f"/api/admin/users/{by_api['user']['id']}"
+
+    erased = client.delete(path, headers=bearer(admin))
+    again = client.delete(path, headers=bearer(admin))
+    forbidden = client.delete(path, headers=bearer(signup(client, new_email())))
+    printed = cli(module_database_url, server_data_dir, "users", "erase", by_cli)
+
+    assert erased.status_code == 200
+    assert again.status_code == 200  # a retry is told it is done
+    assert forbidden.status_code == 403
+    # The admins still see the account's history, its address erased
+    shown = client.get(
+        f"/api/admin/users/{by_api['user']['id']}/history", headers=bearer(admin)
+    ).json()
+    assert [e["event"] for e in shown][-2:] == ["sessions_revoked", "erased"]
+    assert {e["ip"] for e in shown[:-1]} == {"[erased]"}  # the erasure has none
+    assert shown[0]["detail"] == "[erased]"  # the registration named the address
+    patched = client.patch(path, json={"disabled": True}, headers=bearer(admin))
+    assert patched.status_code == 404
+    assert client.get("/api/auth/me", headers=bearer(by_api)).status_code == 401
+    assert printed.stdout.startswith("erased ")
+    assert login(client, by_cli).status_code == 401
+    history = cli(
+        module_database_url, server_data_dir, "audit", "history", by_api["user"]["id"]
+    )
+    assert "erased" in history.stdout
+
+
 def test_an_unknown_user_is_404_for_admins(
     client: httpx.Client, admin: dict[str, Any]
 ) -> None:

@@ -13,6 +13,7 @@ from interfaces.http.deps import ClientDep, CurrentUser, CurrentUserDep, Service
 from interfaces.http.errors import ERROR_RESPONSES, ForbiddenError
 from interfaces.http.schemas import (
     AdminUserResponse,
+    MessageResponse,
     PrintableText,
     TimelineEntryResponse,
     UpdateUserRequest,
@@ -60,6 +61,17 @@ def user_history(
         raise UserNotFoundError(user_id)
     rows = services.history.history(user_id, limit, offset)
     return [TimelineEntryResponse.of(row.entry()) for row in rows]
+
+
+@router.delete("/users/{user_id}")
+def erase_user(
+    user_id: UUID, admin: AdminDep, services: ServicesDep, client: ClientDep
+) -> MessageResponse:
+    """Erase the account (see DELETE /api/auth/me), naming the acting admin."""
+    if services.users.get_user(user_id) is None:
+        raise UserNotFoundError(user_id)
+    services.app.erase(user_id, admin.user.id, client)
+    return MessageResponse(detail="User erased.")
 
 
 @router.patch("/users/{user_id}")

@@ -18,6 +18,7 @@ from interfaces.http.deps import (
 )
 from interfaces.http.errors import ERROR_RESPONSES
 from interfaces.http.schemas import (
+    EraseAccountRequest,
     LoginRequest,
     MessageResponse,
     RefreshRequest,
@@ -105,3 +106,16 @@ def logout(
 def me(current: CurrentUserDep) -> UserResponse:
     """Return the caller's account."""
     return UserResponse.of(current.user)
+
+
+@router.delete("/me")
+def erase_me(
+    body: EraseAccountRequest,
+    current: CurrentUserDep,
+    services: ServicesDep,
+    client: ClientDep,
+) -> MessageResponse:
+    """Erase the caller's account (its password is required): every session
+    ends, the address may sign up again as a new account."""
+    services.app.erase_own(current.user.id, body.password, client)
+    return MessageResponse(detail="Account erased.")

@@ -1,0 +1,136 @@
+"""Erasing an account: given a user with sessions, when it is erased, then
+these events; and its address signs up again as a new account."""
+
+from __future__ import annotations
+
+import pytest
+
+from application.auth import AuthApplication
+from application.errors import (
+    EmailAlreadyRegisteredError,
+    InvalidCredentialsError,
+    WrongPasswordError,
+)
+from domain.email_claim import EmailClaim
+from domain.errors import LastAdminError
+from domain.user import User
+from domain.values import Role
+from tests.unit.test_disable import ADMIN_CLIENT, admin_of
+from tests.unit.test_use_cases import (
+    CLIENT,
+    EMAIL,
+    PASSWORD,
+    WRONG_PASSWORD,
+    last,
+    login_refusal,
+    names,
+    of_type,
+    position,
+    refresh_fails,
+    registered,
+    stored_since,
+    stream,
+)
+
+
+def test_erasing_ends_the_sessions_and_releases_the_address_in_one_save(
+    app: AuthApplication,
+) -> None:
+    # Given a user with two sessions, and an admin
+    first = registered(app)
+    second = app.login(EMAIL, PASSWORD, CLIENT)
+    admin = admin_of(app)
+    before = position(app)
+
+    # When the admin erases the account
+    app.erase(first.user_id, admin.id, ADMIN_CLIENT)
+
+    # Then one save ends its sessions, releases its address and records the
+    # erasure, naming the admin
+    saved = stored_since(app, before)
+    assert sorted(names(saved)) == [
+        "EmailClaim.Released",
+        "User.Erased",
+        "User.SessionsRevoked",
+    ]
+    assert last(saved, User.Erased).erased_by == admin.id
+    assert last(saved, User.SessionsRevoked).reason == "erased"
+    assert last(saved, EmailClaim.Released).originator_id == app.claim_id(EMAIL)
+    assert refresh_fails(app, first.refresh_token)
+    assert refresh_fails(app, second.refresh_token)
+    # And the address is no account's any more: its login is the generic refusal
+    assert app.find_user_by_email(EMAIL) is None
+    assert login_refusal(app, EMAIL, PASSWORD) == login_refusal(
+        app, "nobody@example.com", PASSWORD
+    )
+
+
+def test_the_address_signs_up_again_as_a_new_account(app: AuthApplication) -> None:
+    # Given an erased account
+    old = registered(app)
+    app.erase(old.user_id, None, ADMIN_CLIENT)
+    old_events = len(stream(app, old.user_id))
+    before = position(app)
+
+    # When its address signs up again
+    new = registered(app)
+
+    # Then a new account holds it, with a stream of its own; the old one's
+    # stream gains nothing
+    assert new.user_id != old.user_id
+    saved = stored_since(app, before)
+    reclaimed = last(saved, EmailClaim.Reclaimed)
+    assert (reclaimed.originator_id, reclaimed.user_id) == (
+        app.claim_id(EMAIL),
+        new.user_id,
+    )
+    assert not [e for e in saved if e.originator_id == old.user_id]
+    assert len(stream(app, old.user_id)) == old_events
+    assert app.login(EMAIL, PASSWORD, CLIENT).user_id == new.user_id
+    # And the address is taken again
+    with pytest.raises(EmailAlreadyRegisteredError):
+        app.register(EMAIL, PASSWORD, CLIENT)
+
+
+def test_erasing_ones_own_account_needs_its_password(app: AuthApplication) -> None:
+    grant = registered(app)
+    before = position(app)
+
+    with pytest.raises(WrongPasswordError):
+        app.erase_own(grant.user_id, WRONG_PASSWORD, CLIENT)
+
+    # A wrong password counts toward the lock, and erases nothing
+    saved = stored_since(app, before)
+    assert [f.reason for f in of_type(saved, User.LoginFailed)] == ["bad_password"]
+    assert not of_type(saved, User.Erased)
+    app.erase_own(grant.user_id, PASSWORD, CLIENT)
+    assert last(stream(app, grant.user_id), User.Erased).erased_by == grant.user_id
+    with pytest.raises(InvalidCredentialsError):
+        app.login(EMAIL, PASSWORD, CLIENT)
+
+
+def test_erasing_twice_stores_nothing_the_second_time(app: AuthApplication) -> None:
+    user_id = registered(app).user_id
+    app.erase(user_id, None, ADMIN_CLIENT)
+    before = position(app)
+
+    app.erase(user_id, None, ADMIN_CLIENT)
+
+    assert position(app) == before
+
+
+def test_the_last_admin_cannot_be_erased_and_another_admin_leaves_the_roster(
+    app: AuthApplication,
+) -> None:
+    first = admin_of(app)
+    before = position(app)
+    with pytest.raises(LastAdminError):
+        app.erase(first.id, first.id, ADMIN_CLIENT)
+    assert position(app) == before
+
+    second = admin_of(app, "second@example.com")
+    app.erase(second.id, first.id, ADMIN_CLIENT)
+
+    assert app.admin_roster(app.clock()).admins == [first.id]
+    erased: User = app.repository.get(second.id)
+    assert erased.role is Role.ADMIN  # its events stay as they were
