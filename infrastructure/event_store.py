@@ -11,6 +11,7 @@ commit behind a reader, while writers commit side by side (ADR 15).
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import logging
 import select
@@ -73,6 +74,10 @@ PREPARED_EVENTS = 64
 # A lone append's parameters as libpq takes them: four per event (id,
 # version and topic as text, the state as raw bytes), then the aggregates' keys.
 EVENT_FORMATS = (pq.Format.TEXT, pq.Format.TEXT, pq.Format.TEXT, pq.Format.BINARY)
+# How many lone-append statements a connection keeps prepared, and the error
+# of one found deallocated (invalid_sql_statement_name).
+PREPARED_SHAPES = 16
+STATEMENT_GONE = b"26000"
 # A connection back in the pool this recently is trusted without a ping.
 TRUSTED_FOR_S = 0.5
 # An append whose connection broke is tried this often, this far apart.
@@ -93,6 +98,8 @@ READ_RETRY_WAIT_S = 0.2
 CONNECTION_ENDED = ("08", "57P01", "57P02", "57P03", "25P03")
 
 log = logging.getLogger(__name__)
+# Which lone-append statements each connection holds prepared, by name.
+_PREPARED: WeakKeyDictionary[Connection[DictRow], set[bytes]] = WeakKeyDictionary()
 Result = TypeVar("Result")
 
 
@@ -244,9 +251,7 @@ class AuthRecorder(BoundedReads, PostgresApplicationRecorder):
         self._returned: WeakKeyDictionary[Connection[DictRow], float] = (
             WeakKeyDictionary()
         )
-        self._prepared: WeakKeyDictionary[Connection[DictRow], set[tuple[int, int]]] = (
-            WeakKeyDictionary()
-        )
+        self._numbered: dict[tuple[int, int], bytes] = {}
         self._pin_connections()
 
     def _pin_connections(self) -> None:
@@ -436,17 +441,17 @@ class AuthRecorder(BoundedReads, PostgresApplicationRecorder):
         aggregates = sorted({str(e.originator_id).encode() for e in stored_events})
         shape = (len(stored_events), len(aggregates))
         formats = [*EVENT_FORMATS] * shape[0] + [pq.Format.TEXT] * shape[1]
-        statement = _numbered(self._insert_statement(*shape))
-        pgconn = conn.pgconn
+        statement = self._numbered.get(shape)
+        if statement is None:
+            statement = _numbered(self._insert_statement(*shape))
+            if shape[0] <= PREPARED_EVENTS:
+                self._numbered[shape] = statement
         if shape[0] > PREPARED_EVENTS:
-            result = pgconn.exec_params(statement, values + aggregates, None, formats)
+            result = conn.pgconn.exec_params(
+                statement, values + aggregates, None, formats
+            )
         else:
-            prepared = self._prepared.setdefault(conn, set())
-            name = b"authledger_append_%d_%d" % shape
-            if shape not in prepared:
-                _check(conn, pgconn.prepare(name, statement), pq.ExecStatus.COMMAND_OK)
-                prepared.add(shape)
-            result = pgconn.exec_prepared(name, values + aggregates, formats)
+            result = _run_prepared(conn, statement, values + aggregates, formats)
         _check(conn, result, pq.ExecStatus.TUPLES_OK)
         positions = (result.get_value(row, 0) for row in range(result.ntuples))
         return sorted(int(p) for p in positions if p is not None)  # NOT NULL
@@ -666,7 +671,40 @@ class AuthRecorder(BoundedReads, PostgresApplicationRecorder):
         curs.execute(SQL("SELECT {}()").format(appends_lock(self.events_table_name)))
 
 
-@functools.lru_cache(maxsize=PREPARED_EVENTS)
+def _run_prepared(
+    conn: Connection[DictRow],
+    statement: bytes,
+    values: Sequence[bytes],
+    formats: Sequence[pq.Format],
+) -> pq.abc.PGresult:
+    """Execute the statement through libpq, prepared once per connection (up
+    to PREPARED_SHAPES statements; others go unprepared).
+
+    Its name comes from its text, so recorders sharing a connection share it.
+    One found gone (psycopg deallocates every prepared statement after
+    rolling back one of its own) is prepared again: in autocommit, the failed
+    execution changed nothing.
+    """
+    pgconn = conn.pgconn
+    prepared = _PREPARED.setdefault(conn, set())
+    name = _name_of(statement)
+    if name not in prepared:
+        if len(prepared) >= PREPARED_SHAPES:
+            return pgconn.exec_params(statement, values, None, formats)
+        _check(conn, pgconn.prepare(name, statement), pq.ExecStatus.COMMAND_OK)
+        prepared.add(name)
+    result = pgconn.exec_prepared(name, values, formats)
+    if result.error_field(pq.DiagnosticField.SQLSTATE) == STATEMENT_GONE:
+        prepared.clear()  # all of them went at once
+        return _run_prepared(conn, statement, values, formats)
+    return result
+
+
+@functools.lru_cache(maxsize=4 * PREPARED_SHAPES)
+def _name_of(statement: bytes) -> bytes:
+    return b"authledger_" + hashlib.sha256(statement).hexdigest()[:24].encode()
+
+
 def _numbered(statement: bytes) -> bytes:
     """psycopg's `%s` placeholders as libpq's `$1, $2, ...`."""
     parts = statement.split(b"%s")

@@ -8,14 +8,25 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import pytest
-from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
+from eventsourcing.persistence import (
+    InfrastructureFactory,
+    IntegrityError,
+    OperationalError,
+    StoredEvent,
+)
+from eventsourcing.utils import Environment
 
-from infrastructure.database import connect
+from infrastructure.database import connect, eventsourcing_env
 from infrastructure.deadlines import CANCEL_GRACE_S, WATCH_EVERY_S, deadline
-from infrastructure.event_store import LOCK_AGGREGATE, AuthRecorder
+from infrastructure.event_store import LOCK_AGGREGATE, PREPARED_SHAPES, AuthRecorder
 from tests.integration.test_append_ordering import event, make_recorder
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+    from psycopg.rows import DictRow
 
 pytestmark = pytest.mark.postgres
 DEADLINE_S = 0.5
@@ -136,3 +147,74 @@ def test_a_stale_append_of_an_unprepared_shape_is_a_conflict(
 
     # Then nothing of it is stored
     assert len(recorder.select_events(aggregate)) == 100
+
+
+def prepared_on(conn: Connection[DictRow]) -> int:
+    row = conn.execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone()
+    return int(row["n"]) if row else 0
+
+
+def one_connection_recorder(url: str) -> AuthRecorder:
+    """A lone-append recorder whose pool holds a single connection."""
+    env = eventsourcing_env(url, 1, 0)
+    factory = InfrastructureFactory.construct(Environment("Auth", env))
+    recorder = factory.application_recorder()
+    assert isinstance(recorder, AuthRecorder)
+    return recorder
+
+
+def test_a_lone_append_survives_its_prepared_statements_being_deallocated(
+    database_url: str,
+) -> None:
+    # Given the one pooled connection, on which a lone append prepared its statement
+    recorder = one_connection_recorder(database_url)
+    try:
+        recorder.insert_events([event(uuid.uuid4(), 1)])
+        # When something on that connection deallocates every prepared
+        # statement (psycopg does after a rollback of its own prepared ones)
+        with recorder.datastore.get_connection() as conn:
+            assert prepared_on(conn) == 1
+            conn.execute("DEALLOCATE ALL")
+        # Then the next lone appends of that shape still store their events
+        aggregate = uuid.uuid4()
+        for version in (1, 2):
+            assert len(recorder.insert_events([event(aggregate, version)]) or ()) == 1
+        assert len(recorder.select_events(aggregate)) == 2
+    finally:
+        recorder.datastore.close()
+
+
+def test_two_recorders_share_a_connection_s_prepared_append(
+    database_url: str,
+) -> None:
+    # Given two recorders lending the one pooled connection in turn
+    first = one_connection_recorder(database_url)
+    second = AuthRecorder(first.datastore, events_table_name=first.events_table_name)
+    try:
+        # When both append the same shape, then both are stored, and the
+        # connection holds one prepared append
+        stored = [
+            rec.insert_events([event(uuid.uuid4(), 1)])
+            for rec in (first, second, first)
+        ]
+        assert all(len(ids or ()) == 1 for ids in stored)
+        with first.datastore.get_connection() as conn:
+            assert prepared_on(conn) == 1
+    finally:
+        first.datastore.close()
+
+
+def test_a_connection_keeps_a_bounded_number_of_prepared_appends(
+    database_url: str,
+) -> None:
+    recorder = one_connection_recorder(database_url)
+    try:
+        # Appends of more shapes than are kept prepared all store their events
+        for size in range(1, PREPARED_SHAPES + 6):
+            aggregate = uuid.uuid4()
+            events = [event(aggregate, v) for v in range(1, size + 1)]
+            assert len(recorder.insert_events(events) or ()) == size
+        with recorder.datastore.get_connection() as conn:
+            assert prepared_on(conn) == PREPARED_SHAPES
+    finally:
+        recorder.datastore.close()
