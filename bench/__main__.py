@@ -56,10 +56,18 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (≥ 3)")
     parser.add_argument("--duration", type=float, default=10, help="s per wrk run")
     parser.add_argument("--quick", action="store_true", help="smoke run, small sizes")
+    parser.add_argument(
+        "--appends", action="store_true", help="only the event-store appends rows"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         return Options.quick_run(args.peer)
-    return Options(runs=args.runs, duration=args.duration, peer=args.peer)
+    return Options(
+        runs=args.runs,
+        duration=args.duration,
+        peer=args.peer,
+        appends_only=args.appends,
+    )
 
 
 def step(text: str) -> None:
@@ -122,6 +130,13 @@ def _interrupt(*_: Any) -> None:
 
 
 def run(opts: Options, rows: list[Row], notes: list[str]) -> None:
+    if opts.appends_only:
+        stack = Stack()
+        try:
+            rows.extend(appends.measure(opts, stack))
+        finally:
+            stack.close()
+        return
     with ExitStack() as cleanup:
         step(f"bcrypt bound: {opts.runs} runs of 4 checks + 4 hashes at cost 12")
         bound = bcrypt_bound.measure(max(opts.runs, 1))

@@ -11,6 +11,8 @@ class Options:
     duration: float = 10.0
     peer: bool = False
     quick: bool = False
+    # Only the event-store appends rows (`make bench ARGS=--appends`).
+    appends_only: bool = False
     # The generated log for rebuild, raw read and export.
     events: int = 1_000_000
     # The one user whose history the audit replays.

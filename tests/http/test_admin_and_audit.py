@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -477,6 +478,70 @@ def test_an_admin_erases_an_account_by_api_and_by_cli(
         module_database_url, server_data_dir, "audit", "history", by_api["user"]["id"]
     )
     assert "erased" in history.stdout
+
+
+def test_erasing_accounts_under_traffic_of_others_fails_no_request(
+    client: httpx.Client, admin: dict[str, Any]
+) -> None:
+    # Given accounts to erase, and other users signing up, refreshing, reading,
+    # logging in and out, all the while
+    doomed = [signup(client, new_email()) for _ in range(8)]
+    failures: list[str] = []
+    rounds = 0
+    stop = threading.Event()
+
+    def traffic() -> None:
+        nonlocal rounds
+        with httpx.Client(base_url=client.base_url, timeout=30) as http:
+            while not stop.is_set():
+                email = new_email()
+                tokens = signup(http, email)
+                steps = [
+                    (http.post("/api/auth/refresh", json=refresh_of(tokens)), 200),
+                    (http.get("/api/auth/me", headers=bearer(tokens)), 200),
+                    (login(http, email), 200),
+                    (http.post("/api/auth/logout", headers=bearer(tokens)), 200),
+                ]
+                failures.extend(
+                    f"{r.request.method} {r.request.url.path}: {r.status_code}"
+                    for r, expected in steps
+                    if r.status_code != expected
+                )
+                rounds += 1
+
+    threads = [threading.Thread(target=traffic) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        # When the accounts are erased meanwhile, by their owners and by an admin
+        for n, tokens in enumerate(doomed):
+            if n % 2:
+                answer = client.request(
+                    "DELETE",
+                    "/api/auth/me",
+                    headers=bearer(tokens),
+                    json={"password": PASSWORD},
+                )
+            else:
+                path = f"/api/admin/users/{tokens['user']['id']}"
+                answer = client.delete(path, headers=bearer(admin))
+            assert answer.status_code == 200, answer.text
+        started = rounds
+        while rounds < started + 3:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+    # Then no request of the others failed, and every erased account is over
+    assert failures == []
+    for tokens in doomed:
+        assert client.get("/api/auth/me", headers=bearer(tokens)).status_code == 401
+
+
+def refresh_of(tokens: dict[str, Any]) -> dict[str, str]:
+    return {"refresh_token": tokens["refresh_token"]}
 
 
 def test_an_unknown_user_is_404_for_admins(
