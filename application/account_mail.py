@@ -135,10 +135,13 @@ class AccountMail:
             if asks.dispatched_through >= ask.originator_version:
                 return
             asks.dispatched(ask, now)
-            if user_id is None:
+            try:
+                user = None if user_id is None else self.app.get_user(user_id)
+            except UserNotFoundError:
+                user = None  # erased since it was asked: no account to reset
+            if user is None:
                 self.app.save(asks)
                 return
-            user = self.app.get_user(user_id)
             # Asked again within the account's cooldown: the earlier link works.
             with contextlib.suppress(RequestedTooSoonError):
                 user.request_password_reset(request_id, token_hash, self.policy, now)

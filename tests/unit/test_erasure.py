@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from application.account_mail import AccountMail
 from application.auth import AuthApplication
 from application.errors import (
     EmailAlreadyRegisteredError,
@@ -134,3 +135,21 @@ def test_the_last_admin_cannot_be_erased_and_another_admin_leaves_the_roster(
     assert app.admin_roster(app.clock()).admins == [first.id]
     erased: User = app.repository.get(second.id)
     assert erased.role is Role.ADMIN  # its events stay as they were
+
+
+def test_a_reset_asked_before_the_erasure_is_dispatched_as_for_no_account(
+    app: AuthApplication, mail: AccountMail
+) -> None:
+    # Given a reset asked for an account, then the account erased
+    user_id = registered(app).user_id
+    mail.forgot_password(EMAIL, CLIENT)
+    app.erase(user_id, None, ADMIN_CLIENT)
+    before = position(app)
+
+    # When the asks are dispatched, then the ask is marked dispatched and no
+    # reset is requested on the erased account
+    mail.dispatch_resets(0)
+
+    saved = stored_since(app, before)
+    assert names(saved) == ["ResetAsks.Dispatched"]
+    assert not [e for e in saved if e.originator_id == user_id]
