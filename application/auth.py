@@ -149,10 +149,10 @@ class AuthApplication(AuthStore):
         now = self.clock()
         self.check_not_blocked(client.ip, now)
         user.release_expired_lock(now)
-        if user.is_locked(now) or user.is_disabled:
+        if user.is_locked(now):
             raise EmailAlreadyRegisteredError
-        if not self.passwords.verify(password, user.password_hash):
-            self.record_failure(client, user.id, now)
+        if not self.passwords.verify(password, user.password_hash) or user.is_disabled:
+            self.record_failure(client, user.id, now)  # a disabled one is not counted
             raise EmailAlreadyRegisteredError
         try:
             grant = self._replayed(user, client)
@@ -205,9 +205,12 @@ class AuthApplication(AuthStore):
         checked_hash = user.password_hash
 
         def open_session() -> SessionGrant:
-            # Decide on the user as it is now: a new password or a lock set
-            # since the check refuses this login; another login is harmless.
-            current = self.get_user(user.id)
+            # Decide on the user as it is now: a new password, a lock or an
+            # erasure since the check refuses this login; another login is harmless.
+            try:
+                current = self.get_user(user.id)
+            except UserNotFoundError:
+                raise InvalidCredentialsError from None
             current.release_expired_lock(now)
             if (
                 current.password_hash != checked_hash
@@ -493,7 +496,7 @@ class AuthApplication(AuthStore):
             if user.is_disabled == disabled:
                 return
             changed: list[BaseAggregate[UUID]] = [user]
-            if user.role is Role.ADMIN:
+            if user.is_admin:
                 roster = self.admin_roster(now)
                 if disabled:
                     roster.dismiss(user.id, now)
@@ -521,7 +524,7 @@ class AuthApplication(AuthStore):
             if user.is_erased:
                 return  # a retry of the erasure that took effect: it is done
             changed: list[BaseAggregate[UUID]] = [user]
-            if user.role is Role.ADMIN:
+            if user.is_admin:
                 roster = self.admin_roster(now)
                 roster.dismiss(user.id, now)
                 changed.append(roster)
@@ -578,12 +581,13 @@ class AuthApplication(AuthStore):
             throttle.count_attempt(self.policy.throttle, now)
             changed: list[BaseAggregate[UUID]] = [throttle]
             if user_id is not None:
-                user = self.get_user(user_id)
-                user.release_expired_lock(now)
-                user.record_failed_login(
-                    client.ip, client.user_agent, self.policy.lockout, now
-                )
-                changed.append(user)
+                with contextlib.suppress(UserNotFoundError):  # erased meanwhile
+                    user = self.get_user(user_id)
+                    user.release_expired_lock(now)
+                    user.record_failed_login(
+                        client.ip, client.user_agent, self.policy.lockout, now
+                    )
+                    changed.append(user)
             if unknown_address is not None:
                 target = self.unknown_logins(unknown_address, now)
                 target.record(client.ip, client.user_agent, now)

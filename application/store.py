@@ -115,15 +115,15 @@ class AuthStore(AuthEventLog):
         return None
 
     def find_claim(self, email: str) -> EmailClaim | None:
-        """The claim a login with `email` reaches, if any (see EmailClaim.forms_of)."""
+        """The held claim a login with `email` reaches, if any (see forms_of)."""
         try:
             forms = EmailClaim.forms_of(email)
         except DomainError:
             return None
         for form in forms:
             claim = self.stored_claim(self.claim_id(form))
-            if claim is not None:
-                return claim
+            if claim is not None and claim.user_id is not None:
+                return claim  # a released one gives way to the next form's
         return None
 
     def _stored_or(
@@ -190,10 +190,10 @@ class AuthStore(AuthEventLog):
     def find_user_by_email(self, email: str) -> User | None:
         """The user holding this email's claim, read from the event store."""
         claim = self.find_claim(email)
-        if claim is None or claim.user_id is None:  # none, or released
+        if claim is None or claim.user_id is None:
             return None
         user: User = self.repository.get(claim.user_id)
-        return user
+        return None if user.is_erased else user  # erased, not yet released
 
     def recent(self, aggregate_id: UUID) -> list[object]:
         """The aggregate's newest events, newest first."""

@@ -412,6 +412,11 @@ class User(Aggregate):
         if self.locked_until is not None and not self.is_locked(now):
             self.trigger_event(self.Unlocked, timestamp=now, unlocked_by=None)
 
+    @property
+    def is_admin(self) -> bool:
+        # A snapshot restores the role as a plain str: compare it as a Role.
+        return Role(self.role) is Role.ADMIN
+
     def disable(
         self, disabled_by: UUID | None, ip: str, user_agent: str, now: datetime
     ) -> None:

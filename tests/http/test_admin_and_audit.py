@@ -526,9 +526,10 @@ def test_erasing_accounts_under_traffic_of_others_fails_no_request(
                 path = f"/api/admin/users/{tokens['user']['id']}"
                 answer = client.delete(path, headers=bearer(admin))
             assert answer.status_code == 200, answer.text
-        started = rounds
-        while rounds < started + 3:
+        started, waited_until = rounds, time.monotonic() + 60
+        while rounds < started + 3 and time.monotonic() < waited_until:
             time.sleep(0.05)
+        assert rounds >= started + 3, failures  # the traffic went on meanwhile
     finally:
         stop.set()
         for thread in threads:

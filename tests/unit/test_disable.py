@@ -147,3 +147,23 @@ def test_a_disabled_admin_leaves_the_roster_and_does_not_count_as_one(
     app.set_disabled(second.id, False, first.id, ADMIN_CLIENT)
     roster: AdminRoster = app.repository.get(AdminRoster.create_id())
     assert roster.admins == [first.id, second.id]
+
+
+def test_the_last_admin_restored_from_a_snapshot_still_cannot_be_disabled_or_erased(
+    app: AuthApplication,
+) -> None:
+    # Given the only admin, with enough events for its stream to be snapshotted
+    # (a snapshot restores the role as a plain string)
+    admin = admin_of(app)
+    for _ in range(50):  # the store snapshots users every 50 events
+        app.login("root@example.com", PASSWORD, ADMIN_CLIENT)
+    assert app.snapshots is not None
+    assert list(app.snapshots.get(admin.id))
+    before = position(app)
+
+    # When it is disabled or erased, then both are refused and nothing is stored
+    with pytest.raises(LastAdminError):
+        app.set_disabled(admin.id, True, admin.id, ADMIN_CLIENT)
+    with pytest.raises(LastAdminError):
+        app.erase(admin.id, admin.id, ADMIN_CLIENT)
+    assert position(app) == before

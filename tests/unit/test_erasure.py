@@ -3,6 +3,8 @@ these events; and its address signs up again as a new account."""
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import pytest
 
 from application.account_mail import AccountMail
@@ -12,16 +14,24 @@ from application.errors import (
     InvalidCredentialsError,
     WrongPasswordError,
 )
+from application.upgrades import fold_email_claims, key_email_claims
 from domain.email_claim import EmailClaim
 from domain.errors import LastAdminError
 from domain.user import User
 from domain.values import Role
+from infrastructure.passwords import BcryptPasswordHasher
 from tests.unit.test_disable import ADMIN_CLIENT, admin_of
+from tests.unit.test_identities import legacy_account
 from tests.unit.test_use_cases import (
+    ADDRESS_KEY,
     CLIENT,
     EMAIL,
+    LOOKUP_KEY,
     PASSWORD,
+    REFRESH_KEY,
+    SCREEN,
     WRONG_PASSWORD,
+    FakeClock,
     last,
     login_refusal,
     names,
@@ -153,3 +163,60 @@ def test_a_reset_asked_before_the_erasure_is_dispatched_as_for_no_account(
     saved = stored_since(app, before)
     assert names(saved) == ["ResetAsks.Dispatched"]
     assert not [e for e in saved if e.originator_id == user_id]
+
+
+class ErasingHasher(BcryptPasswordHasher):
+    """The real hasher, which erases an account while its password is checked:
+    a login racing an erasure."""
+
+    def __init__(self) -> None:
+        super().__init__(b"unit-test-pepper", rounds=4)
+        self.app: AuthApplication | None = None
+        self.target: UUID | None = None
+
+    def verify(self, password: str, password_hash: str) -> bool:
+        matches = super().verify(password, password_hash)
+        if self.app is not None and self.target is not None:
+            target, self.target = self.target, None
+            self.app.erase(target, None, ADMIN_CLIENT)
+        return matches
+
+
+@pytest.mark.parametrize("password", [PASSWORD, WRONG_PASSWORD], ids=["right", "wrong"])
+def test_a_login_racing_an_erasure_is_refused_as_for_no_account(
+    clock: FakeClock, password: str
+) -> None:
+    # Given an account erased while a login checks its password
+    hasher = ErasingHasher()
+    app = AuthApplication(
+        env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
+        passwords=hasher,
+        screen=SCREEN,
+        refresh_key=REFRESH_KEY,
+        address_key=ADDRESS_KEY,
+        lookup_key=LOOKUP_KEY,
+        clock=clock,
+    )
+    hasher.app, hasher.target = app, registered(app).user_id
+
+    # When the login goes on, then it is the generic refusal, and opens nothing
+    with pytest.raises(InvalidCredentialsError):
+        app.login(EMAIL, password, CLIENT)
+    assert hasher.target is None  # the erasure did happen, mid-login
+    assert app.find_user_by_email(EMAIL) is None
+
+
+def test_an_erased_legacy_account_s_spelling_reaches_the_new_account(
+    app: AuthApplication,
+) -> None:
+    # Given an account registered before addresses were folded, named the
+    # keyed way, erased; and its address, as typed then, signed up again
+    old = legacy_account(app, "Ada@example.com")
+    fold_email_claims(app)
+    key_email_claims(app)
+    app.erase(old, None, ADMIN_CLIENT)
+    new = app.register("Ada@example.com", PASSWORD, CLIENT).user_id
+
+    # Then every spelling, the one typed first included, reaches the new account
+    for spelling in ("Ada@example.com", "ada@example.com", "ADA@example.com"):
+        assert app.login(spelling, PASSWORD, CLIENT).user_id == new
