@@ -45,17 +45,11 @@ def fold_email_claims(app: AuthApplication) -> int:
             folded_id = EmailClaim.legacy_id(email_identity(claimed.email))
         except MixedScriptEmailError:
             continue  # keeps its exact claim; no new account can look like it
-        folded = EmailClaim.claim(
-            folded_id, claimed.email, claimed.user_id, app.clock()
+        made += _saved_once(
+            app,
+            EmailClaim.claim(folded_id, claimed.email, claimed.user_id, app.clock()),
         )
-        if folded.id in app.repository:
-            continue
-        with contextlib.suppress(IntegrityError):  # another process made it
-            app.save(folded)
-            made += 1
-    with contextlib.suppress(IntegrityError):
-        app.save(Upgrade.applied(FOLD_EMAIL_CLAIMS, made, app.clock()))
-    return made
+    return _applied(app, FOLD_EMAIL_CLAIMS, made)
 
 
 def key_email_claims(app: AuthApplication) -> int:
@@ -69,17 +63,12 @@ def key_email_claims(app: AuthApplication) -> int:
         for form in EmailClaim.forms_of(claimed.email):
             if EmailClaim.legacy_id(form) != claimed.originator_id:
                 continue  # a keyed claim, or another form's
-            keyed = EmailClaim.claim(
-                app.claim_id(form), claimed.email, claimed.user_id, app.clock()
+            keyed_id = app.claim_id(form)
+            made += _saved_once(
+                app,
+                EmailClaim.claim(keyed_id, claimed.email, claimed.user_id, app.clock()),
             )
-            if keyed.id in app.repository:
-                continue
-            with contextlib.suppress(IntegrityError):  # another process made it
-                app.save(keyed)
-                made += 1
-    with contextlib.suppress(IntegrityError):
-        app.save(Upgrade.applied(KEY_EMAIL_CLAIMS, made, app.clock()))
-    return made
+    return _applied(app, KEY_EMAIL_CLAIMS, made)
 
 
 def start_admin_roster(app: AuthApplication) -> int:
@@ -102,6 +91,23 @@ def start_admin_roster(app: AuthApplication) -> int:
     with contextlib.suppress(IntegrityError):  # another process started it
         app.save(AdminRoster.start(list(admins), app.clock()))
     return len(admins)
+
+
+def _saved_once(app: AuthApplication, claim: EmailClaim) -> int:
+    """1 if this saved the claim; 0 if it was there (or a racing process saved it)."""
+    if claim.id in app.repository:
+        return 0
+    with contextlib.suppress(IntegrityError):
+        app.save(claim)
+        return 1
+    return 0
+
+
+def _applied(app: AuthApplication, name: str, made: int) -> int:
+    """Record that the upgrade ran (once, whoever gets there first); `made`."""
+    with contextlib.suppress(IntegrityError):
+        app.save(Upgrade.applied(name, made, app.clock()))
+    return made
 
 
 def _claims(app: AuthApplication) -> Iterator[EmailClaim.Claimed]:

@@ -23,18 +23,15 @@ from infrastructure.passwords import BcryptPasswordHasher
 from tests.unit.test_disable import ADMIN_CLIENT, admin_of
 from tests.unit.test_identities import legacy_account
 from tests.unit.test_use_cases import (
-    ADDRESS_KEY,
     CLIENT,
     EMAIL,
-    LOOKUP_KEY,
     PASSWORD,
-    REFRESH_KEY,
-    SCREEN,
     WRONG_PASSWORD,
     FakeClock,
     last,
     login_refusal,
     names,
+    new_app,
     of_type,
     position,
     refresh_fails,
@@ -188,15 +185,7 @@ def test_a_login_racing_an_erasure_is_refused_as_for_no_account(
 ) -> None:
     # Given an account erased while a login checks its password
     hasher = ErasingHasher()
-    app = AuthApplication(
-        env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
-        passwords=hasher,
-        screen=SCREEN,
-        refresh_key=REFRESH_KEY,
-        address_key=ADDRESS_KEY,
-        lookup_key=LOOKUP_KEY,
-        clock=clock,
-    )
+    app = new_app(clock, passwords=hasher)
     hasher.app, hasher.target = app, registered(app).user_id
 
     # When the login goes on, then it is the generic refusal, and opens nothing

@@ -23,6 +23,7 @@ from application.errors import (
     TooManyAttemptsError,
     WrongPasswordError,
 )
+from application.ports import PasswordHasher
 from application.store import retry_on_conflict
 from application.values import (
     AuthPolicy,
@@ -76,11 +77,15 @@ class FakeClock:
         self.now += delta
 
 
-def new_app(clock: FakeClock, policy: AuthPolicy | None = None) -> AuthApplication:
+def new_app(
+    clock: FakeClock,
+    policy: AuthPolicy | None = None,
+    passwords: PasswordHasher = PASSWORDS,
+) -> AuthApplication:
     """The auth use cases on eventsourcing's in-memory (POPO) persistence."""
     return AuthApplication(
         env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
-        passwords=PASSWORDS,
+        passwords=passwords,
         screen=SCREEN,
         refresh_key=REFRESH_KEY,
         address_key=ADDRESS_KEY,
