@@ -244,6 +244,7 @@ class AuthApplication(AuthStore):
 
         def rotate() -> SessionGrant | None:
             session = self._get(session_id, Session, InvalidRefreshTokenError)
+            self.behind(session.user_id)  # a revocation in flight ends it first
             user = self._get(session.user_id, User, InvalidRefreshTokenError)
             if user.is_disabled or user.has_revoked(session.id, session.login_version):
                 raise InvalidRefreshTokenError
@@ -316,6 +317,7 @@ class AuthApplication(AuthStore):
             session = self._get(session_id, Session, SessionNotFoundError)
             if session.user_id != user_id:
                 raise SessionNotFoundError
+            self.behind(user_id)
             if _over(session, self.get_user(user_id)):
                 return
             session.revoke(

@@ -63,3 +63,8 @@ class StoreTransactions(Protocol):
     def one_transaction(self) -> AbstractContextManager[None]:
         """Run the block's reads and its save in one database transaction."""
         ...
+
+    def behind(self, aggregate_id: UUID) -> None:
+        """Within one_transaction(): wait for a block holding `aggregate_id`
+        exclusively to end, and keep new ones waiting until this one ends."""
+        ...

@@ -227,6 +227,13 @@ class AuthStore(AuthEventLog):
             return self.recorder.exclusively(aggregate_id)
         return nullcontext()
 
+    def behind(self, aggregate_id: UUID) -> None:
+        """Decide after any command holding the aggregate exclusively (a
+        revocation, a disable, an erasure) and before the next one: for a
+        command that decides on the aggregate but saves another."""
+        if isinstance(self.recorder, StoreTransactions):
+            self.recorder.behind(aggregate_id)
+
     def one_transaction(self) -> AbstractContextManager[None]:
         """Read and save in one database transaction: one commit per command.
 

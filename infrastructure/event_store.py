@@ -67,6 +67,7 @@ HORIZON = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {INDEX_BIT
 FIRST_POSITION = f"(pg_current_xact_id()::text::bigint << {INDEX_BITS})"
 # Per-aggregate advisory locks: appends share them, a must-win writer excludes.
 LOCK_AGGREGATE = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))"
+SHARE_AGGREGATE = "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 7))"
 # One append is one statement: Postgres takes at most 65 535 parameters, 5 per event.
 MAX_EVENTS = 10_000
 # Appends of up to this many events use prepared statements (one per shape).
@@ -365,6 +366,15 @@ class AuthRecorder(BoundedReads, PostgresApplicationRecorder):
         with self.one_transaction():
             self._held.conn.execute(LOCK_AGGREGATE, (str(aggregate_id),))
             yield
+
+    def behind(self, aggregate_id: UUID) -> None:
+        """Inside one_transaction(): wait out a block holding the aggregate
+        exclusively, and hold new ones back until this transaction ends (a
+        command that saves elsewhere but decides on the aggregate)."""
+        conn = self._held.__dict__.get("conn")
+        if conn is None:
+            raise ProgrammingError("behind() outside one_transaction()")
+        conn.execute(SHARE_AGGREGATE, (str(aggregate_id),))
 
     def _select(self, where: str, order: str = "") -> Composed:
         query = f"SELECT * FROM {{table}} WHERE {where} {order}"
