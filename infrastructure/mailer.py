@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import smtplib
@@ -119,7 +120,23 @@ class FileSender:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(bytes(message))
-        log.warning("mail to %s written to %s", message["To"], path)
+        log.warning("mail written to %s", path)
+
+
+def _failure(error: OSError | smtplib.SMTPException) -> str:
+    """What went wrong, by kind and code only: SMTP servers quote the
+    recipient's address in their answers, and no record or log keeps it."""
+    codes: list[str] = []
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        codes = [
+            str(code) for code in sorted({c for c, _ in error.recipients.values()})
+        ]
+    elif isinstance(error, smtplib.SMTPResponseException):
+        codes = [str(error.smtp_code)]
+    elif isinstance(error, OSError) and error.errno is not None:
+        codes = [errno.errorcode.get(error.errno, str(error.errno))]
+    shown = ", ".join(codes)
+    return f"{type(error).__name__} ({shown})" if shown else type(error).__name__
 
 
 def setup_deliveries(conn: psycopg.Connection[Any]) -> None:
@@ -200,9 +217,10 @@ class Mailer:
             try:
                 self._sender.send(message)
             except (OSError, smtplib.SMTPException) as error:
-                conn.execute(FAILED, (f"{type(error).__name__}: {error}", position))
+                failure = _failure(error)
+                conn.execute(FAILED, (failure, position))
                 log.warning(
-                    "mail %s not sent, retry in %ss: %s", position, backoff, error
+                    "mail %s not sent, retry in %ss: %s", position, backoff, failure
                 )
                 continue
             conn.execute(SENT, (position,))

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tests.http.conftest import free_port, start_server, stop_server
 from tests.http.helpers import PASSWORD, bearer, login, new_email, signup
+from tests.integration.helpers import wait_until
 
 pytestmark = [pytest.mark.http, pytest.mark.postgres]
 TOKEN = re.compile(r"token=([\w.-]+)")
@@ -31,6 +33,15 @@ class Inbox:
     mails: list[Message] = field(default_factory=list)
     hold: threading.Event | None = None
     received: threading.Event = field(default_factory=threading.Event)
+    refused: set[str] = field(default_factory=set)
+
+    async def handle_RCPT(  # noqa: N802
+        self, _: SMTP, __: Session, envelope: Envelope, address: str, ___: list[str]
+    ) -> str:
+        if address in self.refused:  # as servers do: the address quoted back
+            return f"550 5.1.1 <{address}>: no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, _: SMTP, __: Session, envelope: Envelope) -> str:  # noqa: N802
         content = envelope.content or b""
@@ -79,12 +90,17 @@ def inbox(smtp_port: int) -> Iterator[Inbox]:
 
 
 @pytest.fixture(scope="module")
+def mail_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mail")
+
+
+@pytest.fixture(scope="module")
 def mail_server(
-    module_database_url: str, tmp_path_factory: pytest.TempPathFactory, smtp_port: int
+    module_database_url: str, mail_data_dir: Path, smtp_port: int
 ) -> Iterator[str]:
     process, base_url = start_server(
         module_database_url,
-        tmp_path_factory.mktemp("mail"),
+        mail_data_dir,
         AUTHLEDGER_SMTP_HOST="127.0.0.1",
         AUTHLEDGER_SMTP_PORT=str(smtp_port),
         AUTHLEDGER_SMTP_TLS="none",
@@ -292,3 +308,35 @@ def test_mail_requests_from_one_address_are_limited(
     assert [a.status_code for a in answers] == [202, 202, 202, 429]
     assert answers[3].json()["code"] == "too_many_attempts"
     assert int(answers[3].headers["retry-after"]) > 0
+
+
+def test_a_refused_recipient_leaves_its_address_in_no_record_and_no_log(
+    http: httpx.Client, inbox: Inbox, module_database_url: str, mail_data_dir: Path
+) -> None:
+    # Given an address the SMTP server refuses, quoting it back
+    email = new_email()
+    inbox.refused.add(email)
+    tokens = signup(http, email)
+
+    # When a mail to it is asked for, and its sending fails
+    asked = http.post("/api/auth/verify/request", headers=bearer(tokens))
+    assert asked.status_code == 202
+    with psycopg.connect(module_database_url) as conn:
+
+        def failures() -> list[str]:
+            rows = conn.execute(
+                "SELECT last_error FROM authledger.mail_deliveries"
+                " WHERE last_error IS NOT NULL"
+            ).fetchall()
+            return [str(row[0]) for row in rows]
+
+        wait_until(lambda: any("550" in f for f in failures()), 15, "a failure")
+        recorded = failures()
+
+    # Then the failure is recorded with its code, and without the address:
+    # neither in the deliveries table nor in the service's log
+    assert recorded
+    assert all(email not in failure for failure in recorded)
+    logs = "".join(p.read_text(errors="replace") for p in mail_data_dir.glob("*.log"))
+    assert "not sent" in logs
+    assert email not in logs
