@@ -35,7 +35,8 @@ def create_admin(
         ),
     ],
 ) -> None:
-    """Create an ADMIN account, or promote the existing account with this email."""
+    """Create an ADMIN account, or promote (and enable) the existing account
+    with this email."""
     if not 8 <= len(password) <= 256:
         raise typer.BadParameter("the password must have 8 to 256 characters")
     services = build_services(Settings(run_mailer=False))
@@ -50,6 +51,8 @@ def create_admin(
             raise typer.BadParameter(f"not a valid email address: {email}") from None
         except EmailAlreadyRegisteredError:
             user_id = Auditor(services.app).find_user(email)
+            # A working admin: enabled first, so that it joins the roster.
+            services.app.set_disabled(user_id, False, None, Client(user_agent="cli"))
             services.app.change_role(user_id, Role.ADMIN, changed_by=None)
             typer.echo(f"promoted {email} to administrator")
     finally:

@@ -382,6 +382,28 @@ def test_an_admin_disables_an_account_and_its_tokens_and_logins_are_refused(
     assert client.get("/api/auth/me", headers=bearer(first)).status_code == 401
 
 
+def test_create_admin_on_a_disabled_account_makes_a_working_admin(
+    client: httpx.Client,
+    admin: dict[str, Any],
+    module_database_url: str,
+    server_data_dir: Path,
+) -> None:
+    email = new_email()
+    user = signup(client, email)
+    client.patch(
+        f"/api/admin/users/{user['user']['id']}",
+        json={"disabled": True},
+        headers=bearer(admin),
+    )
+
+    printed = cli(module_database_url, server_data_dir, "users", "create-admin", email)
+
+    assert f"promoted {email} to administrator" in printed.stdout
+    tokens = login(client, email)
+    assert tokens.status_code == 200
+    assert tokens.json()["user"]["role"] == "ADMIN"
+
+
 @pytest.mark.parametrize("flag", [1, 0, "true", None])
 def test_only_a_json_boolean_disables(
     client: httpx.Client, admin: dict[str, Any], flag: object
