@@ -451,17 +451,13 @@ class AuthRecorder(BoundedReads, PostgresApplicationRecorder):
         aggregates = sorted({str(e.originator_id).encode() for e in stored_events})
         shape = (len(stored_events), len(aggregates))
         formats = [*EVENT_FORMATS] * shape[0] + [pq.Format.TEXT] * shape[1]
+        prepare = shape[0] <= PREPARED_EVENTS
         statement = self._numbered.get(shape)
         if statement is None:
             statement = _numbered(self._insert_statement(*shape))
-            if shape[0] <= PREPARED_EVENTS:
+            if prepare:
                 self._numbered[shape] = statement
-        if shape[0] > PREPARED_EVENTS:
-            result = conn.pgconn.exec_params(
-                statement, values + aggregates, None, formats
-            )
-        else:
-            result = _run_prepared(conn, statement, values + aggregates, formats)
+        result = _run(conn, statement, values + aggregates, formats, prepare=prepare)
         _check(conn, result, pq.ExecStatus.TUPLES_OK)
         positions = (result.get_value(row, 0) for row in range(result.ntuples))
         return sorted(int(p) for p in positions if p is not None)  # NOT NULL
@@ -681,14 +677,16 @@ class AuthRecorder(BoundedReads, PostgresApplicationRecorder):
         curs.execute(SQL("SELECT {}()").format(appends_lock(self.events_table_name)))
 
 
-def _run_prepared(
+def _run(
     conn: Connection[DictRow],
     statement: bytes,
     values: Sequence[bytes],
     formats: Sequence[pq.Format],
+    *,
+    prepare: bool,
 ) -> pq.abc.PGresult:
-    """Execute the statement through libpq, prepared once per connection (up
-    to PREPARED_SHAPES statements; others go unprepared).
+    """Execute the statement through libpq; if `prepare`, prepared once per
+    connection (up to PREPARED_SHAPES statements; others go unprepared).
 
     Its name comes from its text, so recorders sharing a connection share it.
     One found gone (psycopg deallocates every prepared statement after
@@ -697,16 +695,16 @@ def _run_prepared(
     """
     pgconn = conn.pgconn
     prepared = _PREPARED.setdefault(conn, set())
-    name = _name_of(statement)
+    name = _name_of(statement) if prepare else b""
+    if not name or (name not in prepared and len(prepared) >= PREPARED_SHAPES):
+        return pgconn.exec_params(statement, values, None, formats)
     if name not in prepared:
-        if len(prepared) >= PREPARED_SHAPES:
-            return pgconn.exec_params(statement, values, None, formats)
         _check(conn, pgconn.prepare(name, statement), pq.ExecStatus.COMMAND_OK)
         prepared.add(name)
     result = pgconn.exec_prepared(name, values, formats)
     if result.error_field(pq.DiagnosticField.SQLSTATE) == STATEMENT_GONE:
         prepared.clear()  # all of them went at once
-        return _run_prepared(conn, statement, values, formats)
+        return _run(conn, statement, values, formats, prepare=True)
     return result
 
 
