@@ -60,12 +60,13 @@ class Auditor:
         as a rule), oldest first (`key`: the one its hash was made with)."""
         hashed = address_hash(key, email)
         streams = (UnknownLogins.create_id(hashed), ResetAsks.create_id(hashed))
-        tried = [
-            e
-            for stream in streams
-            for e in self.app.events.get(stream)
-            if isinstance(e, UnknownAttempt)
-        ]
+        with self.app.personal_data.afresh():
+            tried = [
+                e
+                for stream in streams
+                for e in self.app.events.get(stream)
+                if isinstance(e, UnknownAttempt)
+            ]
         return sorted(tried, key=lambda e: e.timestamp)
 
     def timeline(
@@ -75,15 +76,16 @@ class Auditor:
         until: datetime | None = None,
     ) -> list[TimelineEntry]:
         """Replay the user's stream and the stream of every session it opened."""
-        user_events = list(self.app.events.get(user_id))
-        if not user_events or not isinstance(user_events[0], User.Created):
-            raise UserNotFoundError(user_id)
-        session_ids = [
-            e.session_id for e in user_events if isinstance(e, User.LoggedIn)
-        ]
-        events: list[Any] = [*user_events]
-        for session_id in session_ids:
-            events.extend(self.app.events.get(session_id))
+        with self.app.personal_data.afresh():
+            user_events = list(self.app.events.get(user_id))
+            if not user_events or not isinstance(user_events[0], User.Created):
+                raise UserNotFoundError(user_id)
+            session_ids = [
+                e.session_id for e in user_events if isinstance(e, User.LoggedIn)
+            ]
+            events: list[Any] = [*user_events]
+            for session_id in session_ids:
+                events.extend(self.app.events.get(session_id))
         entries = [found[1] for e in events if (found := timeline_entry(e))]
         entries.sort(key=lambda entry: entry.at)
         return [
@@ -105,7 +107,8 @@ class Auditor:
             version = event.originator_version
         if version is None:
             raise UserNotFoundError(user_id)
-        user: User = self.app.repository.get(user_id, version=version)
+        with self.app.personal_data.afresh():
+            user: User = self.app.repository.get(user_id, version=version)
         state = {k.lstrip("_"): v for k, v in vars(user).items()}
         return {k: v for k, v in state.items() if k not in SECRET_FIELDS} | {
             "id": user_id
@@ -114,12 +117,11 @@ class Auditor:
     def export(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
         """Every stored event in notification order, secrets left out, page by page."""
         recorder = self.app.recorder
-        transcoder = self.app.mapper.transcoder
         position = 1
         while True:
             page = recorder.select_notifications(start=position, limit=EXPORT_PAGE)
-            for notification in page:
-                payload = transcoder.decode(notification.state)
+            payloads = self.app.personal_data.payloads(page)
+            for notification, payload in zip(page, payloads, strict=True):
                 timestamp = payload.pop("timestamp", None)
                 if since is not None and timestamp is not None and timestamp < since:
                     continue

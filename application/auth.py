@@ -28,7 +28,13 @@ from application.errors import (
     WeakPasswordError,
     WrongPasswordError,
 )
-from application.ports import Clock, PasswordHasher, PasswordScreen, utc_now
+from application.ports import (
+    Clock,
+    MapperFactory,
+    PasswordHasher,
+    PasswordScreen,
+    utc_now,
+)
 from application.read_models import UserRow
 from application.store import RECENT_EVENTS, RETRY_ATTEMPTS, AuthStore
 from application.values import (
@@ -45,7 +51,9 @@ from application.values import (
 )
 from domain.email_claim import EmailClaim
 from domain.errors import DomainError, UnknownRefreshTokenError
+from domain.reset_asks import ResetAsks
 from domain.session import Session
+from domain.unknown_logins import UnknownLogins
 from domain.user import User
 from domain.values import (
     FailuresClearedBy,
@@ -71,6 +79,7 @@ class AuthApplication(AuthStore):
         self,
         env: EnvType | None = None,
         *,
+        mapper_of: MapperFactory,
         passwords: PasswordHasher,
         screen: PasswordScreen,
         refresh_key: bytes,
@@ -79,7 +88,7 @@ class AuthApplication(AuthStore):
         policy: AuthPolicy | None = None,
         clock: Clock = utc_now,
     ) -> None:
-        super().__init__(env)
+        super().__init__(env, mapper_of=mapper_of)
         self.policy = policy or AuthPolicy()
         self.passwords = passwords
         self.screen = screen
@@ -105,21 +114,16 @@ class AuthApplication(AuthStore):
     ) -> SessionGrant:
         """Create an account, claim its email and open its first session."""
         email = normalise_email(email)
-        claim_id = self.claim_id(email_identity(email))
         if client.ip:  # a network caller (the CLI's create-admin has no address)
             self.count_attempt(f"signup:{client.ip}", self.policy.signup, self.clock())
         # Cheap refusals first: a taken address costs no bcrypt work.
-        stored = self.stored_claim(claim_id)
-        if stored is not None and stored.user_id is not None:
+        claim_id, held = self.standing_claim(email_identity(email))
+        if held is not None:
             return self._signup_replayed(email, password, client)
         password_hash = self.hash_new_password(password, email)
         now = self.clock()
         user = User.register(email, password_hash, role, now)
-        if stored is None:
-            claim = self.new_claim(email, user.id, now)
-        else:  # an erased account's address: the same stream, a new holder
-            stored.reclaim(email, user.id, now)
-            claim = stored
+        claim = EmailClaim.claim(claim_id, email, user.id, now)
         session, refresh_token = self._open_session(user, client, now)
         rosters: list[AdminRoster] = []  # an admin is put on it in the same save
         if role is Role.ADMIN:
@@ -129,8 +133,7 @@ class AuthApplication(AuthStore):
         try:
             self.save(user, claim, session, *rosters)
         except IntegrityError:
-            held = self.stored_claim(claim_id)
-            if held is not None and held.user_id is not None:
+            if self.standing_claim(email_identity(email))[1] is not None:
                 return self._signup_replayed(email, password, client)
             raise ConflictError from None
         return self._grant(user, session, refresh_token)
@@ -531,15 +534,28 @@ class AuthApplication(AuthStore):
                 roster.dismiss(user.id, now)
                 changed.append(roster)
             for form in EmailClaim.forms_of(user.email):
-                claim = self.stored_claim(self.claim_id(form))
+                _, claim = self.standing_claim(form)
                 if claim is not None and claim.user_id == user.id:
                     claim.release(now)
                     changed.append(claim)
+            owners = self._personal_data_owners(user)
             user.erase(actor, client.ip, client.user_agent, now)
             self.save(*changed)
+            # In the erasure's own transaction: whoever reads it finds them gone.
+            self.personal_data.destroy_keys(owners)
 
         with self.exclusively(user_id):
             self.attempt(forget)
+
+    def _personal_data_owners(self, user: User) -> list[UUID]:
+        """Whose data keys an erasure destroys: the account's, and those of
+        the address's streams from before it had one (unknown logins, resets)."""
+        hashed = address_hash(self.address_key, user.email)
+        return [
+            user.id,
+            UnknownLogins.create_id(hashed),
+            ResetAsks.create_id(hashed),
+        ]
 
     def erase_own(self, user_id: UUID, password: str, client: Client) -> None:
         """Erase one's own account, proving it with the password: a wrong one

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from uuid import UUID
+
+if TYPE_CHECKING:
+    from eventsourcing.persistence import Mapper, Notification, Transcoder
 
 Clock = Callable[[], datetime]
 
@@ -68,3 +71,32 @@ class StoreTransactions(Protocol):
         """Within one_transaction(): wait for a block holding `aggregate_id`
         exclusively to end, and keep new ones waiting until this one ends."""
         ...
+
+
+@runtime_checkable
+class PersonalData(Protocol):
+    """What the event store's mapper does with personal fields (ADR 31): it
+    seals them with their owner's data key, kept outside the log, and opens
+    them while the key lives; a destroyed key leaves them ERASED."""
+
+    def afresh(self) -> AbstractContextManager[None]:
+        """Within the block, events open with keys read now, not with keys a
+        cache kept from before an erasure: for read models and audits."""
+        ...
+
+    def decode_all(self, notifications: Sequence[Notification]) -> list[Any]:
+        """The domain events of `notifications`, opened afresh."""
+        ...
+
+    def payloads(self, notifications: Sequence[Notification]) -> list[dict[str, Any]]:
+        """The stored states of `notifications` as decoded, opened afresh."""
+        ...
+
+    def destroy_keys(self, owners: Iterable[UUID]) -> None:
+        """Destroy the owners' data keys, for good (in the caller's transaction
+        if it has one); no key is ever made for them again."""
+        ...
+
+
+# Builds the event store's mapper for an application, given its transcoder.
+MapperFactory = Callable[[Any, "Transcoder"], "Mapper[UUID]"]

@@ -16,7 +16,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
 from application.errors import ConflictError, TooManyAttemptsError, UserNotFoundError
-from application.ports import StoreTransactions
+from application.ports import MapperFactory, PersonalData, StoreTransactions
 from application.values import lookup_name
 from domain.admin_roster import AdminRoster
 from domain.email_claim import EmailClaim
@@ -26,12 +26,13 @@ from domain.session import Session
 from domain.throttle import ClientThrottle
 from domain.unknown_logins import UnknownLogins
 from domain.user import User
-from domain.values import email_identity
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from eventsourcing.domain import BaseAggregate
+    from eventsourcing.persistence import Mapper
+    from eventsourcing.utils import EnvType
 
     from domain.throttle import ThrottlePolicy
 
@@ -69,7 +70,10 @@ def retry_on_conflict(
 
 
 class AuthEventLog(Application[UUID]):
-    """The auth event store, as use cases and projection runners open it."""
+    """The auth event store, as use cases and projection runners open it.
+
+    Its mapper (from `mapper_of`) seals personal fields (ADR 31).
+    """
 
     name = "Auth"
     snapshotting_intervals: ClassVar = {
@@ -80,6 +84,20 @@ class AuthEventLog(Application[UUID]):
         ResetAsks: 50,
         AdminRoster: 50,
     }
+
+    def __init__(self, env: EnvType | None = None, *, mapper_of: MapperFactory) -> None:
+        self._mapper_of = mapper_of
+        super().__init__(env)
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return self._mapper_of(self, self.construct_transcoder())
+
+    @property
+    def personal_data(self) -> PersonalData:
+        """The mapper, as what it does with personal fields."""
+        if not isinstance(self.mapper, PersonalData):
+            raise TypeError("the event store's mapper must seal personal data")
+        return self.mapper
 
 
 class AuthStore(AuthEventLog):
@@ -97,15 +115,22 @@ class AuthStore(AuthEventLog):
             ClientThrottle.create_id(name), lambda: ClientThrottle.start(name, now)
         )
 
-    def claim_id(self, form: str) -> UUID:
-        """The id of the claim of an address form (see EmailClaim.forms_of)."""
-        return EmailClaim.create_id(lookup_name(self.lookup_key, "email", form))
+    def claim_id(self, form: str, generation: int = 0) -> UUID:
+        """The id of a claim of an address form (see EmailClaim.forms_of): the
+        first, or the one after `generation` erased accounts released theirs."""
+        purpose = f"email/{generation}" if generation else "email"
+        return EmailClaim.create_id(lookup_name(self.lookup_key, purpose, form))
 
-    def new_claim(self, email: str, user_id: UUID, now: datetime) -> EmailClaim:
-        """A claim of the folded form of `email` (normalised) for `user_id`."""
-        return EmailClaim.claim(
-            self.claim_id(email_identity(email)), email, user_id, now
-        )
+    def standing_claim(self, form: str) -> tuple[UUID, EmailClaim | None]:
+        """The claim of a form that stands: the held one, or none yet, and
+        its id (past every generation an erasure released)."""
+        generation = 0
+        while True:
+            claim_id = self.claim_id(form, generation)
+            claim = self.stored_claim(claim_id)
+            if claim is None or claim.user_id is not None:
+                return claim_id, claim
+            generation += 1
 
     def stored_claim(self, claim_id: UUID) -> EmailClaim | None:
         """The claim of that id (held, or released by an erasure), if any."""
@@ -121,9 +146,9 @@ class AuthStore(AuthEventLog):
         except DomainError:
             return None
         for form in forms:
-            claim = self.stored_claim(self.claim_id(form))
-            if claim is not None and claim.user_id is not None:
-                return claim  # a released one gives way to the next form's
+            _, claim = self.standing_claim(form)
+            if claim is not None:
+                return claim
         return None
 
     def _stored_or(

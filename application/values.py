@@ -137,3 +137,20 @@ def session_id_of(token: str) -> UUID:
         return UUID(hex=head)
     except ValueError:
         raise InvalidRefreshTokenError from None
+
+
+# The fields that hold personal data, in any event or snapshot that has them:
+# the mapper seals each with its owner's data key (ADR 31).
+PERSONAL_FIELDS = frozenset({"email", "ip", "user_agent"})
+
+
+def data_owner(stream_id: UUID, state: dict[str, object]) -> UUID:
+    """Whose key seals the personal fields of an event (or a snapshot's
+    state): the account it is about (`user_id`), else its stream's own (an
+    account's stream, or one no account owns: an unknown address's)."""
+    snapshot = state.get("state")
+    for holder in (state, snapshot if isinstance(snapshot, dict) else {}):
+        owner = holder.get("user_id")
+        if isinstance(owner, UUID):
+            return owner
+    return stream_id

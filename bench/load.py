@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import secrets
 import sys
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ import httpx
 
 from application.store import AuthEventLog
 from bench.setup import Stack, start_service
+from infrastructure.data_keys import postgres_sealing
 from infrastructure.database import eventsourcing_env
 from infrastructure.event_store import AuthRecorder
 from infrastructure.read_model_lifecycle import ReadModels
@@ -75,8 +77,10 @@ async def sample(service: object, url: str, deadline: float, tally: Tally) -> No
     The consistent read models commit with the events: they never lag.
     """
     env = {**eventsourcing_env(url, 1, 2), "CREATE_TABLE": "n"}
-    log = AuthEventLog(env)
-    models = ReadModels(url, READ_MODELS, env)
+    # It counts positions and opens no event: any key-encryption key will do.
+    mapper_of = postgres_sealing(secrets.token_bytes(32))
+    log = AuthEventLog(env, mapper_of=mapper_of)
+    models = ReadModels(url, READ_MODELS, env, mapper_of)
     recorder = log.recorder
     if not isinstance(recorder, AuthRecorder):
         raise TypeError("the service keeps its events with the AuthRecorder")

@@ -4,6 +4,10 @@ The id is named by a keyed hash of the address (the application holds the
 key), so a copy of the log cannot be searched with guessed addresses. Claims
 made before that were named by the address itself (`legacy_id`); an upgrade
 names each of them the keyed way.
+
+An erasure releases the claim for good: a new account of the same address
+claims it under the next generation's name, a stream of its own, so that
+nothing in the log ties the new account to the erased one (ADR 31).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import EmailTakenError, MixedScriptEmailError
+from domain.errors import MixedScriptEmailError
 from domain.values import email_identity, normalise_email
 
 
@@ -40,17 +44,6 @@ class EmailClaim(Aggregate):
         def apply(self, claim: EmailClaim) -> None:
             claim.user_id = None
 
-    class Reclaimed(Event):
-        """A new account claims an address an erased one released."""
-
-        TOPIC = "authledger:EmailClaim.Reclaimed"
-        email: str
-        user_id: UUID
-
-        def apply(self, claim: EmailClaim) -> None:
-            claim.email = self.email
-            claim.user_id = self.user_id
-
     def __init__(self, email: str, user_id: UUID) -> None:
         self.email = email
         self.user_id: UUID | None = user_id
@@ -58,15 +51,6 @@ class EmailClaim(Aggregate):
     def release(self, now: datetime) -> None:
         if self.user_id is not None:
             self.trigger_event(self.Released, timestamp=now)
-
-    def reclaim(self, email: str, user_id: UUID, now: datetime) -> None:
-        """Claim the released address for a new account (only a released one:
-        a held claim is taken, EmailTakenError)."""
-        if self.user_id is not None:
-            raise EmailTakenError
-        self.trigger_event(
-            self.Reclaimed, timestamp=now, email=normalise_email(email), user_id=user_id
-        )
 
     @staticmethod
     def create_id(name: str) -> UUID:

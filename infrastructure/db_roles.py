@@ -110,10 +110,11 @@ def grant_app_role(
     """Create the application role if missing and grant it exactly what it needs.
 
     SELECT and INSERT on events and snapshots (positions come from the
-    transaction id, so no sequence); the owner's function that holds appends
-    back; CREATE on the database and on `authledger`, for the read models'
-    schemas and registry. Idempotent: its grants on the tables are reset each
-    time. The password travels only as the SCRAM verifier libpq computes.
+    transaction id, so no sequence); SELECT, INSERT and UPDATE on the data
+    keys; the owner's function that holds appends back; CREATE on the
+    database and on `authledger`, for the read models' schemas and registry.
+    Idempotent: its grants on the tables are reset each time. The password
+    travels only as the SCRAM verifier libpq computes.
     """
     app = sql.Identifier(role)
     events, snapshots = tables.qualified()
@@ -133,6 +134,11 @@ def grant_app_role(
                 appends_lock(tables.events), app
             ),
             sql.SQL("GRANT USAGE, CREATE ON SCHEMA authledger TO {}").format(app),
+            # Data keys are made and destroyed, never deleted (tombstones).
+            sql.SQL("REVOKE ALL ON TABLE authledger.data_keys FROM {}").format(app),
+            sql.SQL(
+                "GRANT SELECT, INSERT, UPDATE ON TABLE authledger.data_keys TO {}"
+            ).format(app),
             sql.SQL("GRANT CONNECT, CREATE ON DATABASE {} TO {}").format(
                 sql.Identifier(conn.info.dbname), app
             ),

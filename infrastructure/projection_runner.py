@@ -14,6 +14,7 @@ from eventsourcing.persistence import InfrastructureFactory, Tracking
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.utils import Environment
 
+from application.ports import PersonalData
 from application.store import AuthEventLog
 from infrastructure.event_store import AuthRecorder
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from psycopg import Cursor
     from psycopg.rows import DictRow
 
+    from application.ports import MapperFactory
     from application.projections import ReadModelProjection
     from infrastructure.postgres_views import PostgresReadModel
 
@@ -112,11 +114,26 @@ class PoolShare(PostgresDatastore):
 
 
 def decode(
-    mapper: Mapper[Any], app_name: str, notifications: Sequence[Notification]
+    mapper: Mapper[Any],
+    app_name: str,
+    notifications: Sequence[Notification],
+    *,
+    fresh: bool = True,
 ) -> list[tuple[Any, Tracking]]:
-    """Domain events and their positions, decoded once for every read model."""
+    """Domain events and their positions, decoded once for every read model.
+
+    Their data keys are read afresh, unless `fresh` is False: inline, in the
+    transaction of the command that just sealed them with the same keys.
+    """
+    if fresh:
+        if not isinstance(mapper, PersonalData):
+            raise TypeError("read models read through a mapper of personal data")
+        events = mapper.decode_all(notifications)
+    else:
+        events = [mapper.to_domain_event(n) for n in notifications]
     return [
-        (mapper.to_domain_event(n), Tracking(app_name, n.id)) for n in notifications
+        (e, Tracking(app_name, n.id))
+        for e, n in zip(events, notifications, strict=True)
     ]
 
 
@@ -152,7 +169,7 @@ class InlineProjections:
     ) -> None:
         curs.execute(self.LIVE, prepare=True)
         live = {row["name"]: row["live_schema"] for row in curs.fetchall()}
-        events = decode(self._mapper, self._app_name, notifications)
+        events = decode(self._mapper, self._app_name, notifications, fresh=False)
         for name in dict.fromkeys(s.name for s in self._specs):
             if name not in live:
                 continue  # not inline yet: its catch-up applies these events
@@ -206,10 +223,11 @@ class GroupRunner:
         specs: Sequence[ReadModelSpec[Any]],
         url: str,
         env: dict[str, str],
+        mapper_of: MapperFactory,
         batch_size: int = CATCH_UP_BATCH,
     ) -> None:
         self.url = url
-        self.app = AuthEventLog(env)
+        self.app = AuthEventLog(env, mapper_of=mapper_of)
         recorder = self.app.recorder
         if not isinstance(recorder, AuthRecorder):
             raise TypeError("the runners read through the AuthRecorder")

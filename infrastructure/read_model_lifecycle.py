@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import psycopg
     from eventsourcing.persistence import Mapper
 
+    from application.ports import MapperFactory
     from infrastructure.event_store import AuthRecorder
 
 log = logging.getLogger(__name__)
@@ -85,10 +86,15 @@ class ReadModels:
     """Every version of every read model this code can build, in one database."""
 
     def __init__(
-        self, url: str, specs: Sequence[ReadModelSpec[Any]], env: dict[str, str]
+        self,
+        url: str,
+        specs: Sequence[ReadModelSpec[Any]],
+        env: dict[str, str],
+        mapper_of: MapperFactory,
     ) -> None:
         self.url = url
         self.specs = tuple(specs)
+        self.mapper_of = mapper_of
         self.env = {**env, **RUNNER_ENV}
 
     def connect(self) -> psycopg.Connection[Any]:
@@ -368,7 +374,9 @@ class ProjectionWorker:
                 if not self.is_done:
                     self._stopping.wait(self._retry_s)
                 return
-            runner = GroupRunner(specs, self.models.url, self.models.env)
+            runner = GroupRunner(
+                specs, self.models.url, self.models.env, self.models.mapper_of
+            )
             runner.on_batch = self.on_batch
             try:
                 self.is_running = True

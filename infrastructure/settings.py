@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
     password_pepper: SecretStr | None = None
     jwt_secret: SecretStr | None = None
+    key_encryption_key: SecretStr | None = None
     jwt_issuer: str = "authledger"
     jwt_audience: str = "authledger"
     access_token_ttl_s: int = Field(default=15 * 60, gt=0)
@@ -131,29 +132,45 @@ class Settings(BaseSettings):
 class Secrets:
     jwt_secret: bytes
     password_pepper: bytes
+    # Wraps the data keys that seal personal fields (ADR 31).
+    key_encryption_key: bytes
+
+
+# The development secrets, by file: the key-encryption key came later, in a
+# file of its own, so that a data dir's older secrets stay as they were.
+DEVELOPMENT_SECRETS = {
+    "secrets.json": ("jwt_secret", "password_pepper"),
+    "key-encryption-key.json": ("key_encryption_key",),
+}
 
 
 def load_secrets(settings: Settings) -> Secrets:
-    """Return the JWT secret and password pepper, refusing weak ones in production.
+    """Return the secrets, refusing weak or shared ones in production.
 
     In development, missing secrets are generated once and kept in the data
-    directory (mode 0600), so tokens and passwords survive a restart.
+    directory (mode 0600), so tokens, passwords and sealed data survive a
+    restart.
     """
-    jwt_secret, pepper = settings.jwt_secret, settings.password_pepper
+    given = {
+        "jwt_secret": settings.jwt_secret,
+        "password_pepper": settings.password_pepper,
+        "key_encryption_key": settings.key_encryption_key,
+    }
     if settings.env == "production":
-        _check_strong("AUTHLEDGER_JWT_SECRET", jwt_secret)
-        _check_strong("AUTHLEDGER_PASSWORD_PEPPER", pepper)
-        if _reveal(jwt_secret) == _reveal(pepper):
+        for name, value in given.items():
+            _check_strong(f"AUTHLEDGER_{name.upper()}", value)
+        if len({_reveal(value) for value in given.values()}) < len(given):
             raise InsecureSettingsError(
-                "AUTHLEDGER_JWT_SECRET and AUTHLEDGER_PASSWORD_PEPPER must differ"
+                "AUTHLEDGER_JWT_SECRET, AUTHLEDGER_PASSWORD_PEPPER and"
+                " AUTHLEDGER_KEY_ENCRYPTION_KEY must all differ"
             )
-    stored = (
-        _development_secrets(settings.data_dir) if None in (jwt_secret, pepper) else {}
-    )
-    return Secrets(
-        jwt_secret=_reveal(jwt_secret) or stored["jwt_secret"].encode(),
-        password_pepper=_reveal(pepper) or stored["password_pepper"].encode(),
-    )
+    revealed = {name: _reveal(value) for name, value in given.items()}
+    for filename, names in DEVELOPMENT_SECRETS.items():
+        if not all(revealed[name] for name in names):
+            stored = _development_secrets(settings.data_dir / filename, names)
+            for name in names:
+                revealed[name] = revealed[name] or stored[name].encode()
+    return Secrets(**revealed)
 
 
 def _sequential_share(text: str) -> float:
@@ -198,14 +215,11 @@ def _entropy_bits(text: str) -> float:
     return -sum(n * math.log2(n / len(text)) for n in counts.values())
 
 
-def _development_secrets(data_dir: Path) -> dict[str, str]:
-    path = data_dir / "secrets.json"
+def _development_secrets(path: Path, names: tuple[str, ...]) -> dict[str, str]:
     if not path.exists():
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fresh = {
-            key: secrets.token_urlsafe(48) for key in ("jwt_secret", "password_pepper")
-        }
-        draft = data_dir / f".secrets.{os.getpid()}.json"
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fresh = {name: secrets.token_urlsafe(48) for name in names}
+        draft = path.parent / f".{path.stem}.{os.getpid()}.json"
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(fresh, out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventsourcing.postgres import PostgresAggregateRecorder
 
@@ -23,6 +23,11 @@ from application.upgrades import (
     fold_email_claims,
     key_email_claims,
     start_admin_roster,
+)
+from infrastructure.data_keys import (
+    check_key_table,
+    create_key_table,
+    postgres_sealing,
 )
 from infrastructure.database import (
     EventTables,
@@ -54,6 +59,9 @@ from infrastructure.settings import (
     load_secrets,
 )
 from infrastructure.tokens import JwtTokens
+
+if TYPE_CHECKING:
+    from application.ports import MapperFactory
 
 # Expired sessions ended per sweep, and how often a process sweeps.
 SWEEP_BATCH = 500
@@ -152,6 +160,7 @@ def build_services(
     """Connect to the database (embedded by default), create tables, wire use cases."""
     url = database_url(settings)
     secrets = load_secrets(settings)
+    mapper_of = postgres_sealing(secrets.key_encryption_key)
     env = eventsourcing_env(
         url,
         REQUESTS_KEPT,
@@ -163,12 +172,14 @@ def build_services(
         url,
         read_models,
         eventsourcing_env(url, 1, 1, purpose="authledger-projections"),
+        mapper_of,
     )
     # Concurrent CREATE TABLE IF NOT EXISTS can still collide: one process at a time.
     with advisory_lock(url, SETUP_LOCK):
         app = open_event_log(
             lambda app_env: AuthApplication(
                 app_env,
+                mapper_of=mapper_of,
                 passwords=BcryptPasswordHasher(
                     secrets.password_pepper, settings.bcrypt_rounds
                 ),
@@ -220,6 +231,11 @@ def build_services(
     return services
 
 
+def sealing(settings: Settings) -> MapperFactory:
+    """The event store's mapper for these settings' key-encryption key."""
+    return postgres_sealing(load_secrets(settings).key_encryption_key)
+
+
 def request_connections(settings: Settings) -> int:
     """What the request pool may open: the process's budget less the rest.
 
@@ -255,8 +271,10 @@ def open_event_log(
             for recorder in event_recorders(app):
                 recorder.create_table()
             protect_event_log(url, tables)
+            create_key_table(url)
         else:
             check_append_only(url, tables)
+            check_key_table(url)
     except BaseException:
         app.close()
         raise
@@ -291,8 +309,11 @@ def set_up_roles(
     """As the owner: create the event store, then the role that serves it."""
     url = database_url(settings)
     env = eventsourcing_env(url, 1, 1)
+    mapper_of = sealing(settings)
     with advisory_lock(url, SETUP_LOCK):
-        log = open_event_log(AuthEventLog, url, env)
+        log = open_event_log(
+            lambda log_env: AuthEventLog(log_env, mapper_of=mapper_of), url, env
+        )
     try:
         tables = event_tables(log)
         grant_app_role(url, tables, app_role, password)

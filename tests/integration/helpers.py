@@ -18,7 +18,8 @@ from application.values import Client
 from infrastructure.database import eventsourcing_env
 from infrastructure.projection_runner import GroupRunner, ReadModelSpec
 from infrastructure.read_model_lifecycle import ReadModels
-from interfaces.bootstrap import Services
+from infrastructure.settings import Settings
+from interfaces.bootstrap import Services, sealing
 
 CLIENT_IP = "203.0.113.7"
 CLIENT_UA = "pytest-integration"
@@ -51,12 +52,9 @@ def stored_facts(services: Services) -> list[Notification]:
 
 
 def states_with_topic(services: Services, topic: str) -> list[dict[str, Any]]:
-    """The decoded state of every stored event with this topic."""
-    return [
-        json.loads(notification.state)
-        for notification in stored_events(services)
-        if notification.topic == topic
-    ]
+    """The decoded state of every stored event with this topic, opened."""
+    chosen = [n for n in stored_events(services) if n.topic == topic]
+    return services.app.personal_data.payloads(chosen)
 
 
 def last_position(services: Services) -> int:
@@ -126,14 +124,15 @@ def read_model_state(url: str, specs: list[ReadModelSpec[Any]]) -> ReadModelStat
 
 
 def rebuild_from_zero(
-    url: str, specs: list[ReadModelSpec[Any]]
+    settings: Settings, specs: list[ReadModelSpec[Any]]
 ) -> list[ReadModelSpec[Any]]:
     """Project the whole log again, each read model into an empty schema of its own."""
-    models = ReadModels(url, specs, eventsourcing_env(url, 1, 2))
+    url = str(settings.database_url)
+    models = ReadModels(url, specs, eventsourcing_env(url, 1, 2), sealing(settings))
     rebuilt = [replace(spec, schema=f"rebuild_{spec.name}") for spec in specs]
     for spec in rebuilt:
         models.create_tables(spec)
-    runner = GroupRunner(rebuilt, url, models.env)
+    runner = GroupRunner(rebuilt, url, models.env, models.mapper_of)
     try:
         while runner.step():
             pass

@@ -69,6 +69,10 @@ def test_the_app_role_may_only_read_and_append_to_the_log(
         ("auth_events", "SELECT"),
         ("auth_snapshots", "INSERT"),
         ("auth_snapshots", "SELECT"),
+        # Keys are made and destroyed (tombstones), never deleted.
+        ("data_keys", "INSERT"),
+        ("data_keys", "SELECT"),
+        ("data_keys", "UPDATE"),
     ]
     assert str(verifier).startswith("SCRAM-SHA-256$")
 

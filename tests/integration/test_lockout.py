@@ -161,7 +161,7 @@ def test_an_unlock_by_hand_lifts_the_lock_at_once(strict: Services) -> None:
     # Then
     assert strict.app.login(EMAIL, PASSWORD, CLIENT).user_id == user_id
     unlocked = states_with_topic(strict, "authledger:User.Unlocked")
-    assert [u["unlocked_by"]["_data_"] for u in unlocked] == [admin.user_id.hex]
+    assert [u["unlocked_by"] for u in unlocked] == [admin.user_id]
     row = strict.users.get_user(user_id)
     assert row is not None
     assert row.locked_until is None

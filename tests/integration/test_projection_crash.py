@@ -21,6 +21,7 @@ from psycopg import sql
 from application.auth import AuthApplication
 from application.errors import InvalidCredentialsError, InvalidRefreshTokenError
 from application.values import Client
+from infrastructure.data_keys import postgres_sealing
 from infrastructure.database import eventsourcing_env
 from infrastructure.postgres_views import PostgresLoginHistoryView, PostgresReadModel
 from infrastructure.projection_runner import GroupRunner, ReadModelSpec
@@ -29,7 +30,7 @@ from infrastructure.read_model_lifecycle import (
     LaggingWorker,
     ProjectionWorker,
 )
-from infrastructure.settings import Settings
+from infrastructure.settings import Settings, load_secrets
 from interfaces.bootstrap import READ_MODELS, Services, build_services
 from tests.integration.helpers import (
     CLIENT_UA,
@@ -112,7 +113,7 @@ def assert_equal_to_a_rebuild(services: Services) -> None:
     wait_for_read_models(services)
     position = last_position(services)
     specs = live_specs(services)
-    rebuilt = rebuild_from_zero(services.database_url, specs)
+    rebuilt = rebuild_from_zero(services.settings, specs)
     live = read_model_state(services.database_url, specs)
     again = read_model_state(services.database_url, rebuilt)
     assert set(live) == set(again) == {spec.name for spec in READ_MODELS}
@@ -262,12 +263,16 @@ def sigkill(process: multiprocessing.process.BaseProcess) -> None:
     assert process.exitcode == -signal.SIGKILL
 
 
-def project_slowly(url: str, specs: list[ReadModelSpec[Any]]) -> None:
+def project_slowly(
+    url: str, specs: list[ReadModelSpec[Any]], key_encryption_key: bytes
+) -> None:
     """In a process of its own: run the lagging group as an API process does."""
     env = {**eventsourcing_env(url, 1, 2), **RUNNER_ENV}
     slow_specs = [replace(spec, view=SLOW_VIEWS[spec.name]) for spec in specs]
     # Small batches, each slow to commit: a kill lands in the middle of the backlog.
-    runner = GroupRunner(slow_specs, url, env, batch_size=5)
+    runner = GroupRunner(
+        slow_specs, url, env, postgres_sealing(key_encryption_key), batch_size=5
+    )
     runner.follow(threading.Event(), lambda: False)
 
 
@@ -285,7 +290,8 @@ def test_a_lagging_runner_process_killed_mid_batch_restarts_to_equal_a_rebuild(
     third = stored[len(stored) // 3].id
     last = stored[-1].id
     process = multiprocessing.get_context("spawn").Process(
-        target=project_slowly, args=(url, specs)
+        target=project_slowly,
+        args=(url, specs, load_secrets(services.settings).key_encryption_key),
     )
     process.start()
     try:

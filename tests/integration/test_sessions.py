@@ -149,7 +149,7 @@ def test_changing_the_password_ends_the_other_sessions_and_retires_the_old_passw
     )
     markers = states_with_topic(services, SESSIONS_REVOKED)
     assert [(m["reason"], m["kept_session_id"]) for m in markers] == [
-        ("password_changed", {"_type_": "uuid_hex", "_data_": keep.session_id.hex})
+        ("password_changed", keep.session_id)
     ]
     # And only the new password logs in
     with pytest.raises(InvalidCredentialsError):

@@ -148,7 +148,7 @@ def test_the_upgrade_keeps_accounts_sessions_and_history(upgraded: Services) -> 
     # And every read model equals a rebuild of the whole log by this code
     wait_for_read_models(upgraded)
     specs = live_specs(upgraded)
-    rebuilt = rebuild_from_zero(upgraded.database_url, specs)
+    rebuilt = rebuild_from_zero(upgraded.settings, specs)
     now = read_model_state(upgraded.database_url, specs)
     again = read_model_state(upgraded.database_url, rebuilt)
     for spec in specs:

@@ -20,6 +20,7 @@ from interfaces.bootstrap import (
     READ_MODELS,
     USER_DIRECTORY_V1,
     build_services,
+    sealing,
 )
 from tests.cli import run_cli
 from tests.integration.helpers import wait_for_read_models
@@ -105,19 +106,21 @@ def rows_in(conn: psycopg.Connection[Any], schema: str, table: str) -> list[Any]
 @pytest.mark.usefixtures("with_history")
 def test_an_interrupted_rebuild_resumes_from_its_position(settings: Settings) -> None:
     url = str(settings.database_url)
-    models = ReadModels(url, READ_MODELS, eventsourcing_env(url, 1, 2))
+    models = ReadModels(
+        url, READ_MODELS, eventsourcing_env(url, 1, 2), sealing(settings)
+    )
     target = replace(LOGIN_HISTORY, schema="login_history_resume")
     models.create_tables(target)
 
     # Given: a rebuild interrupted after its first batch of 7 events
-    first = GroupRunner([target], url, models.env, batch_size=7)
+    first = GroupRunner([target], url, models.env, models.mapper_of, batch_size=7)
     first.step()
     first.close()
     with psycopg.connect(url) as conn:
         interrupted_at = position_in(conn, target.schema, "login_history", "Auth")
 
     # When: it runs again, to its end
-    again = GroupRunner([target], url, models.env, batch_size=7)
+    again = GroupRunner([target], url, models.env, models.mapper_of, batch_size=7)
     while again.step():
         pass
     again.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -107,7 +106,7 @@ def test_a_rebuild_from_zero_equals_the_incrementally_built_tables_row_for_row(
     wait_for_read_models(current)
 
     # When: the same projection replays the whole log into a fresh schema
-    (rebuilt,) = rebuild_from_zero(url, [spec])
+    (rebuilt,) = rebuild_from_zero(current.settings, [spec])
 
     # Then
     live = live_schemas_of(url)[spec.name]
@@ -117,7 +116,7 @@ def test_a_rebuild_from_zero_equals_the_incrementally_built_tables_row_for_row(
 
 
 def test_a_consistent_version_built_under_http_traffic_switches_without_failures(
-    v1: Services, tmp_path: Path
+    v1: Services,
 ) -> None:
     # Given: version 1 of the users read model live, with history
     workload(v1, 40, "before")
@@ -126,7 +125,7 @@ def test_a_consistent_version_built_under_http_traffic_switches_without_failures
 
     # When: a release with version 2 serves HTTP while it builds and switches
     process, base_url = start_server(
-        url, tmp_path / "v2", module="tests.projections.v2"
+        url, v1.settings.data_dir, module="tests.projections.v2"
     )
     failures: list[str] = []
     calls = 0
@@ -181,7 +180,7 @@ def test_a_consistent_version_built_under_http_traffic_switches_without_failures
     # version 2, written by its build and then inline, equals a rebuild
     assert failures == []
     assert switched_at_call > 0
-    (rebuilt,) = rebuild_from_zero(url, [USER_DIRECTORY_V2])
+    (rebuilt,) = rebuild_from_zero(v1.settings, [USER_DIRECTORY_V2])
     incremental = rows_of(url, "user_directory_v2", "users", "id")
     assert len(incremental) == 40 + len(range(1, 40, 6)) + calls  # re-signups
     assert rows_of(url, rebuilt.schema, "users", "id") == incremental
@@ -216,7 +215,7 @@ def test_a_batch_that_ends_in_a_run_of_one_statement_records_its_position(
         current.app.refresh(grant.refresh_token, CLIENT)
 
     # When: a rebuild applies them in one batch (one executemany)
-    (rebuilt,) = rebuild_from_zero(current.database_url, [ACTIVE_SESSIONS])
+    (rebuilt,) = rebuild_from_zero(current.settings, [ACTIVE_SESSIONS])
 
     # Then: the rows and the position are the live ones
     url = current.database_url

@@ -83,16 +83,19 @@ def test_the_address_signs_up_again_as_a_new_account(app: AuthApplication) -> No
     # When its address signs up again
     new = registered(app)
 
-    # Then a new account holds it, with a stream of its own; the old one's
-    # stream gains nothing
+    # Then a new account holds it, claimed in a stream of its own (the next
+    # generation's); neither the old account's stream nor its claim's gains
+    # anything, and nothing new names the old account
     assert new.user_id != old.user_id
     saved = stored_since(app, before)
-    reclaimed = last(saved, EmailClaim.Reclaimed)
-    assert (reclaimed.originator_id, reclaimed.user_id) == (
-        app.claim_id(EMAIL),
+    claimed = last(saved, EmailClaim.Claimed)
+    assert (claimed.originator_id, claimed.user_id) == (
+        app.claim_id(EMAIL, 1),
         new.user_id,
     )
-    assert not [e for e in saved if e.originator_id == old.user_id]
+    old_claim = app.claim_id(EMAIL)
+    assert not [e for e in saved if e.originator_id in (old.user_id, old_claim)]
+    assert not [e for e in saved if old.user_id in vars(e).values()]
     assert len(stream(app, old.user_id)) == old_events
     assert app.login(EMAIL, PASSWORD, CLIENT).user_id == new.user_id
     # And the address is taken again

@@ -30,13 +30,10 @@ from tests.unit.test_use_cases import (
     ADDRESS_KEY,
     CLIENT,
     EMAIL,
-    LOOKUP_KEY,
     MAIL_TOKENS,
     NEW_PASSWORD,
     OTHER_CLIENT,
     PASSWORD,
-    REFRESH_KEY,
-    SCREEN,
     WRONG_PASSWORD,
     FakeClock,
     facts_since,
@@ -44,6 +41,7 @@ from tests.unit.test_use_cases import (
     last,
     mailed_token,
     names,
+    new_app,
     of_type,
     position,
     refresh_fails,
@@ -83,16 +81,7 @@ def hasher() -> CountingHasher:
 
 @pytest.fixture
 def app(clock: FakeClock, hasher: CountingHasher) -> AuthApplication:
-    return AuthApplication(
-        env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
-        passwords=hasher,
-        screen=SCREEN,
-        refresh_key=REFRESH_KEY,
-        address_key=ADDRESS_KEY,
-        lookup_key=LOOKUP_KEY,
-        policy=AuthPolicy(lockout=LOCKOUT),
-        clock=clock,
-    )
+    return new_app(clock, AuthPolicy(lockout=LOCKOUT), hasher)
 
 
 @pytest.fixture
@@ -219,16 +208,7 @@ def test_signups_from_one_address_are_throttled_before_any_hashing(
     clock: FakeClock, hasher: CountingHasher
 ) -> None:
     signup = ThrottlePolicy(max_attempts=3, window=timedelta(hours=1))
-    app = AuthApplication(
-        env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
-        passwords=hasher,
-        screen=SCREEN,
-        refresh_key=REFRESH_KEY,
-        address_key=ADDRESS_KEY,
-        lookup_key=LOOKUP_KEY,
-        policy=AuthPolicy(signup=signup),
-        clock=clock,
-    )
+    app = new_app(clock, AuthPolicy(signup=signup), hasher)
     app.register(EMAIL, PASSWORD, CLIENT)
     for n in range(signup.max_attempts - 1):  # a taken address counts too
         with pytest.raises(EmailAlreadyRegisteredError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import stat
 from datetime import timedelta
@@ -15,62 +16,68 @@ from interfaces.bootstrap import request_connections
 
 STRONG = "kD3v9-Qx_7mPz2LwRt8YbN4cHj6Fs1Ue"  # 32 bytes, 32 distinct characters
 OTHER_STRONG = "Zq8Wm3Nv7Rc2Xb5Kt9Lp4Hy6Jd1Gf0SaE"
+THIRD_STRONG = "Vb7Tq2Lm9Xc4Rz8Nk3Hw6Jp1Fd5Gs0YaU"
+
+
+def production(
+    jwt_secret: str | None, pepper: str | None, kek: str | None, data_dir: Path
+) -> Settings:
+    return Settings(
+        env="production",
+        data_dir=data_dir,
+        jwt_secret=SecretStr(jwt_secret) if jwt_secret else None,
+        password_pepper=SecretStr(pepper) if pepper else None,
+        key_encryption_key=SecretStr(kek) if kek else None,
+    )
 
 
 @pytest.mark.parametrize(
-    ("jwt_secret", "pepper"),
+    ("jwt_secret", "pepper", "kek"),
     [
-        (None, STRONG),
-        (STRONG, None),
-        ("too short", STRONG),
-        ("changethis", STRONG),
-        (STRONG, "short"),
-        ("a" * 32, OTHER_STRONG),
-        (STRONG, "abcd" * 8),
-        (STRONG, STRONG),
-        ("abcdefghijklmnopqrstuvwxyz012345", OTHER_STRONG),
-        (STRONG, "0123456789abcdef" * 2),
+        (None, STRONG, THIRD_STRONG),
+        (STRONG, None, THIRD_STRONG),
+        (STRONG, OTHER_STRONG, None),
+        ("too short", STRONG, THIRD_STRONG),
+        ("changethis", STRONG, THIRD_STRONG),
+        (STRONG, "short", THIRD_STRONG),
+        ("a" * 32, OTHER_STRONG, THIRD_STRONG),
+        (STRONG, "abcd" * 8, THIRD_STRONG),
+        (STRONG, OTHER_STRONG, "0123456789abcdef" * 2),
+        (STRONG, STRONG, THIRD_STRONG),
+        (STRONG, OTHER_STRONG, STRONG),
+        ("abcdefghijklmnopqrstuvwxyz012345", OTHER_STRONG, THIRD_STRONG),
+        (STRONG, "0123456789abcdef" * 2, THIRD_STRONG),
     ],
     ids=[
         "no-jwt",
         "no-pepper",
+        "no-key-encryption-key",
         "short",
         "default",
         "short-pepper",
         "one-letter",
         "repeating",
-        "same-for-both",
+        "counting-key-encryption-key",
+        "same-for-jwt-and-pepper",
+        "same-for-jwt-and-key-encryption-key",
         "alphabet",
         "counting",
     ],
 )
-def test_production_refuses_missing_short_or_default_secrets(
-    tmp_path: Path, jwt_secret: str | None, pepper: str | None
+def test_production_refuses_missing_short_default_or_shared_secrets(
+    tmp_path: Path, jwt_secret: str | None, pepper: str | None, kek: str | None
 ) -> None:
-    settings = Settings(
-        env="production",
-        data_dir=tmp_path,
-        jwt_secret=SecretStr(jwt_secret) if jwt_secret else None,
-        password_pepper=SecretStr(pepper) if pepper else None,
-    )
-
     with pytest.raises(InsecureSettingsError):
-        load_secrets(settings)
-    assert not (tmp_path / "secrets.json").exists()
+        load_secrets(production(jwt_secret, pepper, kek, tmp_path))
+    assert list(tmp_path.iterdir()) == []  # nothing generated
 
 
 def test_production_accepts_strong_secrets(tmp_path: Path) -> None:
-    settings = Settings(
-        env="production",
-        data_dir=tmp_path,
-        jwt_secret=SecretStr(STRONG),
-        password_pepper=SecretStr(OTHER_STRONG),
-    )
-
-    secrets = load_secrets(settings)
+    secrets = load_secrets(production(STRONG, OTHER_STRONG, THIRD_STRONG, tmp_path))
 
     assert secrets.jwt_secret == STRONG.encode()
     assert secrets.password_pepper == OTHER_STRONG.encode()
+    assert secrets.key_encryption_key == THIRD_STRONG.encode()
 
 
 def test_development_generates_secrets_once_and_keeps_them_private(
@@ -83,9 +90,28 @@ def test_development_generates_secrets_once_and_keeps_them_private(
 
     assert first == second
     assert len(first.jwt_secret) >= 32
-    assert first.jwt_secret != first.password_pepper
-    mode = (tmp_path / "data" / "secrets.json").stat().st_mode
-    assert stat.S_IMODE(mode) == 0o600
+    assert len(first.key_encryption_key) >= 32
+    assert first.jwt_secret != first.password_pepper != first.key_encryption_key
+    for name in ("secrets.json", "key-encryption-key.json"):
+        mode = (tmp_path / "data" / name).stat().st_mode
+        assert stat.S_IMODE(mode) == 0o600
+
+
+def test_a_data_dir_from_before_keeps_its_secrets_and_gains_a_key_encryption_key(
+    tmp_path: Path,
+) -> None:
+    older = {"jwt_secret": STRONG, "password_pepper": OTHER_STRONG}
+    (tmp_path / "secrets.json").write_text(json.dumps(older))
+    (tmp_path / "secrets.json").chmod(0o600)
+
+    loaded = load_secrets(Settings(data_dir=tmp_path))
+
+    assert (loaded.jwt_secret, loaded.password_pepper) == (
+        STRONG.encode(),
+        OTHER_STRONG.encode(),
+    )
+    assert len(loaded.key_encryption_key) >= 32
+    assert load_secrets(Settings(data_dir=tmp_path)) == loaded
 
 
 def test_a_secret_from_the_environment_wins_over_the_generated_one(
@@ -116,11 +142,11 @@ def test_a_secrets_file_others_can_read_is_refused(tmp_path: Path) -> None:
 
 def test_production_accepts_random_hex_and_urlsafe_secrets(tmp_path: Path) -> None:
     for _ in range(20):
-        settings = Settings(
-            env="production",
-            data_dir=tmp_path,
-            jwt_secret=SecretStr(secrets.token_hex(16)),
-            password_pepper=SecretStr(secrets.token_urlsafe(32)),
+        settings = production(
+            secrets.token_hex(16),
+            secrets.token_urlsafe(32),
+            secrets.token_urlsafe(32),
+            tmp_path,
         )
         load_secrets(settings)
 

@@ -38,6 +38,7 @@ from domain.session import RefreshPolicy, Session
 from domain.throttle import ClientThrottle, ThrottlePolicy
 from domain.user import LockoutPolicy, User
 from domain.values import Role
+from infrastructure.data_keys import memory_sealing
 from infrastructure.mail_tokens import HmacMailTokens
 from infrastructure.password_screen import ZxcvbnScreen
 from infrastructure.passwords import BcryptPasswordHasher
@@ -59,6 +60,7 @@ SCREEN = ZxcvbnScreen()
 REFRESH_KEY = b"unit-test-refresh-key"
 ADDRESS_KEY = b"unit-test-address-key"
 LOOKUP_KEY = b"unit-test-lookup-key"
+KEY_ENCRYPTION_KEY = b"unit-test-key-encryption-key"
 STRICT = AuthPolicy(refresh=RefreshPolicy(reuse_interval=timedelta(0)))
 
 Event = DomainEventProtocol[UUID]
@@ -85,6 +87,7 @@ def new_app(
     """The auth use cases on eventsourcing's in-memory (POPO) persistence."""
     return AuthApplication(
         env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
+        mapper_of=memory_sealing(KEY_ENCRYPTION_KEY),
         passwords=passwords,
         screen=SCREEN,
         refresh_key=REFRESH_KEY,
