@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
+from application.ports import utc_now
 from domain.admin_roster import AdminRoster
 from domain.email_claim import EmailClaim
 from domain.errors import MixedScriptEmailError
@@ -16,15 +17,18 @@ from domain.user import User
 from domain.values import Role, email_identity
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
+    from datetime import datetime
     from uuid import UUID
 
     from eventsourcing.domain import DomainEvent
 
     from application.auth import AuthApplication
+    from application.store import AuthEventLog
 
 FOLD_EMAIL_CLAIMS = "fold-email-claims"
 KEY_EMAIL_CLAIMS = "key-email-claims"
+SEAL_PERSONAL_DATA = "seal-personal-data"
 
 PAGE = 500
 
@@ -49,7 +53,7 @@ def fold_email_claims(app: AuthApplication) -> int:
             app,
             EmailClaim.claim(folded_id, claimed.email, claimed.user_id, app.clock()),
         )
-    return _applied(app, FOLD_EMAIL_CLAIMS, made)
+    return _applied(app, FOLD_EMAIL_CLAIMS, made, app.clock())
 
 
 def key_email_claims(app: AuthApplication) -> int:
@@ -68,7 +72,21 @@ def key_email_claims(app: AuthApplication) -> int:
                 app,
                 EmailClaim.claim(keyed_id, claimed.email, claimed.user_id, app.clock()),
             )
-    return _applied(app, KEY_EMAIL_CLAIMS, made)
+    return _applied(app, KEY_EMAIL_CLAIMS, made, app.clock())
+
+
+def seal_personal_data(log: AuthEventLog, rewrite: Callable[[], int]) -> int:
+    """Seal the personal fields stored in clear before sealing, once, by
+    `rewrite` (the log's owner may rewrite it: ADR 31). Returns how many
+    events and snapshots it sealed."""
+    if is_sealed(log):
+        return 0
+    return _applied(log, SEAL_PERSONAL_DATA, rewrite(), utc_now())
+
+
+def is_sealed(log: AuthEventLog) -> bool:
+    """Whether the log holds no personal field in clear (new ones never do)."""
+    return Upgrade.create_id(SEAL_PERSONAL_DATA) in log.repository
 
 
 def start_admin_roster(app: AuthApplication) -> int:
@@ -103,10 +121,10 @@ def _saved_once(app: AuthApplication, claim: EmailClaim) -> int:
     return 0
 
 
-def _applied(app: AuthApplication, name: str, made: int) -> int:
+def _applied(log: AuthEventLog, name: str, made: int, now: datetime) -> int:
     """Record that the upgrade ran (once, whoever gets there first); `made`."""
     with contextlib.suppress(IntegrityError):
-        app.save(Upgrade.applied(name, made, app.clock()))
+        log.save(Upgrade.applied(name, made, now))
     return made
 
 

@@ -24,15 +24,17 @@ from uuid import UUID
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Mapper
+from psycopg import sql
 
 from application.values import PERSONAL_FIELDS, data_owner
 from domain.values import ERASED
-from infrastructure.database import connect
+from infrastructure.database import EventTables, connect
 from infrastructure.settings import derive_key
 
 if TYPE_CHECKING:
     from eventsourcing.domain import DomainEventProtocol
     from eventsourcing.persistence import Notification, StoredEvent, Transcoder
+    from psycopg import Connection
 
     from application.ports import MapperFactory
     from infrastructure.event_store import AuthRecorder
@@ -102,6 +104,30 @@ def check_key_table(url: str) -> None:
 
 class MissingKeyTableError(RuntimeError):
     """The application role cannot reach the data keys."""
+
+
+class WrongKeyEncryptionKeyError(RuntimeError):
+    """The data keys were wrapped by another key-encryption key."""
+
+
+def check_key_encryption_key(url: str, key_encryption_key: bytes) -> None:
+    """Refuse to start with a key-encryption key that does not unwrap the
+    stored data keys: nothing sealed would open, and new keys would not
+    match the old ones."""
+    with connect(url, "authledger-setup") as conn:
+        row = conn.execute(
+            "SELECT owner, wrapped FROM authledger.data_keys"
+            " WHERE wrapped IS NOT NULL LIMIT 1"
+        ).fetchone()
+    if row is None:
+        return
+    try:
+        DataKeyRing(key_encryption_key).unwrapped(row[0], (bytes(row[1]), True))
+    except InvalidTag:
+        raise WrongKeyEncryptionKeyError(
+            "AUTHLEDGER_KEY_ENCRYPTION_KEY does not unwrap the stored data keys:"
+            " set the key they were made with"
+        ) from None
 
 
 class DataKeyRing:
@@ -174,7 +200,7 @@ class DataKeyRing:
             {UUID(hex=m.decode()) for s in states for m in SEALED_IN_STATE.findall(s)}
         )
         found = {
-            owner: self._unwrapped(owner, stored)
+            owner: self.unwrapped(owner, stored)
             for owner, stored in self._load(owners).items()
         }
         token = self._fresh.set({owner: found.get(owner) for owner in owners})
@@ -202,7 +228,7 @@ class DataKeyRing:
             stored = self._load([owner]).get(owner)
         if stored is None:
             return None  # it never had a key: nothing was sealed with one
-        key = self._unwrapped(owner, stored)
+        key = self.unwrapped(owner, stored)
         if fresh is not None:
             fresh[owner] = key
         elif stored[1]:
@@ -215,7 +241,7 @@ class DataKeyRing:
         nonce = os.urandom(NONCE_BYTES)
         return nonce + self._kek.encrypt(nonce, key, owner.bytes)
 
-    def _unwrapped(self, owner: UUID, stored: Stored) -> Key:
+    def unwrapped(self, owner: UUID, stored: Stored) -> Key:
         wrapped = stored[0]
         if wrapped is None:
             return None
@@ -309,14 +335,26 @@ class SealingMapper(Mapper[UUID]):
     def destroy_keys(self, owners: Iterable[UUID]) -> None:
         self.keys.destroy(owners)
 
-    def _sealed(self, owner: UUID, state: dict[str, Any]) -> dict[str, Any]:
-        """`state` with its personal fields sealed (itself if it has none)."""
+    def sealed_in_place(self, originator_id: UUID, stored_state: bytes) -> bytes | None:
+        """A stored state with the personal fields it holds in clear sealed (a
+        state from before sealing), or None if it holds none."""
+        state = self.transcoder.decode(stored_state)
+        owner = data_owner(originator_id, state)
+        sealed = self._sealed(owner, state, clear_only=True)
+        return None if sealed is state else self.transcoder.encode(sealed)
+
+    def _sealed(
+        self, owner: UUID, state: dict[str, Any], *, clear_only: bool = False
+    ) -> dict[str, Any]:
+        """`state` with its personal fields sealed (itself if it has none);
+        `clear_only`: those not sealed yet."""
         changed: dict[str, Any] = {}
         for name, value in state.items():
             if name in PERSONAL_FIELDS and isinstance(value, str) and value:
-                changed[name] = self.keys.seal(owner, name, value)
+                if not (clear_only and value.startswith(SEALED)):
+                    changed[name] = self.keys.seal(owner, name, value)
             elif isinstance(value, dict):  # a snapshot's state
-                inner = self._sealed(owner, value)
+                inner = self._sealed(owner, value, clear_only=clear_only)
                 if inner is not value:
                     changed[name] = inner
         return {**state, **changed} if changed else state
@@ -327,6 +365,79 @@ class SealingMapper(Mapper[UUID]):
                 state[name] = self.keys.open(name, value)
             elif isinstance(value, dict):
                 self._open_in_place(value)
+
+
+# Events and snapshots alike, a page at a time by their primary key.
+SELECT_PAGE = (
+    "SELECT originator_id, originator_version, state FROM {table}"
+    " WHERE (originator_id, originator_version) > (%s, %s)"
+    " ORDER BY originator_id, originator_version LIMIT 1000"
+)
+UPDATE_STATE = (
+    "UPDATE {table} SET state = %s WHERE originator_id = %s AND originator_version = %s"
+)
+TRIGGER = "ALTER TABLE {table} {switch} TRIGGER append_only"
+# An UPDATE checks the new row against CHECKs that are NOT VALID too: the
+# bound on positions (which old rows lie below) is set aside and put back.
+CHECKS_NOT_VALID = (
+    "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+    " WHERE conrelid = %s::regclass AND contype = 'c' AND NOT convalidated"
+)
+
+
+def seal_stored_personal_data(
+    mapper: SealingMapper, url: str, tables: EventTables
+) -> int:
+    """Seal, in place, the personal fields of events and snapshots stored
+    before sealing: the one rewrite of the append-only log (ADR 31).
+
+    As the log's owner, in one transaction with its append-only triggers off
+    for that transaction only; then VACUUM FULL, so that no dead copy of a
+    rewritten row stays in the table's files. Returns how many rows changed.
+    """
+    changed = 0
+    with connect(url, "authledger-setup") as conn, conn.transaction():
+        for table in tables.qualified():
+            select, update = (
+                sql.SQL(query).format(table=table)
+                for query in (SELECT_PAGE, UPDATE_STATE)
+            )
+            with _rewritable(conn, table):
+                after: tuple[UUID, int] = (UUID(int=0), -1)
+                while rows := conn.execute(select, after).fetchall():
+                    for originator_id, version, state in rows:
+                        sealed = mapper.sealed_in_place(originator_id, bytes(state))
+                        if sealed is not None:
+                            conn.execute(update, (sealed, originator_id, version))
+                            changed += 1
+                    after = rows[-1][0], rows[-1][1]
+    if changed:
+        with connect(url, "authledger-setup") as conn:
+            for table in tables.qualified():
+                conn.execute(sql.SQL("VACUUM FULL {}").format(table))
+    return changed
+
+
+@contextmanager
+def _rewritable(conn: Connection[Any], table: sql.Identifier) -> Iterator[None]:
+    """Within the block (in a transaction), the table's rows may be updated:
+    its append-only trigger is off and its NOT VALID checks set aside."""
+    checks = conn.execute(CHECKS_NOT_VALID, (table.as_string(conn),)).fetchall()
+    conn.execute(sql.SQL(TRIGGER).format(table=table, switch=sql.SQL("DISABLE")))
+    for name, _ in checks:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                table, sql.Identifier(name)
+            )
+        )
+    yield
+    for name, definition in checks:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                table, sql.Identifier(name), sql.SQL(definition)
+            )
+        )
+    conn.execute(sql.SQL(TRIGGER).format(table=table, switch=sql.SQL("ENABLE")))
 
 
 def _bound_to(owner: UUID, field: str) -> bytes:

@@ -21,13 +21,18 @@ from application.projections import (
 from application.store import AuthEventLog
 from application.upgrades import (
     fold_email_claims,
+    is_sealed,
     key_email_claims,
+    seal_personal_data,
     start_admin_roster,
 )
 from infrastructure.data_keys import (
+    SealingMapper,
+    check_key_encryption_key,
     check_key_table,
     create_key_table,
     postgres_sealing,
+    seal_stored_personal_data,
 )
 from infrastructure.database import (
     EventTables,
@@ -193,6 +198,7 @@ def build_services(
             ),
             url,
             env,
+            secrets.key_encryption_key,
         )
         recorder = app.recorder
         if not isinstance(recorder, AuthRecorder):
@@ -253,28 +259,50 @@ def request_connections(settings: Settings) -> int:
     return settings.db_max_connections - background
 
 
+class UnsealedLogError(RuntimeError):
+    """The log still holds personal data in clear, and this role may not seal it."""
+
+
 def open_event_log(
-    make: Callable[[dict[str, str]], TLog], url: str, env: dict[str, str]
+    make: Callable[[dict[str, str]], TLog],
+    url: str,
+    env: dict[str, str],
+    key_encryption_key: bytes,
 ) -> TLog:
     """Open the event store: its owner creates and protects it, others check it.
 
-    A role that owns the events table (or finds none) creates the tables and
-    their triggers, as a single-role development database does. Any other
-    role, such as the application role of `db setup-roles`, may not run that
-    DDL: it starts only if both tables carry their enabled append-only
-    triggers. Call it holding the setup lock.
+    A role that owns the events table (or finds none) creates the tables, their
+    triggers and the data keys' table, and seals what an older release stored
+    in clear, as a single-role development database does. Any other role, such
+    as the application role of `db setup-roles`, may not run that DDL: it
+    starts only if both tables carry their enabled append-only triggers and
+    the log is sealed. Both refuse a key-encryption key that does not unwrap
+    the stored data keys. Call it holding the setup lock.
     """
     app = make({**env, "CREATE_TABLE": "n"})
     try:
         tables = event_tables(app)
+        mapper = app.mapper
+        if not isinstance(mapper, SealingMapper):
+            raise TypeError("the event log seals personal data with its mapper")
         if owns_event_log(url, tables):
             for recorder in event_recorders(app):
                 recorder.create_table()
             protect_event_log(url, tables)
             create_key_table(url)
+            check_key_encryption_key(url, key_encryption_key)
+            seal_personal_data(
+                app, lambda: seal_stored_personal_data(mapper, url, tables)
+            )
         else:
             check_append_only(url, tables)
             check_key_table(url)
+            check_key_encryption_key(url, key_encryption_key)
+            if not is_sealed(app):
+                raise UnsealedLogError(
+                    "the log holds personal data from before sealing: start once"
+                    " as its owner (or run `authledger db setup-roles`) to seal it"
+                )
     except BaseException:
         app.close()
         raise
@@ -309,10 +337,14 @@ def set_up_roles(
     """As the owner: create the event store, then the role that serves it."""
     url = database_url(settings)
     env = eventsourcing_env(url, 1, 1)
-    mapper_of = sealing(settings)
+    key_encryption_key = load_secrets(settings).key_encryption_key
+    mapper_of = postgres_sealing(key_encryption_key)
     with advisory_lock(url, SETUP_LOCK):
         log = open_event_log(
-            lambda log_env: AuthEventLog(log_env, mapper_of=mapper_of), url, env
+            lambda log_env: AuthEventLog(log_env, mapper_of=mapper_of),
+            url,
+            env,
+            key_encryption_key,
         )
     try:
         tables = event_tables(log)

