@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.shared_secrets import TEST_KEY_ENCRYPTION_KEY
+
 
 def run_cli(
     database_url: str, data_dir: Path, *args: str, **env: str
@@ -19,6 +21,7 @@ def run_cli(
             "AUTHLEDGER_DATABASE_URL": database_url,
             "AUTHLEDGER_DATA_DIR": str(data_dir),
             "AUTHLEDGER_BCRYPT_ROUNDS": "4",
+            "AUTHLEDGER_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY,
             "COLUMNS": "200",
             **env,
         },

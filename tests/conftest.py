@@ -14,10 +14,12 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pydantic import SecretStr
 
 from infrastructure.embedded_db import start_embedded_postgres
 from infrastructure.settings import Settings
 from interfaces.bootstrap import Services, build_services
+from tests.shared_secrets import TEST_KEY_ENCRYPTION_KEY
 
 
 @contextmanager
@@ -84,6 +86,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         data_dir=tmp_path / "data",
         bcrypt_rounds=4,
+        key_encryption_key=SecretStr(TEST_KEY_ENCRYPTION_KEY),
         # Tests sign up from one address; the throttle has tests of its own.
         signup_max_per_address=1_000_000,
         # Replays come at once here: strict mode (the default interval is

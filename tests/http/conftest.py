@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.shared_secrets import TEST_KEY_ENCRYPTION_KEY
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -40,6 +42,7 @@ def start_server(
         "AUTHLEDGER_DATABASE_URL": database_url,
         "AUTHLEDGER_DATA_DIR": str(data_dir),
         "AUTHLEDGER_BCRYPT_ROUNDS": "4",
+        "AUTHLEDGER_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY,
         # Every test signs up from 127.0.0.1; the throttle has tests of its own.
         "AUTHLEDGER_SIGNUP_MAX_PER_ADDRESS": "1000000",
         # Tests replay a rotated token at once and expect a revocation: strict

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 from psycopg import sql
+from pydantic import SecretStr
 
 from application.auth import AuthApplication
 from application.errors import InvalidCredentialsError, InvalidRefreshTokenError
@@ -44,6 +45,7 @@ from tests.integration.helpers import (
     wait_for_read_models,
     wait_until,
 )
+from tests.shared_secrets import TEST_KEY_ENCRYPTION_KEY
 
 if TYPE_CHECKING:
     from eventsourcing.persistence import Notification, Tracking
@@ -321,6 +323,7 @@ def command_slowly(url: str, data_dir: str) -> None:
         database_url=url,
         data_dir=Path(data_dir),
         bcrypt_rounds=4,
+        key_encryption_key=SecretStr(TEST_KEY_ENCRYPTION_KEY),
         run_projections=False,
         run_mailer=False,
         signup_max_per_address=1_000_000,  # it signs up from one address, nonstop

@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 import pytest
+from pydantic import SecretStr
 
 from application.errors import EmailAlreadyRegisteredError
 from infrastructure.settings import Settings
 from interfaces.bootstrap import Services, build_services
 from tests.integration.helpers import CLIENT, states_with_topic, stored_facts
+from tests.shared_secrets import TEST_KEY_ENCRYPTION_KEY
 
 if TYPE_CHECKING:
     from multiprocessing.queues import Queue
@@ -76,6 +78,7 @@ def register_when_released(
             database_url=database_url,
             data_dir=data_dir,
             bcrypt_rounds=4,
+            key_encryption_key=SecretStr(TEST_KEY_ENCRYPTION_KEY),
             run_projections=False,
             read_model_timeout_s=RACE_TIMEOUT_S,
         )
