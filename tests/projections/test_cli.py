@@ -32,12 +32,21 @@ def cli(settings: Settings, *args: str) -> str:
     return run_cli(str(settings.database_url), settings.data_dir, *args).stdout
 
 
+ERASED_EMAIL = "cli-erased@example.com"
+ERASED_CLIENT = ("192.0.2.9", "ErasedAgent/1.0")
+
+
 @pytest.fixture
 def with_history(settings: Settings) -> None:
     services = build_services(settings)
     for n in range(5):
         grant = services.app.register(f"cli-{n}@example.com", "password one", Client())
         services.app.refresh(grant.refresh_token, Client())
+    # And one erased, after a login from an address and a mail asked for
+    erased = services.app.register(ERASED_EMAIL, "password one", Client())
+    services.app.login(ERASED_EMAIL, "password one", Client(*ERASED_CLIENT))
+    services.mail.request_verification(erased.user_id, Client())
+    services.app.erase(erased.user_id, None, Client())
     wait_for_read_models(services)
     services.close()
 
@@ -55,7 +64,7 @@ def test_status_lists_each_read_model_live_with_its_rows(settings: Settings) -> 
     users = [c.strip() for c in lines["user_directory_v2"].split("│")]
     assert users[4:6] == ["consistent", "live"]
     assert users[7] == "0"  # lag: it commits with the events
-    assert users[8] == "5"  # rows
+    assert users[8] == "6"  # rows (the erased account's, anonymised)
     history = [c.strip() for c in lines["login_history_v2"].split("│")]
     assert history[4:6] == ["lagging", "live"]
     assert history[7] == "0"  # lag, once caught up
@@ -95,7 +104,10 @@ def test_rebuilding_all_read_models_in_one_pass_reports_each_and_equals_the_live
         assert f"{name}: " in out
     assert "events/s in all" in out
     with psycopg.connect(url) as conn:
-        assert {t: rows_in(conn, "read_models", t) for t in tables} == before
+        after = {t: rows_in(conn, "read_models", t) for t in tables}
+    assert after == before
+    shown = str(after)
+    assert [v for v in (ERASED_EMAIL, *ERASED_CLIENT) if v in shown] == []
 
 
 def rows_in(conn: psycopg.Connection[Any], schema: str, table: str) -> list[Any]:
