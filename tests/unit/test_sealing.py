@@ -68,7 +68,7 @@ def test_a_copy_of_the_log_shows_no_email_address_or_agent(
     registered_state = next(s for s in states if "password_hash" in s)
     assert registered_state["email"].startswith(f"{SEALED}{grant.user_id.hex}:")
     # And the events open again for the account
-    assert stream(app, grant.user_id)[0].email == EMAIL
+    assert last(stream(app, grant.user_id), User.Registered).email == EMAIL
     session = stream(app, grant.session_id)[0]
     assert isinstance(session, Session.Opened)
     assert (session.ip, session.user_agent) == (DISTINCT.ip, DISTINCT.user_agent)
@@ -104,14 +104,14 @@ def test_after_an_erasure_every_sealed_field_of_the_account_reads_erased(
     assert keys(app).wrapped[erased.user_id] is None
     events = stream(app, erased.user_id)
     assert [type(e).__name__ for e in events][:1] == ["Registered"]
-    assert events[0].email == ERASED
+    assert last(events, User.Registered).email == ERASED
     failed = last(events, User.LoginFailed)
     assert (failed.ip, failed.user_agent) == (ERASED, ERASED)
     opened = stream(app, erased.session_id)[0]
     assert isinstance(opened, Session.Opened)
     assert (opened.ip, opened.user_agent) == (ERASED, ERASED)
     # And the other account opens as before
-    assert stream(app, kept.user_id)[0].email == "kept@example.com"
+    assert last(stream(app, kept.user_id), User.Registered).email == "kept@example.com"
     assert app.login("kept@example.com", PASSWORD, DISTINCT).user_id == kept.user_id
 
 
