@@ -38,6 +38,7 @@ from application.ports import (
 from application.read_models import UserRow
 from application.store import RECENT_EVENTS, RETRY_ATTEMPTS, AuthStore
 from application.values import (
+    AccountChanges,
     AuthPolicy,
     Client,
     SessionGrant,
@@ -471,51 +472,55 @@ class AuthApplication(AuthStore):
         """Mark the user's email as verified."""
         self.update_user(user_id, lambda u: u.verify_email(self.clock()))
 
-    def change_role(self, user_id: UUID, role: Role, changed_by: UUID | None) -> None:
-        """Give the user another role, recording who did it; the last admin
-        keeps theirs (LastAdminError)."""
-
-        def change() -> None:
-            now = self.clock()
-            user = self.get_user(user_id)
-            roster = self.admin_roster(now)
-            if role is Role.ADMIN and not user.is_disabled:
-                roster.appoint(user.id, now)
-            else:
-                roster.dismiss(user.id, now)
-            user.change_role(role, changed_by, now)
-            self.save(user, roster)
-
-        self.attempt(change)
-
-    def set_disabled(
-        self, user_id: UUID, disabled: bool, actor: UUID | None, client: Client
+    def administer(
+        self,
+        user_id: UUID,
+        changes: AccountChanges,
+        actor: UUID | None,
+        client: Client,
     ) -> None:
-        """Disable the account (its logins refused, every session ended in the
-        same save) or enable it again, recording who did it. A disabled admin
-        leaves the roster: the last admin cannot be disabled (LastAdminError)."""
+        """Apply an admin's changes to an account in one save: all or none.
+
+        Each names `actor`. A disable ends every session in the same save. The
+        roster follows: an account is on it while it is an admin and not
+        disabled, so the last admin can be neither demoted nor disabled
+        (LastAdminError, and nothing of `changes` is stored).
+        """
 
         def change() -> None:
             now = self.clock()
             user = self.get_user(user_id)
-            if user.is_disabled == disabled:
-                return
+            was_listed = _on_roster(user)
+            if changes.role is not None:
+                user.change_role(changes.role, actor, now)
+            if changes.unlock:
+                user.unlock(actor, now)
+            if changes.disabled is True:
+                user.disable(actor, client.ip, client.user_agent, now)
+            elif changes.disabled is False:
+                user.enable(actor, now)
             changed: list[BaseAggregate[UUID]] = [user]
-            if user.is_admin:
+            if _on_roster(user) != was_listed:
                 roster = self.admin_roster(now)
-                if disabled:
+                if was_listed:
                     roster.dismiss(user.id, now)
                 else:
                     roster.appoint(user.id, now)
                 changed.append(roster)
-            if disabled:
-                user.disable(actor, client.ip, client.user_agent, now)
-            else:
-                user.enable(actor, now)
             self.save(*changed)
 
         with self.exclusively(user_id):
             self.attempt(change)
+
+    def change_role(self, user_id: UUID, role: Role, changed_by: UUID | None) -> None:
+        """Give the user another role (see administer)."""
+        self.administer(user_id, AccountChanges(role=role), changed_by, Client())
+
+    def set_disabled(
+        self, user_id: UUID, disabled: bool, actor: UUID | None, client: Client
+    ) -> None:
+        """Disable the account, or enable it again (see administer)."""
+        self.administer(user_id, AccountChanges(disabled=disabled), actor, client)
 
     def erase(self, user_id: UUID, actor: UUID | None, client: Client) -> None:
         """Forget the account: its sessions end, its address claims are
@@ -569,9 +574,9 @@ class AuthApplication(AuthStore):
             raise WrongPasswordError
         self.erase(user_id, user_id, client)
 
-    def unlock(self, user_id: UUID, unlocked_by: UUID) -> None:
-        """Lift a brute-force lock by hand."""
-        self.update_user(user_id, lambda u: u.unlock(unlocked_by, self.clock()))
+    def unlock(self, user_id: UUID, unlocked_by: UUID | None) -> None:
+        """Lift a brute-force lock by hand (see administer)."""
+        self.administer(user_id, AccountChanges(unlock=True), unlocked_by, Client())
 
     # Helpers ---------------------------------------------------------------
 
@@ -655,6 +660,11 @@ class AuthApplication(AuthStore):
             refresh_token=refresh_token,
             refresh_expires_at=session.expires_at,
         )
+
+
+def _on_roster(user: User) -> bool:
+    """Whether the account belongs on the roster of admins."""
+    return user.is_admin and not user.is_disabled
 
 
 def _over(session: Session, user: User) -> bool:

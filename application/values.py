@@ -27,6 +27,15 @@ TOKEN_PARTS = 3
 
 
 @dataclass(frozen=True)
+class AccountChanges:
+    """What an admin changes on an account at once (None: left as it is)."""
+
+    role: Role | None = None
+    unlock: bool = False
+    disabled: bool | None = None
+
+
+@dataclass(frozen=True)
 class AuthPolicy:
     """The rules of the use cases that come from configuration."""
 

@@ -439,7 +439,7 @@ class User(Aggregate):
         if self.is_disabled:
             self.trigger_event(self.Enabled, timestamp=now, enabled_by=enabled_by)
 
-    def unlock(self, unlocked_by: UUID, now: datetime) -> None:
+    def unlock(self, unlocked_by: UUID | None, now: datetime) -> None:
         if self.locked_until is not None or self.failed_logins:
             self.trigger_event(self.Unlocked, timestamp=now, unlocked_by=unlocked_by)
 

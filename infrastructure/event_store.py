@@ -400,7 +400,13 @@ class AuthRecorder(BoundedReads, PostgresApplicationRecorder):
         self._check_one_append(len(stored_events))
         if self._held.__dict__.get("conn") is not None:
             with self.datastore.get_connection() as conn:
-                ids = self._insert_with_inline(conn, stored_events)
+                try:
+                    ids = self._insert_with_inline(conn, stored_events)
+                except psycopg.IntegrityError as error:
+                    # As the pool's connections raise it: a lost race, which
+                    # the command may decide again in the same transaction
+                    # (the append was a savepoint).
+                    raise IntegrityError(str(error)) from error
             self._held.appended = stored_events  # this transaction's positions
             return ids
         attempt = 1

@@ -12,7 +12,7 @@ from application.errors import (
     UserNotFoundError,
     WeakPasswordError,
 )
-from application.values import Client
+from application.values import AccountChanges, Client
 from domain.errors import InvalidEmailError, LastAdminError
 from domain.values import Role
 from infrastructure.settings import Settings
@@ -52,8 +52,12 @@ def create_admin(
         except EmailAlreadyRegisteredError:
             user_id = Auditor(services.app).find_user(email)
             # A working admin: enabled first, so that it joins the roster.
-            services.app.set_disabled(user_id, False, None, Client(user_agent="cli"))
-            services.app.change_role(user_id, Role.ADMIN, changed_by=None)
+            services.app.administer(
+                user_id,
+                AccountChanges(role=Role.ADMIN, disabled=False),
+                None,
+                Client(user_agent="cli"),
+            )
             typer.echo(f"promoted {email} to administrator")
     finally:
         services.close()

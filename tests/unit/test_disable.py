@@ -7,7 +7,7 @@ import pytest
 
 from application.auth import AuthApplication
 from application.errors import InvalidCredentialsError
-from application.values import AuthPolicy, Client
+from application.values import AccountChanges, AuthPolicy, Client
 from domain.admin_roster import AdminRoster
 from domain.errors import LastAdminError
 from domain.session import Session
@@ -167,3 +167,51 @@ def test_the_last_admin_restored_from_a_snapshot_still_cannot_be_disabled_or_era
     with pytest.raises(LastAdminError):
         app.erase(admin.id, admin.id, ADMIN_CLIENT)
     assert position(app) == before
+
+
+def test_an_admins_changes_to_an_account_are_stored_together(
+    app: AuthApplication,
+) -> None:
+    # Given a user with a session and a failed login, and an admin
+    grant = registered(app)
+    with pytest.raises(InvalidCredentialsError):
+        app.login(EMAIL, "not the password", CLIENT)
+    admin = admin_of(app)
+    before = position(app)
+
+    # When the admin makes it an admin, lifts its failures and disables it
+    changes = AccountChanges(role=Role.ADMIN, unlock=True, disabled=True)
+    app.administer(grant.user_id, changes, admin.id, ADMIN_CLIENT)
+
+    # Then the user's events record all three, each naming the admin; as a
+    # disabled admin it does not join the roster
+    saved = stored_since(app, before)
+    assert names(saved) == [
+        "User.RoleChanged",
+        "User.Unlocked",
+        "User.Disabled",
+        "User.SessionsRevoked",
+    ]
+    assert last(saved, User.RoleChanged).changed_by == admin.id
+    assert last(saved, User.Unlocked).unlocked_by == admin.id
+    assert app.admin_roster(app.clock()).admins == [admin.id]
+
+
+def test_changes_one_of_which_is_refused_store_none_of_them(
+    app: AuthApplication,
+) -> None:
+    # Given the only admin, with a failed login counted against it
+    admin = admin_of(app)
+    with pytest.raises(InvalidCredentialsError):
+        app.login("root@example.com", "not the password", CLIENT)
+    before = position(app)
+
+    # When it is asked to lift its failures and to step down at once
+    changes = AccountChanges(role=Role.USER, unlock=True)
+    with pytest.raises(LastAdminError):
+        app.administer(admin.id, changes, admin.id, ADMIN_CLIENT)
+
+    # Then nothing is stored: its failures stand, and it is still the admin
+    assert position(app) == before
+    assert app.get_user(admin.id).failed_logins == 1
+    assert app.admin_roster(app.clock()).admins == [admin.id]

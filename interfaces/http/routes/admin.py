@@ -8,6 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 
 from application.errors import UserNotFoundError
+from application.values import AccountChanges
 from domain.values import Role
 from interfaces.http.deps import ClientDep, CurrentUser, CurrentUserDep, ServicesDep
 from interfaces.http.errors import ERROR_RESPONSES, ForbiddenError
@@ -82,14 +83,15 @@ def update_user(
     services: ServicesDep,
     client: ClientDep,
 ) -> AdminUserResponse:
-    """Change a user's role, lift a lock, disable or enable the account; the
-    events name the acting admin. Disabling ends every session at once."""
-    if body.role is not None:
-        services.app.change_role(user_id, Role(body.role), changed_by=admin.user.id)
-    if body.unlock:
-        services.app.unlock(user_id, unlocked_by=admin.user.id)
-    if body.disabled is not None:
-        services.app.set_disabled(user_id, body.disabled, admin.user.id, client)
+    """Change a user's role, lift a lock, disable or enable the account, all
+    in one save or none; the events name the acting admin. Disabling ends
+    every session at once."""
+    changes = AccountChanges(
+        role=Role(body.role) if body.role is not None else None,
+        unlock=body.unlock,
+        disabled=body.disabled,
+    )
+    services.app.administer(user_id, changes, admin.user.id, client)
     row = services.users.get_user(user_id)
     if row is None:
         raise UserNotFoundError(user_id)
