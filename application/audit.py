@@ -9,7 +9,7 @@ from uuid import UUID
 
 from application.errors import UserNotFoundError
 from application.timeline import TimelineEntry, timeline_entry
-from application.values import address_hash
+from application.values import address_streams
 from domain.reset_asks import ResetAsks
 from domain.unknown_logins import UnknownLogins
 from domain.user import User
@@ -58,8 +58,7 @@ class Auditor:
     def unknown_logins(self, email: str, key: bytes) -> list[UnknownAttempt]:
         """Logins and reset links tried on an address (one without an account,
         as a rule), oldest first (`key`: the one its hash was made with)."""
-        hashed = address_hash(key, email)
-        streams = (UnknownLogins.create_id(hashed), ResetAsks.create_id(hashed))
+        streams = address_streams(key, email)
         with self.app.personal_data.afresh():
             tried = [
                 e

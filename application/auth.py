@@ -43,6 +43,7 @@ from application.values import (
     Client,
     SessionGrant,
     address_hash,
+    address_streams,
     generation_of,
     hash_token,
     keyed_session,
@@ -52,9 +53,7 @@ from application.values import (
 )
 from domain.email_claim import EmailClaim
 from domain.errors import DomainError, UnknownRefreshTokenError
-from domain.reset_asks import ResetAsks
 from domain.session import Session
-from domain.unknown_logins import UnknownLogins
 from domain.user import User
 from domain.values import (
     FailuresClearedBy,
@@ -555,12 +554,7 @@ class AuthApplication(AuthStore):
     def _personal_data_owners(self, user: User) -> list[UUID]:
         """Whose data keys an erasure destroys: the account's, and those of
         the address's streams from before it had one (unknown logins, resets)."""
-        hashed = address_hash(self.address_key, user.email)
-        return [
-            user.id,
-            UnknownLogins.create_id(hashed),
-            ResetAsks.create_id(hashed),
-        ]
+        return [user.id, *address_streams(self.address_key, user.email)]
 
     def erase_own(self, user_id: UUID, password: str, client: Client) -> None:
         """Erase one's own account, proving it with the password: a wrong one

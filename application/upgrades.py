@@ -9,6 +9,7 @@ from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
 from application.ports import utc_now
+from application.values import address_streams
 from domain.admin_roster import AdminRoster
 from domain.email_claim import EmailClaim
 from domain.errors import MixedScriptEmailError
@@ -75,13 +76,34 @@ def key_email_claims(app: AuthApplication) -> int:
     return _applied(app, KEY_EMAIL_CLAIMS, made, app.clock())
 
 
-def seal_personal_data(log: AuthEventLog, rewrite: Callable[[], int]) -> int:
+def seal_personal_data(
+    log: AuthEventLog,
+    address_key: bytes,
+    rewrite: Callable[[list[UUID]], int],
+) -> int:
     """Seal the personal fields stored in clear before sealing, once, by
-    `rewrite` (the log's owner may rewrite it: ADR 31). Returns how many
-    events and snapshots it sealed."""
+    `rewrite` (the log's owner may rewrite it: ADR 31), given whose data to
+    shred instead: that of accounts erased before sealing, and of their
+    addresses' streams (`address_key` names them). Returns how many events
+    and snapshots it changed."""
     if is_sealed(log):
         return 0
-    return _applied(log, SEAL_PERSONAL_DATA, rewrite(), utc_now())
+    return _applied(
+        log, SEAL_PERSONAL_DATA, rewrite(_erased_owners(log, address_key)), utc_now()
+    )
+
+
+def _erased_owners(log: AuthEventLog, address_key: bytes) -> list[UUID]:
+    """The owners of the personal data of every account erased so far."""
+    emails: dict[UUID, str] = {}
+    owners: list[UUID] = []
+    for event in _stored(log, User.Registered, User.Erased):
+        if isinstance(event, User.Registered):
+            emails[event.originator_id] = event.email
+        else:
+            email = emails[event.originator_id]
+            owners += [event.originator_id, *address_streams(address_key, email)]
+    return owners
 
 
 def is_sealed(log: AuthEventLog) -> bool:
@@ -134,15 +156,15 @@ def _claims(app: AuthApplication) -> Iterator[EmailClaim.Claimed]:
             yield event
 
 
-def _stored(app: AuthApplication, *kinds: type[DomainEvent]) -> Iterator[DomainEvent]:
+def _stored(log: AuthEventLog, *kinds: type[DomainEvent]) -> Iterator[DomainEvent]:
     """The stored events of these kinds, in log order."""
     start = 0
     topics = [get_topic(kind) for kind in kinds]
-    while page := app.recorder.select_notifications(
+    while page := log.recorder.select_notifications(
         start, PAGE, topics=topics, inclusive_of_start=False
     ):
         for notification in page:
-            event = app.mapper.to_domain_event(notification)
+            event = log.mapper.to_domain_event(notification)
             if isinstance(event, kinds):
                 yield event
         start = page[-1].id

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from application.errors import InvalidRefreshTokenError
+from domain.reset_asks import ResetAsks
 from domain.session import RefreshPolicy
 from domain.throttle import ThrottlePolicy
+from domain.unknown_logins import UnknownLogins
 from domain.user import LockoutPolicy
 from domain.values import Role, fold_email
 
@@ -128,6 +130,13 @@ def lookup_name(key: bytes, purpose: str, value: str) -> str:
 def address_hash(key: bytes, email: str) -> str:
     """A keyed hash of the address as typed, folded: it names, never reveals."""
     return hmac.new(key, fold_email(email).encode(), hashlib.sha256).hexdigest()
+
+
+def address_streams(key: bytes, email: str) -> tuple[UUID, UUID]:
+    """The streams of an address from before it had an account (its unknown
+    logins, its reset asks), named by its keyed hash."""
+    hashed = address_hash(key, email)
+    return UnknownLogins.create_id(hashed), ResetAsks.create_id(hashed)
 
 
 def generation_of(token: str) -> int | None:

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
+from bench.seed import first_claim
 from domain.session import Session
 from domain.user import LockoutPolicy, User
 from domain.values import RevocationReason, Role
@@ -43,7 +44,7 @@ def _story(
     refresh_policy = services.app.policy.refresh
     email = f"{prefix}{n}@bench.example.com"
     user = User.register(email, password_hash, Role.USER, now)
-    claim = services.app.new_claim(email, user.id, now)
+    claim = first_claim(services.app, email, user.id, now)
     sessions = []
     for _ in range(2):
         session_id = uuid4()
@@ -109,7 +110,7 @@ def long_history(services: Services, events: int = 10_000) -> UUID:
     now = app.clock()
     email = f"long-{uuid4().hex[:8]}@bench.example.com"
     user = User.register(email, "$2b$12$" + "x" * 53, Role.USER, now)
-    app.save(user, app.new_claim(email, user.id, now))
+    app.save(user, first_claim(app, email, user.id, now))
     made, pending = 2, []
     while made < events:
         if made % 10 == 2 and made + 2 <= events:

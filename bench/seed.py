@@ -14,14 +14,18 @@ from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 from application.values import hash_token
+from domain.email_claim import EmailClaim
 from domain.session import Session
 from domain.user import User
-from domain.values import Role
+from domain.values import Role, email_identity
 from infrastructure.settings import Settings
 from interfaces.bootstrap import Services, build_services
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from pathlib import Path
+
+    from application.auth import AuthApplication
 
 PASSWORD = "correct horse battery staple"
 BATCH = 200
@@ -48,6 +52,13 @@ def connect(database_url: str, data_dir: Path) -> Services:
     return build_services(settings)
 
 
+def first_claim(
+    app: AuthApplication, email: str, user_id: UUID, now: datetime
+) -> EmailClaim:
+    """The claim a new account makes on a fresh address (as signup does)."""
+    return EmailClaim.claim(app.claim_id(email_identity(email)), email, user_id, now)
+
+
 def create_users(services: Services, emails: list[str]) -> list[UUID]:
     """Register accounts (password PASSWORD), BATCH per transaction."""
     password_hash = services.app.passwords.hash(PASSWORD)
@@ -57,7 +68,7 @@ def create_users(services: Services, emails: list[str]) -> list[UUID]:
         batch = []
         for email in emails[start : start + BATCH]:
             user = User.register(email, password_hash, Role.USER, now)
-            batch += [user, services.app.new_claim(email, user.id, now)]
+            batch += [user, first_claim(services.app, email, user.id, now)]
             ids.append(user.id)
         services.app.save(*batch)
     return ids

@@ -386,15 +386,18 @@ CHECKS_NOT_VALID = (
 
 
 def seal_stored_personal_data(
-    mapper: SealingMapper, url: str, tables: EventTables
+    mapper: SealingMapper, url: str, tables: EventTables, shredded: Iterable[UUID]
 ) -> int:
     """Seal, in place, the personal fields of events and snapshots stored
-    before sealing: the one rewrite of the append-only log (ADR 31).
+    before sealing: the one rewrite of the append-only log (ADR 31). Those of
+    the `shredded` owners (erased before sealing) are erased instead: their
+    keys are destroyed first, so their fields seal as ERASED.
 
     As the log's owner, in one transaction with its append-only triggers off
     for that transaction only; then VACUUM FULL, so that no dead copy of a
     rewritten row stays in the table's files. Returns how many rows changed.
     """
+    mapper.destroy_keys(shredded)
     changed = 0
     with connect(url, "authledger-setup") as conn, conn.transaction():
         for table in tables.qualified():

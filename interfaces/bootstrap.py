@@ -59,6 +59,7 @@ from infrastructure.projection_runner import ReadModelSpec, build_view
 from infrastructure.read_model_lifecycle import ProjectionWorker, ReadModels
 from infrastructure.settings import (
     InsecureSettingsError,
+    Secrets,
     Settings,
     derive_key,
     load_secrets,
@@ -190,7 +191,7 @@ def build_services(
                 ),
                 screen=ZxcvbnScreen(),
                 refresh_key=derive_key(secrets.jwt_secret, "refresh-tokens"),
-                address_key=derive_key(secrets.jwt_secret, "unknown-addresses"),
+                address_key=address_key(secrets),
                 # From the pepper, which never changes (password hashes need it
                 # too): claims named by it must stay findable.
                 lookup_key=derive_key(secrets.password_pepper, "lookups"),
@@ -198,7 +199,7 @@ def build_services(
             ),
             url,
             env,
-            secrets.key_encryption_key,
+            secrets,
         )
         recorder = app.recorder
         if not isinstance(recorder, AuthRecorder):
@@ -267,7 +268,7 @@ def open_event_log(
     make: Callable[[dict[str, str]], TLog],
     url: str,
     env: dict[str, str],
-    key_encryption_key: bytes,
+    secrets: Secrets,
 ) -> TLog:
     """Open the event store: its owner creates and protects it, others check it.
 
@@ -290,14 +291,18 @@ def open_event_log(
                 recorder.create_table()
             protect_event_log(url, tables)
             create_key_table(url)
-            check_key_encryption_key(url, key_encryption_key)
+            check_key_encryption_key(url, secrets.key_encryption_key)
             seal_personal_data(
-                app, lambda: seal_stored_personal_data(mapper, url, tables)
+                app,
+                address_key(secrets),
+                lambda shredded: seal_stored_personal_data(
+                    mapper, url, tables, shredded
+                ),
             )
         else:
             check_append_only(url, tables)
             check_key_table(url)
-            check_key_encryption_key(url, key_encryption_key)
+            check_key_encryption_key(url, secrets.key_encryption_key)
             if not is_sealed(app):
                 raise UnsealedLogError(
                     "the log holds personal data from before sealing: start once"
@@ -323,6 +328,11 @@ def event_recorders(
     return events, snapshots
 
 
+def address_key(secrets: Secrets) -> bytes:
+    """The key naming an address's streams from before it had an account."""
+    return derive_key(secrets.jwt_secret, "unknown-addresses")
+
+
 def event_tables(app: AuthEventLog) -> EventTables:
     """Name the tables of the app's events and snapshots."""
     events, snapshots = event_recorders(app)
@@ -337,14 +347,14 @@ def set_up_roles(
     """As the owner: create the event store, then the role that serves it."""
     url = database_url(settings)
     env = eventsourcing_env(url, 1, 1)
-    key_encryption_key = load_secrets(settings).key_encryption_key
-    mapper_of = postgres_sealing(key_encryption_key)
+    secrets = load_secrets(settings)
+    mapper_of = postgres_sealing(secrets.key_encryption_key)
     with advisory_lock(url, SETUP_LOCK):
         log = open_event_log(
             lambda log_env: AuthEventLog(log_env, mapper_of=mapper_of),
             url,
             env,
-            key_encryption_key,
+            secrets,
         )
     try:
         tables = event_tables(log)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.dumps import leaks, pg_dump
 from tests.http.conftest import start_server, stop_server
 from tests.http.helpers import PASSWORD, bearer, login, new_email, signup
 from tests.integration.helpers import wait_until
-from tests.integration.test_upgrade import psql
 
 pytestmark = [pytest.mark.http, pytest.mark.postgres]
 
@@ -22,38 +20,6 @@ ERASED_ADDRESS = "203.0.113.77"
 ERASED_AGENT = "ErasureProbe/7.3 (distinctive-agent-5f2c)"
 KEPT_ADDRESS = "198.51.100.42"
 KEPT_AGENT = "KeptBrowser/2.1 (other-agent-9d1e)"
-
-
-def encodings(value: str) -> set[str]:
-    """The value as a dump may show it: plain, hex (bytea), and base64 of its
-    bytes at each of the three alignments a longer blob may give it."""
-    raw = value.encode()
-    shown = {value, raw.hex()}
-    for skip in range(3):
-        tail = raw[skip:]
-        whole_groups = len(tail) // 3 * 4
-        shown.add(base64.b64encode(tail).decode()[:whole_groups])
-    return shown
-
-
-def pg_dump(database_url: str) -> str:
-    """Every table of every schema (the read models' too), as plain SQL."""
-    dumped = subprocess.run(
-        [str(psql().with_name("pg_dump")), "--dbname", database_url],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return dumped.stdout
-
-
-def leaks(dump: str, values: list[str]) -> list[str]:
-    return [
-        f"{value!r} as {shown!r}"
-        for value in values
-        for shown in encodings(value)
-        if shown in dump
-    ]
 
 
 def from_(address: str, agent: str) -> dict[str, str]:

