@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 from application.errors import InvalidMailTokenError, UserNotFoundError
-from application.values import Client, address_hash, hash_token
+from application.values import Client, hash_token
 from domain.errors import DomainError, RequestedTooSoonError
 from domain.reset_asks import ResetAsks
 from domain.throttle import ThrottlePolicy
@@ -83,7 +83,7 @@ class AccountMail:
         so the time taken tells nothing.
         """
         now = self.app.clock()
-        key = address_hash(self.app.address_key, email)
+        key = self.app.address_name(email)
         claim = self.app.find_claim(email)
         user_id = None if claim is None else claim.user_id
 

@@ -58,7 +58,11 @@ class Auditor:
     def unknown_logins(self, email: str, key: bytes) -> list[UnknownAttempt]:
         """Logins and reset links tried on an address (one without an account,
         as a rule), oldest first (`key`: the one its hash was made with)."""
-        streams = address_streams(key, email)
+        streams = [
+            stream
+            for era in range(self.app.address_era(email) + 1)
+            for stream in address_streams(key, email, era)
+        ]
         with self.app.personal_data.afresh():
             tried = [
                 e

@@ -42,7 +42,7 @@ from application.values import (
     AuthPolicy,
     Client,
     SessionGrant,
-    address_hash,
+    address_name,
     address_streams,
     generation_of,
     hash_token,
@@ -196,9 +196,7 @@ class AuthApplication(AuthStore):
         user = self.find_user_by_email(email)
         if user is None:
             self.passwords.verify_dummy(password)
-            self.record_failure(
-                client, None, now, address_hash(self.address_key, email)
-            )
+            self.record_failure(client, None, now, self.address_name(email))
             raise InvalidCredentialsError
         password_matches = self.passwords.verify(password, user.password_hash)
         user.release_expired_lock(now)
@@ -542,7 +540,12 @@ class AuthApplication(AuthStore):
                 if claim is not None and claim.user_id == user.id:
                     claim.release(now)
                     changed.append(claim)
-            owners = self._personal_data_owners(user)
+            owners = [
+                user.id,
+                *address_streams(
+                    self.address_key, user.email, self.address_era(user.email)
+                ),
+            ]
             user.erase(actor, client.ip, client.user_agent, now)
             self.save(*changed)
             # In the erasure's own transaction: whoever reads it finds them gone.
@@ -551,10 +554,9 @@ class AuthApplication(AuthStore):
         with self.exclusively(user_id):
             self.attempt(forget)
 
-    def _personal_data_owners(self, user: User) -> list[UUID]:
-        """Whose data keys an erasure destroys: the account's, and those of
-        the address's streams from before it had one (unknown logins, resets)."""
-        return [user.id, *address_streams(self.address_key, user.email)]
+    def address_name(self, email: str) -> str:
+        """The keyed name of the address's own streams now (see address_name)."""
+        return address_name(self.address_key, email, self.address_era(email))
 
     def erase_own(self, user_id: UUID, password: str, client: Client) -> None:
         """Erase one's own account, proving it with the password: a wrong one

@@ -26,6 +26,7 @@ from domain.session import Session
 from domain.throttle import ClientThrottle
 from domain.unknown_logins import UnknownLogins
 from domain.user import User
+from domain.values import email_identity
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -124,12 +125,23 @@ class AuthStore(AuthEventLog):
     def standing_claim(self, form: str) -> tuple[UUID, EmailClaim | None]:
         """The claim of a form that stands: the held one, or none yet, and
         its id (past every generation an erasure released)."""
+        generation, claim = self._standing(form)
+        return self.claim_id(form, generation), claim
+
+    def address_era(self, email: str) -> int:
+        """How many erased accounts have released the address (its folded
+        form): the era of its own streams (see address_name)."""
+        try:
+            return self._standing(email_identity(email))[0]
+        except DomainError:
+            return 0
+
+    def _standing(self, form: str) -> tuple[int, EmailClaim | None]:
         generation = 0
         while True:
-            claim_id = self.claim_id(form, generation)
-            claim = self.stored_claim(claim_id)
+            claim = self.stored_claim(self.claim_id(form, generation))
             if claim is None or claim.user_id is not None:
-                return claim_id, claim
+                return generation, claim
             generation += 1
 
     def stored_claim(self, claim_id: UUID) -> EmailClaim | None:

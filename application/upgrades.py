@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import TYPE_CHECKING
 
 from eventsourcing.persistence import IntegrityError
@@ -12,10 +13,11 @@ from application.ports import utc_now
 from application.values import address_streams
 from domain.admin_roster import AdminRoster
 from domain.email_claim import EmailClaim
-from domain.errors import MixedScriptEmailError
+from domain.errors import DomainError, MixedScriptEmailError
+from domain.throttle import ClientThrottle
 from domain.upgrade import Upgrade
 from domain.user import User
-from domain.values import Role, email_identity
+from domain.values import ERASED, Role, email_identity
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
 FOLD_EMAIL_CLAIMS = "fold-email-claims"
 KEY_EMAIL_CLAIMS = "key-email-claims"
 SEAL_PERSONAL_DATA = "seal-personal-data"
+FORGET_LEGACY_STREAMS = "forget-legacy-streams"
+# A throttle's name since names are keyed: a hex HMAC (see lookup_name).
+KEYED_NAME = re.compile(r"[0-9a-f]{64}")
 
 PAGE = 500
 
@@ -79,31 +84,65 @@ def key_email_claims(app: AuthApplication) -> int:
 def seal_personal_data(
     log: AuthEventLog,
     address_key: bytes,
-    rewrite: Callable[[list[UUID]], int],
+    rewrite: Callable[[list[UUID], list[UUID]], int],
 ) -> int:
     """Seal the personal fields stored in clear before sealing, once, by
-    `rewrite` (the log's owner may rewrite it: ADR 31), given whose data to
-    shred instead: that of accounts erased before sealing, and of their
-    addresses' streams (`address_key` names them). Returns how many events
-    and snapshots it changed."""
+    `rewrite` (the log's owner may rewrite it: ADR 31), given what to forget
+    instead of the accounts erased before sealing: the owners whose data to
+    shred (theirs, and their addresses' streams, which `address_key` names),
+    and their claims named by the address itself, to drop (ADR 32). Returns
+    how many events and snapshots it changed."""
     if is_sealed(log):
         return 0
-    return _applied(
-        log, SEAL_PERSONAL_DATA, rewrite(_erased_owners(log, address_key)), utc_now()
-    )
+    shredded: list[UUID] = []
+    dropped: list[UUID] = []
+    for user_id, email in _erased_accounts(log):
+        shredded += [user_id, *address_streams(address_key, email, 0)]
+        with contextlib.suppress(DomainError):
+            dropped += [EmailClaim.legacy_id(f) for f in EmailClaim.forms_of(email)]
+    return _applied(log, SEAL_PERSONAL_DATA, rewrite(shredded, dropped), utc_now())
 
 
-def _erased_owners(log: AuthEventLog, address_key: bytes) -> list[UUID]:
-    """The owners of the personal data of every account erased so far."""
+def _erased_accounts(log: AuthEventLog) -> Iterator[tuple[UUID, str]]:
+    """The id and address of every account erased so far (readable only
+    while the log is not sealed)."""
     emails: dict[UUID, str] = {}
-    owners: list[UUID] = []
     for event in _stored(log, User.Registered, User.Erased):
         if isinstance(event, User.Registered):
             emails[event.originator_id] = event.email
         else:
-            email = emails[event.originator_id]
-            owners += [event.originator_id, *address_streams(address_key, email)]
-    return owners
+            yield event.originator_id, emails[event.originator_id]
+
+
+def forget_legacy_streams(
+    app: AuthApplication, drop: Callable[[list[UUID]], int]
+) -> int:
+    """Drop, once, the streams named by a personal value itself: claims from
+    before claims were keyed, throttles from before their names were (ADR
+    32). Nothing reads them any more, and their names let anyone with a copy
+    of the log test a guess. Call it after key_email_claims; `drop` (the
+    log's owner) deletes them. Returns how many events and snapshots went."""
+    if legacy_streams_forgotten(app):
+        return 0
+    legacy = {
+        claimed.originator_id
+        for claimed in _claims(app)
+        if claimed.email != ERASED  # (those of erased accounts went at sealing)
+        and claimed.originator_id
+        in {EmailClaim.legacy_id(form) for form in EmailClaim.forms_of(claimed.email)}
+    }
+    legacy |= {
+        started.originator_id
+        for started in _stored(app, ClientThrottle.Started)
+        if isinstance(started, ClientThrottle.Started)
+        and not KEYED_NAME.fullmatch(started.key)
+    }
+    return _applied(app, FORGET_LEGACY_STREAMS, drop(sorted(legacy)), app.clock())
+
+
+def legacy_streams_forgotten(log: AuthEventLog) -> bool:
+    """Whether the log holds no stream named by a personal value."""
+    return Upgrade.create_id(FORGET_LEGACY_STREAMS) in log.repository
 
 
 def is_sealed(log: AuthEventLog) -> bool:

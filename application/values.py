@@ -132,11 +132,18 @@ def address_hash(key: bytes, email: str) -> str:
     return hmac.new(key, fold_email(email).encode(), hashlib.sha256).hexdigest()
 
 
-def address_streams(key: bytes, email: str) -> tuple[UUID, UUID]:
-    """The streams of an address from before it had an account (its unknown
-    logins, its reset asks), named by its keyed hash."""
+def address_name(key: bytes, email: str, era: int) -> str:
+    """The keyed name of an address's own streams (unknown logins, reset
+    asks) in an era: the next begins when an erasure releases the address,
+    so that nothing links its next account to the erased one."""
     hashed = address_hash(key, email)
-    return UnknownLogins.create_id(hashed), ResetAsks.create_id(hashed)
+    return f"{hashed}/{era}" if era else hashed
+
+
+def address_streams(key: bytes, email: str, era: int) -> tuple[UUID, UUID]:
+    """The streams of an address in an era: its unknown logins, its reset asks."""
+    name = address_name(key, email, era)
+    return UnknownLogins.create_id(name), ResetAsks.create_id(name)
 
 
 def generation_of(token: str) -> int | None:

@@ -386,12 +386,17 @@ CHECKS_NOT_VALID = (
 
 
 def seal_stored_personal_data(
-    mapper: SealingMapper, url: str, tables: EventTables, shredded: Iterable[UUID]
+    mapper: SealingMapper,
+    url: str,
+    tables: EventTables,
+    shredded: Iterable[UUID],
+    dropped: list[UUID],
 ) -> int:
     """Seal, in place, the personal fields of events and snapshots stored
     before sealing: the one rewrite of the append-only log (ADR 31). Those of
     the `shredded` owners (erased before sealing) are erased instead: their
-    keys are destroyed first, so their fields seal as ERASED.
+    keys are destroyed first, so their fields seal as ERASED; the `dropped`
+    streams are deleted (ADR 32).
 
     As the log's owner, in one transaction with its append-only triggers off
     for that transaction only; then VACUUM FULL, so that no dead copy of a
@@ -406,6 +411,7 @@ def seal_stored_personal_data(
                 for query in (SELECT_PAGE, UPDATE_STATE)
             )
             with _rewritable(conn, table):
+                changed += _delete_streams(conn, table, dropped)
                 after: tuple[UUID, int] = (UUID(int=0), -1)
                 while rows := conn.execute(select, after).fetchall():
                     for originator_id, version, state in rows:
@@ -415,10 +421,37 @@ def seal_stored_personal_data(
                             changed += 1
                     after = rows[-1][0], rows[-1][1]
     if changed:
-        with connect(url, "authledger-setup") as conn:
-            for table in tables.qualified():
-                conn.execute(sql.SQL("VACUUM FULL {}").format(table))
+        _vacuum_fully(url, tables)
     return changed
+
+
+def drop_stored_streams(url: str, tables: EventTables, streams: list[UUID]) -> int:
+    """Delete the events and snapshots of these streams, as the log's owner,
+    in one transaction with the append-only triggers off for it only; then
+    VACUUM FULL. For streams whose very names reveal personal data (ADR 32).
+    Returns how many rows went."""
+    dropped = 0
+    with connect(url, "authledger-setup") as conn, conn.transaction():
+        for table in tables.qualified():
+            with _rewritable(conn, table):
+                dropped += _delete_streams(conn, table, streams)
+    if dropped:
+        _vacuum_fully(url, tables)
+    return dropped
+
+
+def _delete_streams(
+    conn: Connection[Any], table: sql.Identifier, streams: list[UUID]
+) -> int:
+    delete = sql.SQL("DELETE FROM {} WHERE originator_id = ANY(%s)").format(table)
+    return conn.execute(delete, (streams,)).rowcount
+
+
+def _vacuum_fully(url: str, tables: EventTables) -> None:
+    """Rewrite the tables' files, so that no dead copy of a changed row stays."""
+    with connect(url, "authledger-setup") as conn:
+        for table in tables.qualified():
+            conn.execute(sql.SQL("VACUUM FULL {}").format(table))
 
 
 @contextmanager

@@ -21,8 +21,10 @@ from application.projections import (
 from application.store import AuthEventLog
 from application.upgrades import (
     fold_email_claims,
+    forget_legacy_streams,
     is_sealed,
     key_email_claims,
+    legacy_streams_forgotten,
     seal_personal_data,
     start_admin_roster,
 )
@@ -31,6 +33,7 @@ from infrastructure.data_keys import (
     check_key_encryption_key,
     check_key_table,
     create_key_table,
+    drop_stored_streams,
     postgres_sealing,
     seal_stored_personal_data,
 )
@@ -183,32 +186,14 @@ def build_services(
     # Concurrent CREATE TABLE IF NOT EXISTS can still collide: one process at a time.
     with advisory_lock(url, SETUP_LOCK):
         app = open_event_log(
-            lambda app_env: AuthApplication(
-                app_env,
-                mapper_of=mapper_of,
-                passwords=BcryptPasswordHasher(
-                    secrets.password_pepper, settings.bcrypt_rounds
-                ),
-                screen=ZxcvbnScreen(),
-                refresh_key=derive_key(secrets.jwt_secret, "refresh-tokens"),
-                address_key=address_key(secrets),
-                # From the pepper, which never changes (password hashes need it
-                # too): claims named by it must stay findable.
-                lookup_key=derive_key(secrets.password_pepper, "lookups"),
-                policy=settings.auth_policy(),
-            ),
-            url,
-            env,
-            secrets,
+            auth_application(settings, secrets, mapper_of), url, env, secrets
         )
         recorder = app.recorder
         if not isinstance(recorder, AuthRecorder):
             raise TypeError("authledger keeps its events in PostgreSQL")
         models.prepare()
         recorder.inline = models.inline_projections(app.mapper, app.name)
-        fold_email_claims(app)
-        key_email_claims(app)
-        start_admin_roster(app)
+        upgrade_stored_data(app, url)
     # Views here only query read_models.<table>, whichever schema is live,
     # through the requests' pool: one budget of connections.
     query_env = {**env, "CREATE_TABLE": "n"}
@@ -264,6 +249,44 @@ class UnsealedLogError(RuntimeError):
     """The log still holds personal data in clear, and this role may not seal it."""
 
 
+def auth_application(
+    settings: Settings, secrets: Secrets, mapper_of: MapperFactory
+) -> Callable[[dict[str, str]], AuthApplication]:
+    """How to make the use cases' application over an eventsourcing env."""
+    return lambda app_env: AuthApplication(
+        app_env,
+        mapper_of=mapper_of,
+        passwords=BcryptPasswordHasher(secrets.password_pepper, settings.bcrypt_rounds),
+        screen=ZxcvbnScreen(),
+        refresh_key=derive_key(secrets.jwt_secret, "refresh-tokens"),
+        address_key=address_key(secrets),
+        # From the pepper, which never changes (password hashes need it
+        # too): claims named by it must stay findable.
+        lookup_key=derive_key(secrets.password_pepper, "lookups"),
+        policy=settings.auth_policy(),
+    )
+
+
+def upgrade_stored_data(app: AuthApplication, url: str) -> None:
+    """The one-off changes to stored data, in order (each once; call it
+    holding the setup lock). The last, dropping the streams named by
+    personal values, needs the log's owner: another role refuses to start
+    until the owner has done it."""
+    fold_email_claims(app)
+    key_email_claims(app)
+    start_admin_roster(app)
+    tables = event_tables(app)
+    if owns_event_log(url, tables):
+        forget_legacy_streams(
+            app, lambda streams: drop_stored_streams(url, tables, streams)
+        )
+    elif not legacy_streams_forgotten(app):
+        raise UnsealedLogError(
+            "the log holds streams named by personal data: start once as its"
+            " owner (or run `authledger db setup-roles`) to drop them"
+        )
+
+
 def open_event_log(
     make: Callable[[dict[str, str]], TLog],
     url: str,
@@ -295,8 +318,8 @@ def open_event_log(
             seal_personal_data(
                 app,
                 address_key(secrets),
-                lambda shredded: seal_stored_personal_data(
-                    mapper, url, tables, shredded
+                lambda shredded, dropped: seal_stored_personal_data(
+                    mapper, url, tables, shredded, dropped
                 ),
             )
         else:
@@ -351,11 +374,13 @@ def set_up_roles(
     mapper_of = postgres_sealing(secrets.key_encryption_key)
     with advisory_lock(url, SETUP_LOCK):
         log = open_event_log(
-            lambda log_env: AuthEventLog(log_env, mapper_of=mapper_of),
-            url,
-            env,
-            secrets,
+            auth_application(settings, secrets, mapper_of), url, env, secrets
         )
+        try:
+            upgrade_stored_data(log, url)
+        except BaseException:
+            log.close()
+            raise
     try:
         tables = event_tables(log)
         grant_app_role(url, tables, app_role, password)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -11,11 +12,24 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pydantic import SecretStr
 
+from application.upgrades import FORGET_LEGACY_STREAMS, SEAL_PERSONAL_DATA
 from application.values import Client
-from infrastructure.db_roles import UnprotectedEventLogError, UnsafeAppRoleError
+from domain.email_claim import EmailClaim
+from domain.upgrade import Upgrade
+from infrastructure.data_keys import WrongKeyEncryptionKeyError, create_key_table
+from infrastructure.database import EventTables, protect_event_log
+from infrastructure.db_roles import (
+    UnprotectedEventLogError,
+    UnsafeAppRoleError,
+    grant_app_role,
+)
+from interfaces.bootstrap import UnsealedLogError
 from tests.cli import run_cli
+from tests.dumps import FIXTURES
 from tests.integration.helpers import MakeServices, wait_for_read_models
+from tests.integration.test_upgrade import load_wave_1
 
 pytestmark = pytest.mark.postgres
 
@@ -198,3 +212,63 @@ def test_a_role_that_could_become_the_owner_is_refused_at_setup_and_at_start(
                     sql.Identifier(other),
                 )
             )
+
+
+def test_the_app_role_refuses_a_wave_1_log_until_its_owner_upgraded_it(
+    database_url: str, tmp_path: Path, make_services: MakeServices
+) -> None:
+    # Given a wave-1 log, protected, and an app role granted on it before the
+    # owner ran this release (so nothing is sealed, no old stream dropped)
+    load_wave_1(database_url)
+    tables = EventTables("public", "auth_events", "auth_snapshots")
+    protect_event_log(database_url, tables)
+    create_key_table(database_url)
+    role = f"app_{uuid.uuid4().hex[:12]}"
+    grant_app_role(database_url, tables, role, PASSWORD)
+    secrets = json.loads((FIXTURES / "wave1_secrets.json").read_text())
+    wave_1 = {name: SecretStr(value) for name, value in secrets.items()}
+    as_app = as_role(database_url, role)
+    try:
+        # When the app role starts on it, then it refuses: it may not rewrite
+        with pytest.raises(UnsealedLogError, match="start once as its owner"):
+            make_services(database_url=as_app, **wave_1)
+
+        # And `db setup-roles`, run as the owner, seals the log and drops the
+        # streams named by addresses, for the app role to find them done
+        run_cli(
+            database_url,
+            tmp_path / "setup",
+            *("db", "setup-roles", "--app-role", role),
+            AUTHLEDGER_JWT_SECRET=secrets["jwt_secret"],
+            AUTHLEDGER_PASSWORD_PEPPER=secrets["password_pepper"],
+        )
+        with psycopg.connect(as_app) as conn:
+            upgrades = [SEAL_PERSONAL_DATA, FORGET_LEGACY_STREAMS]
+            done, legacy = (
+                conn.execute(
+                    "SELECT count(*) FROM auth_events WHERE originator_id = ANY(%s)",
+                    (streams,),
+                ).fetchone()
+                or (None,)
+                for streams in (
+                    [Upgrade.create_id(name) for name in upgrades],
+                    [EmailClaim.legacy_id("ada@example.com")],
+                )
+            )
+        assert (done, legacy) == ((2,), (0,))
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_key_encryption_key_that_does_not_unwrap_the_data_keys_is_refused(
+    make_services: MakeServices,
+) -> None:
+    # Given a store whose data keys were wrapped by one key-encryption key
+    services = make_services()
+    services.app.register("kek@example.com", "a least-privilege passphrase", Client())
+
+    # When a process starts with another, then it refuses
+    with pytest.raises(WrongKeyEncryptionKeyError):
+        make_services(key_encryption_key=SecretStr("another " + "k" * 40))

@@ -18,12 +18,13 @@ from pydantic import SecretStr
 
 from application.audit import Auditor
 from application.values import PERSONAL_FIELDS, Client
+from domain.email_claim import EmailClaim
 from infrastructure.data_keys import SEALED
 from infrastructure.database import eventsourcing_env
 from infrastructure.read_model_registry import live_versions
 from infrastructure.settings import Settings
 from interfaces.bootstrap import Services, build_services
-from tests.dumps import FIXTURES, load_dump
+from tests.dumps import FIXTURES, leaks, load_dump, pg_dump
 from tests.integration.helpers import (
     live_specs,
     read_model_state,
@@ -44,6 +45,7 @@ CAROL_REFRESH_TOKEN = (
     "46d0107e6c134b7481a970084a42a542.OlSvYxN0UXiPaPu-7LvK09BH2n5j9qfCcK13X-EGs_4"
 )
 WAVE_1_EVENTS = 177
+LEGACY_STREAMS = ("authledger:EmailClaim", "authledger:ClientThrottle")
 
 
 def load_wave_1(database_url: str) -> None:
@@ -146,24 +148,76 @@ def test_the_first_start_seals_what_wave_1_stored_in_clear(
         again.close()
 
 
+def wave_1_schemas(database_url: str) -> list[str]:
+    """The schemas of read-model versions that version 2 replaces."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)",
+            (["user_directory_v1", "login_history_v1"],),
+        ).fetchall()
+    return [name for (name,) in rows]
+
+
+def test_wave_1_accounts_once_erased_leave_nothing_in_a_dump(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Given the wave-1 log, whose claims were named by uuid5 of the address
+    # and whose throttles by the client address itself
+    load_wave_1(database_url)
+    in_clear = personal_values(database_url)
+    emails = ["ada@example.com", "bob@example.com", "carol@example.com"]
+    legacy_claims = [str(EmailClaim.legacy_id(email)) for email in emails]
+    assert all(claim in pg_dump(database_url) for claim in legacy_claims)
+
+    # When this code starts on it, and every account is erased
+    services = build_services(wave_1_settings(database_url, tmp_path / "data"))
+    try:
+        for email in emails:
+            claim = services.app.find_claim(email)
+            assert claim is not None
+            assert claim.user_id is not None
+            services.app.erase(claim.user_id, None, Client())
+        wait_for_read_models(services)
+        # (once the read models of wave 1's versions are replaced and dropped)
+        wait_until(lambda: not wave_1_schemas(database_url), 20, "v1 dropped")
+
+        # Then a dump of the whole database holds none of their emails,
+        # addresses and agents in any encoding, and no stream named by one
+        dump = pg_dump(database_url)
+        assert leaks(dump, sorted(in_clear)) == []
+        assert [claim for claim in legacy_claims if claim in dump] == []
+        forgotten = states_with_topic(services, "authledger:Upgrade.Applied")
+        assert [
+            u["changed"] > 0 for u in forgotten if u["name"] == "forget-legacy-streams"
+        ] == [True]
+    finally:
+        services.close()
+
+
 def test_the_upgrade_keeps_accounts_sessions_and_history(upgraded: Services) -> None:
     app = upgraded.app
     stored = stored_events(upgraded)
-    old = stored[:WAVE_1_EVENTS]
-    assert [n.id for n in old] == list(range(1, WAVE_1_EVENTS + 1))
+    old = [n for n in stored if n.id <= WAVE_1_EVENTS]
     # The first start sealed personal data, folded the addresses (all
     # lower-case already: no new claim), named every old claim by its keyed
-    # hash (ADR 29) and started the admin roster (wave 1 had no admin)
+    # hash (ADR 29), started the admin roster (wave 1 had no admin), and
+    # dropped the streams named by personal values: the old claims and
+    # throttles, and only those (ADR 32)
     claimed = "authledger:EmailClaim.Claimed"
-    claims = sum(n.topic == claimed for n in old)
+    new = stored[len(old) :]
+    claims = sum(n.topic == claimed for n in new)
     assert claims >= 2
-    assert [n.topic for n in stored[WAVE_1_EVENTS:]] == [
+    assert [n.topic for n in new] == [
         "authledger:Upgrade.Applied",  # personal data sealed (ADR 31)
         "authledger:Upgrade.Applied",
         *[claimed] * claims,
         "authledger:Upgrade.Applied",
         "authledger:AdminRoster.Started",
+        "authledger:Upgrade.Applied",  # legacy streams forgotten
     ]
+    dropped = set(range(1, WAVE_1_EVENTS + 1)) - {n.id for n in old}
+    assert dropped
+    assert not [n for n in old if n.topic.startswith(LEGACY_STREAMS)]
     for email in ("ada@example.com", "bob@example.com"):
         found = app.find_claim(email)
         assert found is not None

@@ -3,6 +3,7 @@ these events; and its address signs up again as a new account."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from uuid import UUID
 
 import pytest
@@ -17,6 +18,7 @@ from application.errors import (
 from application.upgrades import fold_email_claims, key_email_claims
 from domain.email_claim import EmailClaim
 from domain.errors import LastAdminError
+from domain.reset_asks import ResetAsks
 from domain.user import User
 from domain.values import Role
 from infrastructure.passwords import BcryptPasswordHasher
@@ -163,6 +165,35 @@ def test_a_reset_asked_before_the_erasure_is_dispatched_as_for_no_account(
     saved = stored_since(app, before)
     assert names(saved) == ["ResetAsks.Dispatched"]
     assert not [e for e in saved if e.originator_id == user_id]
+
+
+def test_no_stream_of_the_address_names_both_its_erased_and_its_next_account(
+    app: AuthApplication, mail: AccountMail, clock: FakeClock
+) -> None:
+    # Given an account whose address asked for a reset link, then erased
+    old = registered(app).user_id
+    mail.forgot_password(EMAIL, CLIENT)
+    app.erase(old, None, ADMIN_CLIENT)
+    clock.advance(timedelta(hours=1))  # past the asks' cooldown
+
+    # When a login is tried on the address, it signs up again, and asks for a
+    # reset link again
+    with pytest.raises(InvalidCredentialsError):
+        app.login(EMAIL, PASSWORD, CLIENT)
+    new = registered(app).user_id
+    mail.forgot_password(EMAIL, CLIENT)
+
+    # Then no stream holds events that name both accounts: the address's
+    # streams begin anew with its next era
+    named: dict[UUID, set[UUID]] = {}
+    for event in stored_since(app, 0):
+        for value in vars(event).values():
+            if value in (old, new):
+                named.setdefault(event.originator_id, set()).add(value)
+    assert not [stream for stream, both in named.items() if both == {old, new}]
+    asks = of_type(stored_since(app, 0), ResetAsks.Asked)
+    assert [a.user_id for a in asks] == [old, new]
+    assert asks[0].originator_id != asks[1].originator_id
 
 
 class ErasingHasher(BcryptPasswordHasher):
