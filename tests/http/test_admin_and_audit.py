@@ -473,6 +473,7 @@ def test_an_admin_erases_an_account_by_api_and_by_cli(
     server_data_dir: Path,
 ) -> None:
     by_api, by_cli = signup(client, new_email()), new_email()
+    by_cli_id = signup(client, new_email())
     signup(client, by_cli)
     path = f"/api/admin/users/{by_api['user']['id']}"
 
@@ -480,6 +481,10 @@ def test_an_admin_erases_an_account_by_api_and_by_cli(
     again = client.delete(path, headers=bearer(admin))
     forbidden = client.delete(path, headers=bearer(signup(client, new_email())))
     printed = cli(module_database_url, server_data_dir, "users", "erase", by_cli)
+    by_id = by_cli_id["user"]["id"]
+    cli(module_database_url, server_data_dir, "users", "erase", by_id)
+    assert client.get("/api/auth/me", headers=bearer(by_cli_id)).status_code == 401
+    assert login(client, by_cli_id["user"]["email"]).status_code == 401
 
     assert erased.status_code == 200
     assert again.status_code == 200  # a retry is told it is done
