@@ -11,6 +11,8 @@ from uuid import UUID
 if TYPE_CHECKING:
     from eventsourcing.persistence import Mapper, Notification, Transcoder
 
+    from domain.key_ring import NewSigningKey
+
 Clock = Callable[[], datetime]
 
 
@@ -100,3 +102,11 @@ class PersonalData(Protocol):
 
 # Builds the event store's mapper for an application, given its transcoder.
 MapperFactory = Callable[[Any, "Transcoder"], "Mapper[UUID]"]
+
+
+class KeyMaker(Protocol):
+    """Makes signing keys, their private part sealed for the event store."""
+
+    def make(self, algorithm: str) -> NewSigningKey:
+        """A fresh key of `algorithm` (ES256, EdDSA, RS256 or HS256)."""
+        ...

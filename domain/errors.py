@@ -43,3 +43,11 @@ class LastAdminError(DomainError):
 
 class EmailTakenError(DomainError):
     """The address is claimed by an account."""
+
+
+class UnknownSigningKeyError(DomainError):
+    """No key of the ring has that id."""
+
+
+class SigningKeyStateError(DomainError):
+    """The key is not in a state that allows this transition."""

@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     jwt_issuer: str = "authledger"
     jwt_audience: str = "authledger"
     access_token_ttl_s: int = Field(default=15 * 60, gt=0)
+    # The algorithm of the signing keys made from now on (HS256: one service
+    # only, as no other may hold its key).
+    signing_algorithm: Literal["ES256", "EdDSA", "RS256", "HS256"] = "ES256"
+    # How long a next key is published before a scheduled rotation uses it.
+    signing_key_prepublication_s: int = Field(default=3600, ge=60)
+    # Rotate the signing key on a schedule (off when unset).
+    signing_key_rotation_days: float | None = Field(default=None, gt=0)
+    # How often each process reads the key ring again (a revocation's delay).
+    key_ring_refresh_s: float = Field(default=1.0, gt=0, le=60)
     refresh_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     session_max_age_s: int = Field(default=30 * 24 * 3600, gt=0)
     refresh_reuse_interval_s: float = Field(default=10, ge=0, le=300)
@@ -86,6 +95,11 @@ class Settings(BaseSettings):
     mail_window_s: int = Field(default=3600, gt=0)
     db_max_connections: int = Field(default=20, ge=12, le=1000)
     request_deadline_s: float = Field(default=5.0, ge=0.5, le=60)
+
+    def jwks_max_age_s(self) -> int:
+        """How long verifiers may cache the JWKS: well inside the time a
+        next key is published before it signs, and five minutes at most."""
+        return min(300, self.signing_key_prepublication_s // 2)
 
     def mail_policy(self) -> MailPolicy:
         """How long mailed links live and how often they may be asked for."""

@@ -1,20 +1,28 @@
-"""JWT access tokens (RFC 9068): HS256 pinned; typ, iss, aud and exp enforced."""
+"""JWT access tokens (RFC 9068) signed by the key ring: each token names its
+key (`kid`), and is checked with that key's algorithm only; typ, iss, aud,
+exp and iat enforced."""
 
 from __future__ import annotations
 
 import secrets
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import jwt
 
-ALGORITHM = "HS256"
+if TYPE_CHECKING:
+    from infrastructure.signing_keys import LiveKeyRing
+
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105  (a media type, not a secret)
 # Tolerated clock skew between this service and its clients, in seconds.
 LEEWAY_S = 10
 # No honest access token comes near this; refuse before parsing anything bigger.
 MAX_TOKEN_LENGTH = 4096
+# Headers that would have a verifier fetch or take a key from the token itself
+# (RFC 8725 §3.10), or demand extensions it does not know: refused.
+FOREIGN_KEY_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
 
 
 class InvalidAccessTokenError(Exception):
@@ -31,14 +39,16 @@ class AccessClaims:
 class JwtTokens:
     """Issue and check access tokens; no other token kind validates as one."""
 
-    def __init__(self, secret: bytes, issuer: str, audience: str, ttl_s: int) -> None:
-        self._secret = secret
+    def __init__(
+        self, keys: LiveKeyRing, issuer: str, audience: str, ttl_s: int
+    ) -> None:
+        self.keys = keys
         self._issuer = issuer
         self._audience = audience
         self.ttl_s = ttl_s
 
     def issue(self, user_id: UUID, session_id: UUID, role: str) -> str:
-        """Sign an access token for this session."""
+        """Sign an access token for this session with the active key."""
         now = int(time.time())
         claims = {
             "sub": str(user_id),
@@ -50,24 +60,34 @@ class JwtTokens:
             "iss": self._issuer,
             "aud": self._audience,
         }
+        active = self.keys.view.active
         return jwt.encode(
             claims,
-            self._secret,
-            algorithm=ALGORITHM,
-            headers={"typ": ACCESS_TOKEN_TYPE},
+            active.signing,
+            algorithm=active.key.algorithm,
+            headers={"typ": ACCESS_TOKEN_TYPE, "kid": active.key.kid},
         )
 
     def verify(self, token: str) -> AccessClaims:
-        """Check signature, algorithm, typ, iss, aud and exp; return the claims."""
+        """Check key, algorithm, signature, typ, iss, aud, exp and iat."""
         if len(token) > MAX_TOKEN_LENGTH:
             raise InvalidAccessTokenError
         try:
-            if jwt.get_unverified_header(token).get("typ") != ACCESS_TOKEN_TYPE:
+            header = jwt.get_unverified_header(token)
+            kid = header.get("kid")
+            if (
+                header.get("typ") != ACCESS_TOKEN_TYPE
+                or FOREIGN_KEY_HEADERS & header.keys()
+                or not isinstance(kid, str)
+            ):
+                raise InvalidAccessTokenError
+            key = self.keys.verifying(kid)
+            if key is None or header.get("alg") != key.key.algorithm:
                 raise InvalidAccessTokenError
             claims = jwt.decode(
                 token,
-                self._secret,
-                algorithms=[ALGORITHM],
+                key.verifying,
+                algorithms=[key.key.algorithm],
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=LEEWAY_S,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventsourcing.postgres import PostgresAggregateRecorder
@@ -18,6 +19,7 @@ from application.projections import (
     UserDirectoryProjection,
     UserDirectoryProjectionV1,
 )
+from application.signing_keys import SigningKeyRing
 from application.store import AuthEventLog
 from application.upgrades import (
     fold_email_claims,
@@ -67,7 +69,8 @@ from infrastructure.settings import (
     derive_key,
     load_secrets,
 )
-from infrastructure.tokens import JwtTokens
+from infrastructure.signing_keys import KeyCipher, LiveKeyRing, SealedKeyMaker
+from infrastructure.tokens import LEEWAY_S, JwtTokens
 
 if TYPE_CHECKING:
     from application.ports import MapperFactory
@@ -116,11 +119,13 @@ class Services:
     sessions: PostgresActiveSessionsView
     history: PostgresLoginHistoryView
     tokens: JwtTokens
+    key_ring: SigningKeyRing
     mail: AccountMail
     read_models: ReadModels
     mailer: Mailer | None = None
     workers: list[ProjectionWorker] = field(default_factory=list)
     sweeper: Periodic | None = None
+    key_watch: Periodic | None = None
 
     def start_projections(self) -> None:
         """Start workers: the lagging read models, and newer versions to build."""
@@ -139,6 +144,22 @@ class Services:
         self.sweeper = Periodic("session sweep", SWEEP_INTERVAL_S, self.sweep_sessions)
         self.sweeper.start()
 
+    def watch_key_ring(self) -> None:
+        """Read the key ring again as it changes, and rotate it on schedule."""
+        self.key_watch = Periodic(
+            "key ring", self.settings.key_ring_refresh_s, self._follow_key_ring
+        )
+        self.key_watch.start()
+
+    def _follow_key_ring(self) -> None:
+        days = self.settings.signing_key_rotation_days
+        if days is not None:
+            self.key_ring.rotate_if_due(
+                timedelta(days=days),
+                timedelta(seconds=self.settings.signing_key_prepublication_s),
+            )
+        self.tokens.keys.refresh()
+
     def start_mailer(self) -> None:
         """Send the outbox's mail from here, when no other process does."""
         self.mailer = Mailer(
@@ -152,8 +173,9 @@ class Services:
         self.mailer.start()
 
     def close(self) -> None:
-        if self.sweeper:
-            self.sweeper.stop()
+        for periodic in (self.sweeper, self.key_watch):
+            if periodic:
+                periodic.stop()
         if self.mailer:
             self.mailer.stop()
         for worker in self.workers:
@@ -194,6 +216,15 @@ def build_services(
         models.prepare()
         recorder.inline = models.inline_projections(app.mapper, app.name)
         upgrade_stored_data(app, url)
+        cipher = KeyCipher(secrets.key_encryption_key)
+        key_ring = SigningKeyRing(
+            app,
+            SealedKeyMaker(cipher),
+            settings.signing_algorithm,
+            timedelta(seconds=settings.access_token_ttl_s + LEEWAY_S),
+            app.clock,
+        )
+        key_ring.start("setup")
     # Views here only query read_models.<table>, whichever schema is live,
     # through the requests' pool: one budget of connections.
     query_env = {**env, "CREATE_TABLE": "n"}
@@ -201,7 +232,7 @@ def build_services(
     sessions = build_view(ACTIVE_SESSIONS, query_env, recorder.datastore)
     history = build_view(LOGIN_HISTORY, query_env, recorder.datastore)
     tokens = JwtTokens(
-        secrets.jwt_secret,
+        LiveKeyRing(key_ring, cipher, app.clock),
         settings.jwt_issuer,
         settings.jwt_audience,
         settings.access_token_ttl_s,
@@ -213,8 +244,19 @@ def build_services(
         settings.mail_throttle(),
     )
     services = Services(
-        settings, url, app, recorder, users, sessions, history, tokens, mail, models
+        settings,
+        url,
+        app,
+        recorder,
+        users,
+        sessions,
+        history,
+        tokens,
+        key_ring,
+        mail,
+        models,
     )
+    services.watch_key_ring()
     if settings.run_projections:
         services.start_projections()
         services.start_sweeper()

@@ -9,6 +9,7 @@ import typer
 
 from interfaces.cli.audit import audit
 from interfaces.cli.db import db
+from interfaces.cli.keys import keys
 from interfaces.cli.projections import projections
 from interfaces.cli.users import users
 
@@ -17,6 +18,7 @@ app.add_typer(projections, name="projections")
 app.add_typer(audit, name="audit")
 app.add_typer(users, name="users")
 app.add_typer(db, name="db")
+app.add_typer(keys, name="keys")
 
 
 @app.command()

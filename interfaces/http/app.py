@@ -19,7 +19,7 @@ from interfaces.http.limits import (
     RequestDeadline,
     SecurityHeaders,
 )
-from interfaces.http.routes import account, admin, auth, health, sessions
+from interfaces.http.routes import account, admin, auth, health, sessions, well_known
 
 if TYPE_CHECKING:
     from infrastructure.projection_runner import ReadModelSpec
@@ -64,4 +64,5 @@ def create_app(
     app.include_router(account.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    app.include_router(well_known.router)
     return app

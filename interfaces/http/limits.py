@@ -88,6 +88,8 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 names = {name.lower() for name, _ in message.get("headers", [])}
+                if b"cache-control" in names:  # a public answer says how long
+                    names.add(b"pragma")
                 extra = [(n, v) for n, v in SECURITY_HEADERS if n not in names]
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
