@@ -36,7 +36,8 @@ def stored_events(services: Services) -> list[Notification]:
 
 def stored_facts(services: Services) -> list[Notification]:
     """Every event in the store but the address counters each request adds to,
-    and the first start's upgrades (its record, the admin roster it starts)."""
+    and the first start's upgrades (its record, the admin roster and the key
+    ring it starts)."""
     return [
         n
         for n in stored_events(services)
@@ -45,6 +46,7 @@ def stored_facts(services: Services) -> list[Notification]:
                 "authledger:ClientThrottle.",
                 "authledger:Upgrade.",
                 "authledger:AdminRoster.Started",
+                "authledger:KeyRing.",
             )
         )
     ]

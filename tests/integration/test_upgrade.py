@@ -214,6 +214,10 @@ def test_the_upgrade_keeps_accounts_sessions_and_history(upgraded: Services) -> 
         "authledger:Upgrade.Applied",
         "authledger:AdminRoster.Started",
         "authledger:Upgrade.Applied",  # legacy streams forgotten
+        "authledger:KeyRing.Started",  # its first key active, the next published
+        "authledger:KeyRing.KeyAdded",
+        "authledger:KeyRing.KeyActivated",
+        "authledger:KeyRing.KeyAdded",
     ]
     dropped = set(range(1, WAVE_1_EVENTS + 1)) - {n.id for n in old}
     assert dropped
