@@ -28,6 +28,7 @@ SECRET_FIELDS = frozenset(
         "retired_at",  # keyed by refresh-token hashes
         "pending_verification",  # hold mailed tokens' hashes
         "pending_reset",
+        "sealed_private_key",  # a signing key, however well wrapped
     }
 )
 

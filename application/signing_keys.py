@@ -72,7 +72,10 @@ class SigningKeyRing:
 
     def retire(self, kid: str, by: str) -> SigningKey:
         """Withdraw a next key (see KeyRing.retire)."""
-        return self._changed(lambda ring: ring.retire(kid, by, self.clock()), kid)
+        replacement = self.maker.make(self.algorithm)
+        return self._changed(
+            lambda ring: ring.retire(kid, replacement, by, self.clock()), kid
+        )
 
     def revoke(self, kid: str, by: str) -> SigningKey:
         """Refuse the key's tokens at once (see KeyRing.revoke)."""

@@ -188,15 +188,19 @@ class KeyRing(Aggregate):
         self.add(incoming, by, now)
         return promoted
 
-    def retire(self, kid: str, by: str, now: datetime) -> None:
+    def retire(
+        self, kid: str, replacement: NewSigningKey, by: str, now: datetime
+    ) -> None:
         """Withdraw a `next` key, which signed nothing: it stops verifying at
-        once. The active key is retired by a rotation only."""
+        once, and `replacement` waits as the next if none is left. The active
+        key is retired by a rotation only."""
         key = self.key(kid)
         if key.state is not KeyState.NEXT:
             raise SigningKeyStateError(f"{kid} is {key.state}, not next")
         self.trigger_event(
             self.KeyRetired, timestamp=now, kid=kid, verify_until=now, by=by
         )
+        self._keep_a_next(replacement, by, now)
 
     def revoke(
         self, kid: str, replacement: NewSigningKey, by: str, now: datetime
@@ -210,8 +214,7 @@ class KeyRing(Aggregate):
         if key.state is KeyState.ACTIVE:
             self._promote_next(by, now)
         self.trigger_event(self.KeyRevoked, timestamp=now, kid=kid, by=by)
-        if not self.in_state(KeyState.NEXT):
-            self.add(replacement, by, now)
+        self._keep_a_next(replacement, by, now)
 
     def due(self, now: datetime, every: timedelta, prepublished: timedelta) -> bool:
         """Whether a scheduled rotation is due: the active key is older than
@@ -222,6 +225,11 @@ class KeyRing(Aggregate):
             and now - self.active.changed_at >= every
             and now - waiting[0].added_at >= prepublished
         )
+
+    def _keep_a_next(self, replacement: NewSigningKey, by: str, now: datetime) -> None:
+        """A rotation always has a published key to activate."""
+        if not self.in_state(KeyState.NEXT):
+            self.add(replacement, by, now)
 
     def _promote_next(self, by: str, now: datetime) -> SigningKey:
         waiting = self.in_state(KeyState.NEXT)

@@ -80,7 +80,7 @@ def rotate(
 ) -> None:
     """The next key signs from now; the active one is retired (it verifies
     until its last token expires); a new next key is published."""
-    with _services() as services:
+    with _services() as services, _refusals():
         active = services.key_ring.rotate(_operator(), algorithm)
         _show([active], as_json)
 

@@ -4,6 +4,7 @@ process's view of the ring follows what another one changed."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -87,18 +88,19 @@ def test_a_next_key_is_withdrawn_at_once_but_the_active_key_only_by_a_rotation()
     ring = started()
 
     # When its next key is retired
-    ring.retire("k2", "cli:ops", T0)
+    ring.retire("k2", new_key("k3"), "cli:ops", T0)
 
-    # Then it verifies nothing from now, as it signed nothing
-    assert names(ring.collect_events()) == ["KeyRing.KeyRetired"]
+    # Then it verifies nothing from now, as it signed nothing; a new next waits
+    assert names(ring.collect_events()) == ["KeyRing.KeyRetired", "KeyRing.KeyAdded"]
     assert not ring.key("k2").verifies(T0)
+    assert states(ring) == {"k1": "active", "k2": "retired", "k3": "next"}
     # And the active key, an unknown key and a retired key are refused
     with pytest.raises(SigningKeyStateError):
-        ring.retire("k1", "cli:ops", T0)
+        ring.retire("k1", new_key("k4"), "cli:ops", T0)
     with pytest.raises(SigningKeyStateError):
-        ring.retire("k2", "cli:ops", T0)
+        ring.retire("k2", new_key("k4"), "cli:ops", T0)
     with pytest.raises(UnknownSigningKeyError):
-        ring.retire("nope", "cli:ops", T0)
+        ring.retire("nope", new_key("k4"), "cli:ops", T0)
     assert ring.collect_events() == []
 
 
@@ -270,3 +272,11 @@ def test_an_hs256_key_signs_and_verifies_but_is_never_published(
     assert view.published() == []
     assert isinstance(view.view.active.signing, bytes)
     assert len(view.view.active.signing) == 32
+
+
+def test_a_kid_is_never_taken_for_an_option_of_the_keys_command() -> None:
+    # A base64url kid may begin with "-": `keys revoke -Hd…` failed as an
+    # unknown option. Kids are hex.
+    kids = {SealedKeyMaker(CIPHER).make("HS256").kid for _ in range(200)}
+    assert len(kids) == 200
+    assert all(re.fullmatch(r"[0-9a-f]{16}", kid) for kid in kids)
