@@ -19,6 +19,7 @@ from eventsourcing.persistence import IntegrityError
 from application.errors import (
     AccountLockedError,
     ConflictError,
+    MfaRequiredError,
     EmailAlreadyRegisteredError,
     InvalidCredentialsError,
     InvalidRefreshTokenError,
@@ -47,6 +48,7 @@ from application.values import (
     generation_of,
     hash_token,
     keyed_session,
+    new_mfa_token,
     new_refresh_token,
     session_id_of,
     successor_token,
@@ -56,7 +58,9 @@ from domain.errors import DomainError, UnknownRefreshTokenError
 from domain.session import Session
 from domain.user import User
 from domain.values import (
+    Factor,
     FailuresClearedBy,
+    LoginFailure,
     RevocationReason,
     Role,
     email_identity,
@@ -124,7 +128,7 @@ class AuthApplication(AuthStore):
         now = self.clock()
         user = User.register(email, password_hash, role, now)
         claim = EmailClaim.claim(claim_id, email, user.id, now)
-        session, refresh_token = self._open_session(user, client, now)
+        session, refresh_token = self.open_session(user, client, now)
         rosters: list[AdminRoster] = []  # an admin is put on it in the same save
         if role is Role.ADMIN:
             roster = self.admin_roster(now)
@@ -136,7 +140,7 @@ class AuthApplication(AuthStore):
             if self.standing_claim(email_identity(email))[1] is not None:
                 return self._signup_replayed(email, password, client)
             raise ConflictError from None
-        return self._grant(user, session, refresh_token)
+        return self.grant(user, session, refresh_token)
 
     def _signup_replayed(
         self, email: str, password: str, client: Client
@@ -182,7 +186,7 @@ class AuthApplication(AuthStore):
             or not hmac.compare_digest(session.refresh_token_hash, hash_token(token))
         ):
             raise RetryKeySpentError
-        return self._grant(user, session, token)
+        return self.grant(user, session, token)
 
     def login(self, email: str, password: str, client: Client) -> SessionGrant:
         """Check the password and open a session; every refusal is the same error.
@@ -205,7 +209,7 @@ class AuthApplication(AuthStore):
             raise InvalidCredentialsError
         checked_hash = user.password_hash
 
-        def open_session() -> SessionGrant:
+        def open_session() -> SessionGrant | MfaRequiredError:
             # Decide on the user as it is now: a new password, a lock or an
             # erasure since the check refuses this login; another login is harmless.
             try:
@@ -219,17 +223,31 @@ class AuthApplication(AuthStore):
                 or current.is_disabled
             ):
                 raise InvalidCredentialsError
+            if current.mfa_enabled:  # no session yet, nor a replayed one
+                return self._challenge(current, client, now)
             replayed = self._replayed(current, client) if client.retry_key else None
             if replayed is not None:
                 return replayed
             current.clear_failures(
                 FailuresClearedBy.LOGIN, client.ip, client.user_agent, now
             )
-            session, refresh_token = self._open_session(current, client, now)
+            session, refresh_token = self.open_session(current, client, now)
             self.save(current, session)
-            return self._grant(current, session, refresh_token)
+            return self.grant(current, session, refresh_token)
 
-        return self.attempt(open_session)
+        granted = self.attempt(open_session)
+        if isinstance(granted, MfaRequiredError):
+            raise granted
+        return granted
+
+    def _challenge(self, user: User, client: Client, now: datetime) -> MfaRequiredError:
+        """Ask for the second factor: the failures so far still count (only a
+        passed challenge clears them), so a known password buys no guesses."""
+        token = new_mfa_token(user.id)
+        policy = self.policy.mfa
+        user.challenge(hash_token(token), policy, client.ip, client.user_agent, now)
+        self.save(user)
+        return MfaRequiredError(token, int(policy.challenge_ttl.total_seconds()))
 
     def refresh(self, refresh_token: str, client: Client) -> SessionGrant:
         """Rotate a refresh token; a stale one revokes its whole session.
@@ -278,7 +296,7 @@ class AuthApplication(AuthStore):
                 self.save(session)
             if session.is_revoked:
                 return None
-            return self._grant(user, session, successor)
+            return self.grant(user, session, successor)
 
         # Strict: a lost race is refused (it raced, it did not replay). With a
         # reuse interval it is decided again on the new version.
@@ -582,12 +600,14 @@ class AuthApplication(AuthStore):
             wait = user.locked_until - now
             raise AccountLockedError(math.ceil(wait.total_seconds()))
 
-    def record_failure(
+    def record_failure(  # noqa: PLR0913  (what failed, where, and what for)
         self,
         client: Client,
         user_id: UUID | None,
         now: datetime,
         unknown_address: str | None = None,
+        reason: LoginFailure = LoginFailure.BAD_PASSWORD,
+        challenge_hash: str | None = None,
     ) -> None:
         """Count a failed login against the address and, if known, the account;
         an attempt on an address without one is recorded under its keyed hash.
@@ -604,7 +624,12 @@ class AuthApplication(AuthStore):
                     user = self.get_user(user_id)
                     user.release_expired_lock(now)
                     user.record_failed_login(
-                        client.ip, client.user_agent, self.policy.lockout, now
+                        client.ip,
+                        client.user_agent,
+                        self.policy.lockout,
+                        now,
+                        reason,
+                        challenge_hash,
                     )
                     changed.append(user)
             if unknown_address is not None:
@@ -625,8 +650,12 @@ class AuthApplication(AuthStore):
         except SessionNotFoundError:
             return None
 
-    def _open_session(
-        self, user: User, client: Client, now: datetime
+    def open_session(
+        self,
+        user: User,
+        client: Client,
+        now: datetime,
+        factors: tuple[Factor, ...] = (Factor.PASSWORD,),
     ) -> tuple[Session, str]:
         """Open a session and record it on the user, whose stream lists them all."""
         if client.retry_key:
@@ -646,15 +675,17 @@ class AuthApplication(AuthStore):
             client.user_agent,
             self.policy.refresh,
             now,
+            factors,
         )
         return session, token
 
-    def _grant(self, user: User, session: Session, refresh_token: str) -> SessionGrant:
+    def grant(self, user: User, session: Session, refresh_token: str) -> SessionGrant:
         return SessionGrant(
             user=user_row(user),
             session_id=session.id,
             refresh_token=refresh_token,
             refresh_expires_at=session.expires_at,
+            factors=tuple(Factor(factor) for factor in session.factors),
         )
 
 
@@ -681,4 +712,5 @@ def user_row(user: User) -> UserRow:
         locked_until=user.locked_until,
         failed_logins=user.failed_logins,
         disabled=user.is_disabled,
+        mfa_enabled=user.mfa_enabled,
     )

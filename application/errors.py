@@ -74,3 +74,17 @@ class RetryKeySpentError(ApplicationError):
 
 class InvalidMailTokenError(ApplicationError):
     """The mailed link's token is unknown, used, superseded or expired."""
+
+
+class MfaRequiredError(ApplicationError):
+    """The password was right; the account asks for its second factor with
+    `mfa_token` (for `expires_in` seconds)."""
+
+    def __init__(self, mfa_token: str, expires_in: int) -> None:
+        super().__init__("mfa_required")
+        self.mfa_token = mfa_token
+        self.expires_in = expires_in
+
+
+class WrongChallengeCodeError(ApplicationError):
+    """The code given for an MFA challenge is wrong: it counted as a failure."""

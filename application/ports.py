@@ -110,3 +110,19 @@ class KeyMaker(Protocol):
     def make(self, algorithm: str) -> NewSigningKey:
         """A fresh key of `algorithm` (ES256, EdDSA, RS256 or HS256)."""
         ...
+
+
+class OneTimeCodes(Protocol):
+    """TOTP (RFC 6238) as authenticator apps compute it."""
+
+    def new_secret(self) -> str:
+        """A new random secret, base32 as apps take it."""
+        ...
+
+    def uri(self, secret: str, account: str) -> str:
+        """The otpauth:// URI an app scans to add the account."""
+        ...
+
+    def step_of(self, secret: str, code: str, now: datetime) -> int | None:
+        """The time step (±1 for drift) whose code `code` is, if any."""
+        ...

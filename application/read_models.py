@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -27,6 +27,7 @@ class UserRow:
     locked_until: datetime | None
     failed_logins: int
     disabled: bool = False
+    mfa_enabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class SessionRow:
     expires_at: datetime
     ip: str
     user_agent: str
+    factors: list[str] = field(default_factory=lambda: ["pwd"])
 
 
 @dataclass(frozen=True)

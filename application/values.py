@@ -16,8 +16,8 @@ from domain.reset_asks import ResetAsks
 from domain.session import RefreshPolicy
 from domain.throttle import ThrottlePolicy
 from domain.unknown_logins import UnknownLogins
-from domain.user import LockoutPolicy
-from domain.values import Role, fold_email
+from domain.user import LockoutPolicy, MfaPolicy
+from domain.values import Factor, Role, fold_email
 
 if TYPE_CHECKING:
     from application.read_models import UserRow
@@ -51,6 +51,7 @@ class AuthPolicy:
         )
     )
     refresh: RefreshPolicy = field(default_factory=RefreshPolicy)
+    mfa: MfaPolicy = field(default_factory=MfaPolicy)
     # How long after a password change a retry of it is told it is done.
     retry_window: timedelta = timedelta(minutes=2)
 
@@ -74,6 +75,7 @@ class SessionGrant:
     session_id: UUID
     refresh_token: str
     refresh_expires_at: datetime
+    factors: tuple[Factor, ...] = (Factor.PASSWORD,)
 
     @property
     def user_id(self) -> UUID:
@@ -82,6 +84,23 @@ class SessionGrant:
     @property
     def role(self) -> Role:
         return Role(self.user.role)
+
+
+def new_mfa_token(user_id: UUID) -> str:
+    """The token of a password step that awaits its second factor: it names
+    the account (whose stream holds the challenge) and 256 random bits."""
+    return f"{user_id.hex}.{secrets.token_urlsafe(32)}"
+
+
+def user_of_mfa_token(token: str) -> UUID | None:
+    """The account an MFA token names; None if it is not one."""
+    user_hex, dot, rest = token.partition(".")
+    if not dot or len(rest) != 43:
+        return None
+    try:
+        return UUID(hex=user_hex) if len(user_hex) == 32 else None
+    except ValueError:
+        return None
 
 
 def hash_token(token: str) -> str:
@@ -166,7 +185,9 @@ def session_id_of(token: str) -> UUID:
 
 # The fields that hold personal data, in any event or snapshot that has them:
 # the mapper seals each with its owner's data key (ADR 31).
-PERSONAL_FIELDS = frozenset({"email", "ip", "user_agent"})
+# The TOTP secret is sealed with them: it is not personal but secret, and
+# the same key keeps it, and destroys it with the account.
+PERSONAL_FIELDS = frozenset({"email", "ip", "user_agent", "totp_secret"})
 
 
 def data_owner(stream_id: UUID, state: dict[str, object]) -> UUID:

@@ -51,3 +51,16 @@ class UnknownSigningKeyError(DomainError):
 
 class SigningKeyStateError(DomainError):
     """The key is not in a state that allows this transition."""
+
+
+class MfaStateError(DomainError):
+    """Not now: MFA is on (enrol again after turning it off), or it is off,
+    or no enrolment waits to be confirmed."""
+
+
+class InvalidCodeError(DomainError):
+    """The one-time code is wrong, spent, or of a time step already used."""
+
+
+class InvalidMfaChallengeError(DomainError):
+    """The MFA token is unknown, used, expired or spent by wrong codes."""

@@ -10,7 +10,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from domain.errors import SessionRevokedError, UnknownRefreshTokenError
-from domain.values import RevocationReason
+from domain.values import Factor, RevocationReason
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ class Session(Aggregate):
     # do not): sessions opened before markers existed precede every marker.
     # Version 3 keeps only its previous token, not every retired one: older
     # tokens are found in the events by their generation.
-    class_version = 3
+    # Version 4 knows the factors its login proved: older ones, a password.
+    class_version = 4
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -47,6 +48,10 @@ class Session(Aggregate):
         state["previous_token_hash"] = previous
         state["rotated_at"] = retired[previous] if previous else None
 
+    @staticmethod
+    def upcast_v3_v4(state: dict[str, Any]) -> None:
+        state["factors"] = [Factor.PASSWORD.value]
+
     class Event(Aggregate.Event):
         pass
 
@@ -55,7 +60,8 @@ class Session(Aggregate):
 
     class Opened(Created):
         TOPIC = "authledger:Session.Opened"
-        class_version = 2
+        # Version 3 names the factors the login proved.
+        class_version = 3
         user_id: UUID
         login_version: int
         refresh_token_hash: str
@@ -63,11 +69,16 @@ class Session(Aggregate):
         ends_at: datetime
         ip: str
         user_agent: str
+        factors: list[str]
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             # Sessions opened before markers existed precede every marker.
             state["login_version"] = 0
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["factors"] = [Factor.PASSWORD.value]
 
     class TokenRotated(Event):
         TOPIC = "authledger:Session.TokenRotated"
@@ -104,9 +115,11 @@ class Session(Aggregate):
         ends_at: datetime,
         ip: str,
         user_agent: str,
+        factors: list[str],
     ) -> None:
         self.user_id = user_id
         self.login_version = login_version
+        self.factors = list(factors)
         self.ip = ip
         self.user_agent = user_agent
         self.refresh_token_hash = refresh_token_hash
@@ -128,6 +141,7 @@ class Session(Aggregate):
         user_agent: str,
         policy: RefreshPolicy,
         now: datetime,
+        factors: tuple[Factor, ...] = (Factor.PASSWORD,),
     ) -> Session:
         ends_at = now + policy.max_session_age
         return cls._create(
@@ -141,6 +155,7 @@ class Session(Aggregate):
             ends_at=ends_at,
             ip=ip,
             user_agent=user_agent,
+            factors=[factor.value for factor in factors],
         )
 
     @property

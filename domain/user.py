@@ -13,10 +13,19 @@ from eventsourcing.domain import Aggregate
 
 from domain.errors import (
     EmailAlreadyVerifiedError,
+    InvalidCodeError,
     InvalidMailTokenError,
+    InvalidMfaChallengeError,
+    MfaStateError,
     RequestedTooSoonError,
 )
-from domain.values import FailuresClearedBy, LoginFailure, RevocationReason, Role
+from domain.values import (
+    Factor,
+    FailuresClearedBy,
+    LoginFailure,
+    RevocationReason,
+    Role,
+)
 
 if TYPE_CHECKING:
     from domain.session import Session
@@ -57,12 +66,22 @@ class LockoutPolicy:
         return min(self.first_lock * (1 << doublings), self.longest_lock)
 
 
+@dataclass(frozen=True)
+class MfaPolicy:
+    """How long the token of a password step lives, and how many wrong codes
+    it takes before it dies."""
+
+    challenge_ttl: timedelta = timedelta(minutes=5)
+    challenge_max_failures: int = 5
+
+
 class User(Aggregate):
     TOPIC = "authledger:User"
     # Version 2 knows its latest session revocation (snapshots of version 1
     # do not): upcast_v1_v2 restores them as "never revoked". Version 3 knows
     # when it was last locked out: older snapshots restore as "long ago".
-    class_version = 3
+    # Version 4 has a second factor: older snapshots restore without one.
+    class_version = 4
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -74,6 +93,11 @@ class User(Aggregate):
         # A lock still recorded counts as recent (its end stands for its start,
         # the safe side); one already released lets the periods start again.
         state["last_locked_at"] = state.get("locked_until")
+
+    @staticmethod
+    def upcast_v3_v4(state: dict[str, Any]) -> None:
+        state.update(totp=None, pending_totp=None, recovery_code_hashes=[])
+        state["challenges"] = {}
 
     class Event(Aggregate.Event):
         pass
@@ -237,6 +261,123 @@ class User(Aggregate):
         def apply(self, user: User) -> None:
             user.is_erased = True
 
+    class TotpEnrolmentStarted(Event):
+        """A TOTP secret was handed out; nothing is enforced until confirmed.
+        `totp_secret` is sealed with the account's data key, as personal data is."""
+
+        TOPIC = "authledger:User.TotpEnrolmentStarted"
+        totp_secret: str
+        ip: str
+        user_agent: str
+
+        def apply(self, user: User) -> None:
+            user.pending_totp = {"totp_secret": self.totp_secret}
+
+    class MfaEnabled(Event):
+        """The enrolment's first code was right: logins need a second factor."""
+
+        TOPIC = "authledger:User.MfaEnabled"
+        recovery_code_hashes: list[str]
+        step: int
+        ip: str
+        user_agent: str
+
+        def apply(self, user: User) -> None:
+            assert user.pending_totp is not None  # noqa: S101  (enable checks it)
+            user.totp = {**user.pending_totp, "last_step": self.step}
+            user.pending_totp = None
+            user.recovery_code_hashes = list(self.recovery_code_hashes)
+
+    class RecoveryCodesRegenerated(Event):
+        TOPIC = "authledger:User.RecoveryCodesRegenerated"
+        recovery_code_hashes: list[str]
+        step: int
+        ip: str
+        user_agent: str
+
+        def apply(self, user: User) -> None:
+            user.recovery_code_hashes = list(self.recovery_code_hashes)
+            user.used_step(self.step)
+
+    class MfaChallenged(Event):
+        """The password was right; a second factor is asked for. Only the
+        hash of the challenge's token is kept."""
+
+        TOPIC = "authledger:User.MfaChallenged"
+        challenge_hash: str
+        expires_at: datetime
+        ip: str
+        user_agent: str
+
+        def apply(self, user: User) -> None:
+            user.challenges = {
+                key: challenge
+                for key, challenge in user.challenges.items()
+                if challenge["expires_at"] > self.timestamp
+            }
+            user.challenges[self.challenge_hash] = {
+                "expires_at": self.expires_at,
+                "failures": 0,
+            }
+
+    class MfaChallengePassed(Event):
+        """The second factor was right: the challenge is spent, a session opens."""
+
+        TOPIC = "authledger:User.MfaChallengePassed"
+        challenge_hash: str
+        factor: str
+        ip: str
+        user_agent: str
+
+        def apply(self, user: User) -> None:
+            user.challenges.pop(self.challenge_hash, None)
+
+    class MfaChallengeFailed(LoginFailed):
+        """A wrong code for a challenge: it counts toward the lock as a wrong
+        password does, and toward the challenge's own limit."""
+
+        TOPIC = "authledger:User.MfaChallengeFailed"
+        challenge_hash: str
+
+        def apply(self, user: User) -> None:
+            super().apply(user)
+            challenge = user.challenges.get(self.challenge_hash)
+            if challenge is not None:
+                challenge["failures"] += 1
+
+    class TotpCodeUsed(Event):
+        """A TOTP code of `step` was accepted: no code of it or before works again."""
+
+        TOPIC = "authledger:User.TotpCodeUsed"
+        step: int
+
+        def apply(self, user: User) -> None:
+            user.used_step(self.step)
+
+    class RecoveryCodeUsed(Event):
+        TOPIC = "authledger:User.RecoveryCodeUsed"
+        slot: int
+        ip: str
+        user_agent: str
+
+        def apply(self, user: User) -> None:
+            user.recovery_code_hashes[self.slot] = ""
+
+    class MfaDisabled(Event):
+        """A second factor is no longer asked for: by the owner (with password
+        and code) or reset by an admin (`disabled_by` names who)."""
+
+        TOPIC = "authledger:User.MfaDisabled"
+        disabled_by: UUID | None
+        ip: str
+        user_agent: str
+
+        def apply(self, user: User) -> None:
+            user.totp = None
+            user.pending_totp = None
+            user.recovery_code_hashes = []
+            user.challenges = {}
+
     # Class defaults: snapshots taken before accounts could be disabled or
     # erased lack them.
     is_disabled = False
@@ -257,6 +398,10 @@ class User(Aggregate):
         self.pending_reset: dict[str, Any] | None = None
         self.sessions_revoked_at: int | None = None
         self.kept_session_id: UUID | None = None
+        self.totp: dict[str, Any] | None = None  # its secret, its last step used
+        self.pending_totp: dict[str, Any] | None = None
+        self.recovery_code_hashes: list[str] = []  # "" for one used
+        self.challenges: dict[str, dict[str, Any]] = {}  # by their token's hash
 
     @classmethod
     def register(
@@ -443,10 +588,178 @@ class User(Aggregate):
         if self.locked_until is not None or self.failed_logins:
             self.trigger_event(self.Unlocked, timestamp=now, unlocked_by=unlocked_by)
 
-    def record_failed_login(
-        self, ip: str, user_agent: str, policy: LockoutPolicy, now: datetime
+    # Second factor -------------------------------------------------------
+
+    @property
+    def mfa_enabled(self) -> bool:
+        return self.totp is not None
+
+    def used_step(self, step: int) -> None:
+        if self.totp is not None:
+            self.totp = {**self.totp, "last_step": max(step, self.totp["last_step"])}
+
+    def start_totp_enrolment(
+        self, sealed_secret: str, ip: str, user_agent: str, now: datetime
     ) -> None:
-        """Count a wrong password; lock the account when the window fills up.
+        """Hand out a secret to confirm; it replaces one not confirmed yet."""
+        if self.mfa_enabled:
+            raise MfaStateError("MFA is on; turn it off to enrol again")
+        self.trigger_event(
+            self.TotpEnrolmentStarted,
+            timestamp=now,
+            totp_secret=sealed_secret,
+            ip=ip,
+            user_agent=user_agent,
+        )
+
+    def enable_mfa(
+        self,
+        step: int | None,
+        recovery_code_hashes: list[str],
+        ip: str,
+        user_agent: str,
+        now: datetime,
+    ) -> None:
+        """Turn MFA on with the pending secret; `step` is that of the code
+        given for it, None if the code was wrong."""
+        if self.mfa_enabled or self.pending_totp is None:
+            raise MfaStateError("no enrolment waits to be confirmed")
+        if step is None:
+            raise InvalidCodeError
+        self.trigger_event(
+            self.MfaEnabled,
+            timestamp=now,
+            recovery_code_hashes=recovery_code_hashes,
+            step=step,
+            ip=ip,
+            user_agent=user_agent,
+        )
+
+    def check_totp_step(self, step: int | None) -> int:
+        """The step of a right code not used before; InvalidCodeError else."""
+        if self.totp is None:
+            raise MfaStateError("MFA is off")
+        if step is None or step <= self.totp["last_step"]:
+            raise InvalidCodeError
+        return step
+
+    def regenerate_recovery_codes(
+        self,
+        step: int | None,
+        recovery_code_hashes: list[str],
+        ip: str,
+        user_agent: str,
+        now: datetime,
+    ) -> None:
+        """A new set for a TOTP code; the old set stops working."""
+        self.trigger_event(
+            self.RecoveryCodesRegenerated,
+            timestamp=now,
+            recovery_code_hashes=recovery_code_hashes,
+            step=self.check_totp_step(step),
+            ip=ip,
+            user_agent=user_agent,
+        )
+
+    def challenge(
+        self,
+        challenge_hash: str,
+        policy: MfaPolicy,
+        ip: str,
+        user_agent: str,
+        now: datetime,
+    ) -> None:
+        """The password was right: ask for the second factor."""
+        self.trigger_event(
+            self.MfaChallenged,
+            timestamp=now,
+            challenge_hash=challenge_hash,
+            expires_at=now + policy.challenge_ttl,
+            ip=ip,
+            user_agent=user_agent,
+        )
+
+    def check_challenge(
+        self, challenge_hash: str, policy: MfaPolicy, now: datetime
+    ) -> None:
+        """Refuse a challenge token used, expired, spent by wrong codes, or
+        of an account that may not log in now."""
+        challenge = self.challenges.get(challenge_hash)
+        if (
+            challenge is None
+            or now >= challenge["expires_at"]
+            or challenge["failures"] >= policy.challenge_max_failures
+            or not self.mfa_enabled
+            or self.is_disabled
+            or self.is_locked(now)
+        ):
+            raise InvalidMfaChallengeError
+
+    def pass_challenge(
+        self,
+        challenge_hash: str,
+        factor: Factor,
+        used: int,
+        ip: str,
+        user_agent: str,
+        now: datetime,
+    ) -> None:
+        """Spend the challenge with a right code: a TOTP code of step `used`
+        (checked against replay) or the recovery code of slot `used`."""
+        if factor is Factor.TOTP:
+            step = self.check_totp_step(used)
+            self.trigger_event(self.TotpCodeUsed, timestamp=now, step=step)
+        else:
+            self.use_recovery_code(used, ip, user_agent, now)
+        self.trigger_event(
+            self.MfaChallengePassed,
+            timestamp=now,
+            challenge_hash=challenge_hash,
+            factor=factor.value,
+            ip=ip,
+            user_agent=user_agent,
+        )
+
+    def use_recovery_code(
+        self, slot: int, ip: str, user_agent: str, now: datetime
+    ) -> None:
+        if (
+            not 0 <= slot < len(self.recovery_code_hashes)
+            or not (self.recovery_code_hashes[slot])
+        ):
+            raise InvalidCodeError
+        self.trigger_event(
+            self.RecoveryCodeUsed,
+            timestamp=now,
+            slot=slot,
+            ip=ip,
+            user_agent=user_agent,
+        )
+
+    def disable_mfa(
+        self, disabled_by: UUID | None, ip: str, user_agent: str, now: datetime
+    ) -> None:
+        if not self.mfa_enabled and self.pending_totp is None:
+            raise MfaStateError("MFA is off")
+        self.trigger_event(
+            self.MfaDisabled,
+            timestamp=now,
+            disabled_by=disabled_by,
+            ip=ip,
+            user_agent=user_agent,
+        )
+
+    def record_failed_login(
+        self,
+        ip: str,
+        user_agent: str,
+        policy: LockoutPolicy,
+        now: datetime,
+        reason: LoginFailure = LoginFailure.BAD_PASSWORD,
+        challenge_hash: str | None = None,
+    ) -> None:
+        """Count a wrong password (or code: `reason`, and the `challenge_hash`
+        it was for); lock the account when the window fills up.
 
         An attempt on an already locked account is recorded but not counted, so a
         lock cannot be extended indefinitely by someone who is already locked out;
@@ -470,14 +783,19 @@ class User(Aggregate):
             and now - self.window_started_at < policy.window
         )
         failures = self.failed_logins + 1 if in_window else 1
-        self.trigger_event(
-            self.LoginFailed,
-            timestamp=now,
-            ip=ip,
-            user_agent=user_agent,
-            reason=LoginFailure.BAD_PASSWORD.value,
-            failures_in_window=failures,
-        )
+        failed = {
+            "timestamp": now,
+            "ip": ip,
+            "user_agent": user_agent,
+            "reason": reason.value,
+            "failures_in_window": failures,
+        }
+        if challenge_hash is None:
+            self.trigger_event(self.LoginFailed, **failed)
+        else:
+            self.trigger_event(
+                self.MfaChallengeFailed, challenge_hash=challenge_hash, **failed
+            )
         if failures >= policy.max_failures:
             in_a_row = (
                 self.last_locked_at is not None

@@ -28,6 +28,15 @@ class RevocationReason(StrEnum):
     ADMIN = "admin"
     DISABLED = "disabled"
     ERASED = "erased"
+    MFA_DISABLED = "mfa_disabled"
+
+
+class Factor(StrEnum):
+    """What a session's login proved (its `amr`, RFC 8176, says it to others)."""
+
+    PASSWORD = "pwd"  # noqa: S105  (a factor, not a secret)
+    TOTP = "otp"
+    RECOVERY_CODE = "recovery_code"
 
 
 class FailuresClearedBy(StrEnum):
@@ -37,6 +46,7 @@ class FailuresClearedBy(StrEnum):
 
 class LoginFailure(StrEnum):
     BAD_PASSWORD = "bad_password"  # noqa: S105  (a reason, not a secret)
+    BAD_CODE = "bad_code"
     LOCKED = "locked"
     UNKNOWN_ACCOUNT = "unknown_account"
     DISABLED = "disabled"

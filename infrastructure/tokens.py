@@ -12,7 +12,11 @@ from uuid import UUID
 
 import jwt
 
+from domain.values import Factor
+
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from infrastructure.signing_keys import LiveKeyRing
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105  (a media type, not a secret)
@@ -36,6 +40,10 @@ class AccessClaims:
     role: str
 
 
+AMR = {Factor.PASSWORD: "pwd", Factor.TOTP: "otp", Factor.RECOVERY_CODE: "otp"}
+AMR_ORDER = ["pwd", "otp"]
+
+
 class JwtTokens:
     """Issue and check access tokens; no other token kind validates as one."""
 
@@ -47,13 +55,24 @@ class JwtTokens:
         self._audience = audience
         self.ttl_s = ttl_s
 
-    def issue(self, user_id: UUID, session_id: UUID, role: str) -> str:
-        """Sign an access token for this session with the active key."""
+    def issue(
+        self,
+        user_id: UUID,
+        session_id: UUID,
+        role: str,
+        factors: Sequence[Factor] = (Factor.PASSWORD,),
+    ) -> str:
+        """Sign an access token for this session with the active key; `amr`
+        and `acr` say what its login proved."""
         now = int(time.time())
         claims = {
             "sub": str(user_id),
             "sid": str(session_id),
             "role": role,
+            # RFC 8176: a recovery code is a one-time password too.
+            "amr": sorted({AMR[factor] for factor in factors}, key=AMR_ORDER.index),
+            # NIST SP 800-63B: a password and a one-time code are two factors.
+            "acr": "aal2" if len(factors) > 1 else "aal1",
             "iat": now,
             "exp": now + self.ttl_s,
             "jti": secrets.token_urlsafe(16),

@@ -19,6 +19,7 @@ from application.projections import (
     UserDirectoryProjection,
     UserDirectoryProjectionV1,
 )
+from application.mfa import SecondFactor
 from application.signing_keys import SigningKeyRing
 from application.store import AuthEventLog
 from application.upgrades import (
@@ -70,6 +71,7 @@ from infrastructure.settings import (
     load_secrets,
 )
 from infrastructure.signing_keys import KeyCipher, LiveKeyRing, SealedKeyMaker
+from infrastructure.totp import Totp
 from infrastructure.tokens import LEEWAY_S, JwtTokens
 
 if TYPE_CHECKING:
@@ -121,6 +123,7 @@ class Services:
     tokens: JwtTokens
     key_ring: SigningKeyRing
     mail: AccountMail
+    mfa: SecondFactor
     read_models: ReadModels
     mailer: Mailer | None = None
     workers: list[ProjectionWorker] = field(default_factory=list)
@@ -254,6 +257,7 @@ def build_services(
         tokens,
         key_ring,
         mail,
+        SecondFactor(app, Totp()),
         models,
     )
     services.watch_key_ring()
