@@ -11,12 +11,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from domain.key_ring import KeyRing, NewSigningKey, SigningKey
+from infrastructure.data_keys import WrongKeyEncryptionKeyError
 from infrastructure.settings import derive_key
 
 if TYPE_CHECKING:
@@ -47,9 +49,15 @@ class KeyCipher:
 
     def open(self, kid: str, algorithm: str, sealed: str) -> bytes:
         raw = base64.b64decode(sealed)
-        return self._aead.decrypt(
-            raw[:NONCE_BYTES], raw[NONCE_BYTES:], _bound_to(kid, algorithm)
-        )
+        try:
+            return self._aead.decrypt(
+                raw[:NONCE_BYTES], raw[NONCE_BYTES:], _bound_to(kid, algorithm)
+            )
+        except InvalidTag:
+            raise WrongKeyEncryptionKeyError(
+                "AUTHLEDGER_KEY_ENCRYPTION_KEY does not open the stored signing"
+                " keys: set the key they were made with"
+            ) from None
 
 
 class SealedKeyMaker:

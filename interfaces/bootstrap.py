@@ -224,7 +224,13 @@ def build_services(
             app,
             SealedKeyMaker(cipher),
             settings.signing_algorithm,
-            timedelta(seconds=settings.access_token_ttl_s + LEEWAY_S),
+            # The longest life of a token it signed, and the time the
+            # slowest replica may take to see the rotation.
+            timedelta(
+                seconds=settings.access_token_ttl_s
+                + LEEWAY_S
+                + settings.key_ring_refresh_s
+            ),
             app.clock,
         )
         key_ring.start("setup")
@@ -240,6 +246,9 @@ def build_services(
         settings.jwt_audience,
         settings.access_token_ttl_s,
     )
+    # Every key opens, or nothing starts: a process that cannot read the
+    # ring would follow no rotation, and a key sealed now would open nowhere.
+    tokens.keys.refresh()
     mail = AccountMail(
         app,
         HmacMailTokens(secrets.jwt_secret),

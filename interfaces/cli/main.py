@@ -3,17 +3,41 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated
 
+import psycopg
 import typer
+from eventsourcing.persistence import PersistenceError
 
+from infrastructure.data_keys import MissingKeyTableError, WrongKeyEncryptionKeyError
+from infrastructure.database import MissingDatabaseError
+from infrastructure.db_roles import UnprotectedEventLogError, UnsafeAppRoleError
+from infrastructure.settings import InsecureSettingsError
+from interfaces.bootstrap import UnsealedLogError
 from interfaces.cli.audit import audit
 from interfaces.cli.db import db
 from interfaces.cli.keys import keys
 from interfaces.cli.projections import projections
 from interfaces.cli.users import users
 
-app = typer.Typer(no_args_is_help=True, help="Event-sourced authentication service.")
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Event-sourced authentication service.",
+    pretty_exceptions_show_locals=False,  # they may hold secrets
+)
+# What keeps a command from starting: said in one line, exit status 2.
+STARTUP_ERRORS = (
+    InsecureSettingsError,
+    MissingDatabaseError,
+    MissingKeyTableError,
+    WrongKeyEncryptionKeyError,
+    UnsealedLogError,
+    UnprotectedEventLogError,
+    UnsafeAppRoleError,
+    psycopg.OperationalError,
+    PersistenceError,
+)
 app.add_typer(projections, name="projections")
 app.add_typer(audit, name="audit")
 app.add_typer(users, name="users")
@@ -37,4 +61,8 @@ def serve(
 
 def main() -> None:
     """Entry point of the console script."""
-    app()
+    try:
+        app()
+    except STARTUP_ERRORS as refused:
+        typer.echo(f"authledger: refused: {refused}", err=True)
+        sys.exit(2)

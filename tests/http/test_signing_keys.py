@@ -229,13 +229,9 @@ def test_discovery_names_the_tokens_issuer_and_a_fetchable_jwks(
     claims = jwt.decode(fresh_token(replicas[0]), options={"verify_signature": False})
     assert found["issuer"] == claims["iss"]
     assert found["jwks_uri"] == f"{replicas[0]}/.well-known/jwks.json"
-    algorithms = {key["alg"] for key in httpx.get(found["jwks_uri"]).json()["keys"]}
-    assert set(found["access_token_signing_alg_values_supported"]) == algorithms
-    assert not {
-        "authorization_endpoint",
-        "token_endpoint",
-        "id_token_signing_alg_values_supported",
-    } & set(found)
+    assert httpx.get(found["jwks_uri"]).json()["keys"]
+    # Only what is true here: no OAuth endpoints, no ID tokens, no userinfo.
+    assert set(found) == {"issuer", "jwks_uri"}
 
 
 @pytest.mark.parametrize("algorithm", ["EdDSA", "RS256", "ES256"])
@@ -270,8 +266,6 @@ def test_hs256_is_an_opt_in_whose_keys_are_never_published(
         claims = jwt.decode(token, secret, algorithms=["HS256"], audience="authledger")
         assert claims["iss"] == "authledger"
         assert httpx.get(f"{base_url}/.well-known/jwks.json").json() == {"keys": []}
-        discovery = httpx.get(f"{base_url}/.well-known/openid-configuration").json()
-        assert "access_token_signing_alg_values_supported" not in discovery
         assert me_status(base_url, token) == 200
     finally:
         stop_server(process)
@@ -342,3 +336,63 @@ def test_the_audit_export_shows_who_moved_each_key_and_when_but_no_key_material(
     ]
     assert sealed
     assert not any(key in exported for key in sealed)
+
+
+def test_a_key_encryption_key_that_does_not_open_the_ring_is_refused_at_start(
+    database_url: str, tmp_path: Path
+) -> None:
+    before = keys(database_url, tmp_path, "list")
+    other = "a different key-encryption key, long and random: 9f3Kq2xZ7LmP0wRt"
+
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        run_cli(
+            database_url,
+            tmp_path,
+            "keys",
+            "rotate",
+            AUTHLEDGER_KEY_ENCRYPTION_KEY=other,
+        )
+
+    assert "AUTHLEDGER_KEY_ENCRYPTION_KEY" in failed.value.stderr
+    assert "Traceback" not in failed.value.stderr
+    assert keys(database_url, tmp_path, "list") == before  # nothing sealed under it
+    with pytest.raises(RuntimeError, match="AUTHLEDGER_KEY_ENCRYPTION_KEY"):
+        start_server(database_url, tmp_path, AUTHLEDGER_KEY_ENCRYPTION_KEY=other)
+
+
+def test_the_keys_command_states_a_configuration_error_in_one_line(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        run_cli(
+            "postgresql://nobody@127.0.0.1:1/none",
+            tmp_path,
+            "keys",
+            "list",
+            AUTHLEDGER_ENV="production",
+        )
+    assert failed.value.returncode == 2
+    assert "Traceback" not in failed.value.stderr
+    assert "refused" in failed.value.stderr.lower()
+
+
+def test_a_token_is_verified_only_with_the_algorithm_recorded_for_its_kid(
+    replicas: list[str], module_database_url: str, cli_data_dir: Path
+) -> None:
+    keys(module_database_url, cli_data_dir, "rotate", "--algorithm", "RS256")
+    (active,) = keys(module_database_url, cli_data_dir, "rotate")
+    genuine = eventually(
+        lambda: fresh_token(replicas[0]),
+        lambda token: kid_of(token) == active["kid"],
+        timeout=PICKUP_S,
+    )
+    kid, algorithm, private = active_key(module_database_url)
+    assert (kid, algorithm) == (active["kid"], "RS256")
+    claims = jwt.decode(genuine, options={"verify_signature": False})
+
+    def signed(alg: str) -> str:
+        return jwt.encode(claims, private, alg, {"typ": "at+jwt", "kid": kid})
+
+    assert me_status(replicas[0], signed("RS256")) == 200  # the forger holds the key
+    for other in ("PS256", "RS512", "PS512"):
+        assert me_status(replicas[0], signed(other)) == 401, other

@@ -13,19 +13,16 @@ from tests.signing import ring_events
 def test_replicas_watching_the_ring_rotate_it_once_when_due_and_both_follow(
     make_services: MakeServices, database_url: str
 ) -> None:
-    # Given two replicas whose keys rotate every 2 s, a next key waiting 1 s
+    # Given keys that rotate every 2 s, a next key published for 1 s first
     settings = {
         "run_projections": False,
         "signing_key_rotation_days": 2 / 86400,
         "signing_key_prepublication_s": 1,
         "key_ring_refresh_s": 0.1,
     }
+    # When both are started (each watches the ring from its start)
     replicas = [make_services(**settings), make_services(**settings)]
     first_kid = replicas[0].tokens.keys.view.active.key.kid
-
-    # When both watch the ring
-    for replica in replicas:
-        replica.watch_key_ring()
 
     # Then the schedule rotates it, and both sign with the new key
     def activations() -> list[dict[str, Any]]:

@@ -177,3 +177,12 @@ def test_requests_get_what_the_background_users_leave_of_the_budget(
 def test_a_budget_too_small_for_the_background_users_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="db_max_connections"):
         Settings(data_dir=tmp_path, db_max_connections=11)
+
+
+@pytest.mark.parametrize("prepublication_s", [60, 61, 599, 600, 3600, 86400])
+def test_the_jwks_is_cached_for_less_than_a_next_key_is_published(
+    prepublication_s: int,
+) -> None:
+    settings = Settings(signing_key_prepublication_s=prepublication_s)
+    assert 0 < settings.jwks_max_age_s() < prepublication_s
+    assert settings.jwks_max_age_s() <= 300

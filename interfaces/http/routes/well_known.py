@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -27,16 +25,11 @@ def jwks(services: ServicesDep) -> JSONResponse:
 
 
 @router.get("/.well-known/openid-configuration")
-def discovery(services: ServicesDep) -> dict[str, Any]:
-    """Where the keys are, and what the tokens hold: only what is true here
-    (no OAuth endpoints, no ID tokens)."""
+def discovery(services: ServicesDep) -> dict[str, str]:
+    """The tokens' issuer and where its keys are: nothing more is true here
+    (no OAuth endpoints, no ID tokens, no userinfo)."""
     settings = services.settings
-    found: dict[str, Any] = {
+    return {
         "issuer": settings.jwt_issuer,
         "jwks_uri": settings.public_url.rstrip("/") + JWKS_PATH,
-        "claims_supported": ["sub", "sid", "role", "iat", "exp", "jti", "iss", "aud"],
     }
-    algorithms = sorted({key["alg"] for key in services.tokens.keys.published()})
-    if algorithms:  # none with HS256 keys only: nothing is published
-        found["access_token_signing_alg_values_supported"] = algorithms
-    return found
