@@ -19,10 +19,10 @@ from eventsourcing.persistence import IntegrityError
 from application.errors import (
     AccountLockedError,
     ConflictError,
-    MfaRequiredError,
     EmailAlreadyRegisteredError,
     InvalidCredentialsError,
     InvalidRefreshTokenError,
+    MfaRequiredError,
     RetryKeySpentError,
     SessionNotFoundError,
     UserNotFoundError,
@@ -600,7 +600,7 @@ class AuthApplication(AuthStore):
             wait = user.locked_until - now
             raise AccountLockedError(math.ceil(wait.total_seconds()))
 
-    def record_failure(  # noqa: PLR0913  (what failed, where, and what for)
+    def record_failure(
         self,
         client: Client,
         user_id: UUID | None,

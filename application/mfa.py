@@ -6,19 +6,22 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from uuid import UUID
 
-from application.auth import AuthApplication
 from application.errors import (
     UserNotFoundError,
     WrongChallengeCodeError,
     WrongPasswordError,
 )
-from application.ports import OneTimeCodes
 from application.values import Client, SessionGrant, hash_token, user_of_mfa_token
 from domain.errors import InvalidCodeError, InvalidMfaChallengeError, MfaStateError
-from domain.user import User
 from domain.values import Factor, FailuresClearedBy, LoginFailure, RevocationReason
+
+if TYPE_CHECKING:
+    from application.auth import AuthApplication
+    from application.ports import OneTimeCodes
+    from domain.user import User
 
 RECOVERY_CODES = 10
 # Of the codes' characters: no 0/o, 1/l/i to misread. Ten of them, 49 bits.
@@ -241,4 +244,3 @@ class SecondFactor:
         """New codes, and their slow hashes (only those are stored)."""
         codes = [new_recovery_code(slot) for slot in range(RECOVERY_CODES)]
         return codes, [self.app.passwords.hash(normal_code(c)) for c in codes]
-

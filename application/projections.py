@@ -62,8 +62,9 @@ class ReadModelProjection(Projection[TView]):
 
 class UserDirectoryProjection(ReadModelProjection[UserDirectoryView]):
     name = "user_directory"
-    # Version 2 shows whether an account is disabled.
-    version = 2
+    # Version 2 shows whether an account is disabled; version 3 whether it
+    # has MFA on.
+    version = 3
     # Consistent: every response carrying a user and every admin check reads it.
     consistent = True
 
@@ -126,22 +127,38 @@ class UserDirectoryProjection(ReadModelProjection[UserDirectoryView]):
         # The row stays (the admins' view of its history), its address goes.
         self._update(event, tracking, email=ERASED)
 
+    @apply.register
+    def _(self, event: User.MfaEnabled, tracking: Tracking) -> None:
+        self._update(event, tracking, mfa_enabled=True)
+
+    @apply.register
+    def _(self, event: User.MfaDisabled, tracking: Tracking) -> None:
+        self._update(event, tracking, mfa_enabled=False)
+
     def _update(self, event: User.Event, tracking: Tracking, **changes: Any) -> None:
         self.view.update_user(event.originator_id, event.timestamp, tracking, **changes)
 
 
-class UserDirectoryProjectionV1(UserDirectoryProjection):
-    """The directory before accounts could be disabled, kept for one release:
-    written inline while version 2 is built beside it (its view keeps no
-    `disabled`)."""
+class UserDirectoryProjectionV2(UserDirectoryProjection):
+    """The directory before MFA, kept for one release: written inline while
+    version 3 is built beside it (its view keeps no `mfa_enabled`)."""
 
     name = "user_directory"  # the library names a subclass after itself
+    version = 2
+
+
+class UserDirectoryProjectionV1(UserDirectoryProjection):
+    """The directory before accounts could be disabled, kept for one release
+    (its view keeps no `disabled` either)."""
+
+    name = "user_directory"
     version = 1
 
 
 class ActiveSessionsProjection(ReadModelProjection[ActiveSessionsView]):
     name = "active_sessions"
-    version = 1
+    # Version 2 shows the factors each session's login proved.
+    version = 2
     # Consistent: every authenticated request checks its session here, so a
     # logout must be visible to the very next request.
     consistent = True
@@ -161,6 +178,7 @@ class ActiveSessionsProjection(ReadModelProjection[ActiveSessionsView]):
             expires_at=event.expires_at,
             ip=event.ip,
             user_agent=event.user_agent,
+            factors=list(event.factors),
         )
         self.view.add_session(row, tracking)
 
@@ -185,6 +203,13 @@ class ActiveSessionsProjection(ReadModelProjection[ActiveSessionsView]):
         self.view.remove_sessions_of(
             event.originator_id, event.kept_session_id, tracking
         )
+
+
+class ActiveSessionsProjectionV1(ActiveSessionsProjection):
+    """The sessions before their factors were shown, kept for one release."""
+
+    name = "active_sessions"
+    version = 1
 
 
 class LoginHistoryProjection(ReadModelProjection[LoginHistoryView]):

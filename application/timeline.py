@@ -32,6 +32,8 @@ def describe(event: object) -> tuple[str, str]:  # noqa: PLR0911, PLR0912  (a br
     match event:
         case User.Registered():
             return "registered", f"{event.email} as {event.role}"
+        case User.MfaChallengeFailed():
+            return "mfa_challenge_failed", event.reason
         case User.LoginFailed():
             return "login_failed", event.reason
         case User.LockedOut():
@@ -63,12 +65,37 @@ def describe(event: object) -> tuple[str, str]:  # noqa: PLR0911, PLR0912  (a br
             kept = f", kept {event.kept_session_id}" if event.kept_session_id else ""
             return "sessions_revoked", f"{event.reason}{kept}"
         case Session.Opened():
-            return "session_opened", f"expires {event.expires_at.isoformat()}"
+            factors = "+".join(event.factors)
+            return (
+                "session_opened",
+                f"{factors}, expires {event.expires_at.isoformat()}",
+            )
         case Session.TokenRotated():
             return "token_rotated", f"generation {event.generation}"
         case Session.Revoked():
             return "session_revoked", event.reason
-    return type(event).__name__, ""
+    return _described_mfa(event) or (type(event).__name__, "")
+
+
+def _described_mfa(event: object) -> tuple[str, str] | None:  # noqa: PLR0911  (a branch per event)
+    match event:
+        case User.TotpEnrolmentStarted():
+            return "mfa_enrolment_started", "totp"
+        case User.MfaEnabled():
+            return "mfa_enabled", "totp"
+        case User.MfaChallenged():
+            return "mfa_challenged", f"until {event.expires_at.isoformat()}"
+        case User.MfaChallengePassed():
+            return "mfa_challenge_passed", event.factor
+        case User.RecoveryCodeUsed():
+            return "recovery_code_used", f"code {event.slot + 1}"
+        case User.RecoveryCodesRegenerated():
+            return "recovery_codes_regenerated", ""
+        case User.MfaDisabled() if event.disabled_by == event.originator_id:
+            return "mfa_disabled", "by its owner"
+        case User.MfaDisabled():
+            return "mfa_reset", f"by {event.disabled_by}"
+    return None
 
 
 def timeline_entry(event: Any) -> tuple[UUID, TimelineEntry] | None:

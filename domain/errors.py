@@ -55,7 +55,11 @@ class SigningKeyStateError(DomainError):
 
 class MfaStateError(DomainError):
     """Not now: MFA is on (enrol again after turning it off), or it is off,
-    or no enrolment waits to be confirmed."""
+    or no enrolment waits to be confirmed; `reason` says which."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class InvalidCodeError(DomainError):

@@ -326,11 +326,14 @@ class User(Aggregate):
         TOPIC = "authledger:User.MfaChallengePassed"
         challenge_hash: str
         factor: str
+        step: int | None  # a TOTP code's: no code of it or before works again
         ip: str
         user_agent: str
 
         def apply(self, user: User) -> None:
             user.challenges.pop(self.challenge_hash, None)
+            if self.step is not None:
+                user.used_step(self.step)
 
     class MfaChallengeFailed(LoginFailed):
         """A wrong code for a challenge: it counts toward the lock as a wrong
@@ -344,15 +347,6 @@ class User(Aggregate):
             challenge = user.challenges.get(self.challenge_hash)
             if challenge is not None:
                 challenge["failures"] += 1
-
-    class TotpCodeUsed(Event):
-        """A TOTP code of `step` was accepted: no code of it or before works again."""
-
-        TOPIC = "authledger:User.TotpCodeUsed"
-        step: int
-
-        def apply(self, user: User) -> None:
-            user.used_step(self.step)
 
     class RecoveryCodeUsed(Event):
         TOPIC = "authledger:User.RecoveryCodeUsed"
@@ -706,9 +700,9 @@ class User(Aggregate):
     ) -> None:
         """Spend the challenge with a right code: a TOTP code of step `used`
         (checked against replay) or the recovery code of slot `used`."""
+        step = None
         if factor is Factor.TOTP:
             step = self.check_totp_step(used)
-            self.trigger_event(self.TotpCodeUsed, timestamp=now, step=step)
         else:
             self.use_recovery_code(used, ip, user_agent, now)
         self.trigger_event(
@@ -716,6 +710,7 @@ class User(Aggregate):
             timestamp=now,
             challenge_hash=challenge_hash,
             factor=factor.value,
+            step=step,
             ip=ip,
             user_agent=user_agent,
         )

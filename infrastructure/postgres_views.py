@@ -111,9 +111,12 @@ class PostgresReadModel(PostgresTrackingRecorder):
         self._bound.position = tracking
         return pending
 
-    def insert(self, row: Any, tracking: Tracking) -> None:
-        """Insert a dataclass row whose fields are the table's columns."""
-        names = _field_names(type(row))
+    def insert(
+        self, row: Any, tracking: Tracking, leave_out: frozenset[str] = frozenset()
+    ) -> None:
+        """Insert a dataclass row whose fields are the table's columns (but
+        `leave_out`: those of later versions)."""
+        names = [name for name in _field_names(type(row)) if name not in leave_out]
         self.write(
             tracking,
             f"INSERT INTO {{table}} ({', '.join(names)})"
@@ -156,33 +159,62 @@ def _columns(row_type: type[Any]) -> str:
     return ", ".join(_field_names(row_type))
 
 
-# The users table's columns as read. While version 1 (without `disabled`) is
-# still live, beside version 2 being built, a read finds no such column and
-# shows the account as enabled: its logins are refused all the same, decided
-# on the account's events.
-USER_COLUMNS = (
-    ", ".join(f"u.{name}" for name in _field_names(UserRow) if name != "disabled")
-    + ", coalesce((to_jsonb(u) ->> 'disabled')::boolean, false) AS disabled"
+# Columns a newer version added, as read while an older version (which
+# lacks them) is still live beside the newer one being built: a read finds
+# no such column and shows the default. Decisions never rest on them: a
+# disabled account's logins are refused all the same, decided on its events.
+LATER_COLUMNS = {
+    "disabled": "coalesce((to_jsonb(u) ->> 'disabled')::boolean, false)",
+    "mfa_enabled": "coalesce((to_jsonb(u) ->> 'mfa_enabled')::boolean, false)",
+}
+USER_COLUMNS = ", ".join(
+    f"{LATER_COLUMNS[name]} AS {name}" if name in LATER_COLUMNS else f"u.{name}"
+    for name in _field_names(UserRow)
 )
+USERS_TABLE = {
+    "id": "uuid PRIMARY KEY",
+    "email": "text NOT NULL",
+    "role": "text NOT NULL",
+    "is_verified": "boolean NOT NULL",
+    "created_at": "timestamptz NOT NULL",
+    "updated_at": "timestamptz NOT NULL",
+    "locked_until": "timestamptz",
+    "failed_logins": "integer NOT NULL",
+    "disabled": "boolean NOT NULL",
+    "mfa_enabled": "boolean NOT NULL",
+}
+
+
+def _users_ddl(absent: frozenset[str]) -> tuple[str, ...]:
+    columns = ", ".join(
+        f"{name} {kind}" for name, kind in USERS_TABLE.items() if name not in absent
+    )
+    return (
+        f"CREATE TABLE IF NOT EXISTS {{schema}}.users ({columns})",
+        "CREATE INDEX IF NOT EXISTS users_email ON {schema}.users"
+        " (email text_pattern_ops)",
+    )
 
 
 class PostgresUserDirectoryView(PostgresReadModel, UserDirectoryView):
     table = "users"
-    ddl: ClassVar[tuple[str, ...]] = (
-        "CREATE TABLE IF NOT EXISTS {schema}.users ("
-        " id uuid PRIMARY KEY, email text NOT NULL, role text NOT NULL,"
-        " is_verified boolean NOT NULL, created_at timestamptz NOT NULL,"
-        " updated_at timestamptz NOT NULL, locked_until timestamptz,"
-        " failed_logins integer NOT NULL, disabled boolean NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS users_email ON {schema}.users"
-        " (email text_pattern_ops)",
-    )
+    # Columns of later versions this version's table lacks.
+    absent: ClassVar[frozenset[str]] = frozenset()
+    ddl = _users_ddl(absent)
     updatable: ClassVar = frozenset(
-        {"email", "role", "is_verified", "locked_until", "failed_logins", "disabled"}
+        {
+            "email",
+            "role",
+            "is_verified",
+            "locked_until",
+            "failed_logins",
+            "disabled",
+            "mfa_enabled",
+        }
     )
 
     def add_user(self, row: UserRow, tracking: Tracking) -> None:
-        self.insert(row, tracking)
+        self.insert(row, tracking, self.absent)
 
     def update_user(
         self, user_id: UUID, at: datetime, tracking: Tracking, **changes: Any
@@ -190,6 +222,8 @@ class PostgresUserDirectoryView(PostgresReadModel, UserDirectoryView):
         unknown = changes.keys() - self.updatable
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
+        for name in self.absent:
+            changes.pop(name, None)
         assignments = "".join(f", {column} = %({column})s" for column in changes)
         self.write(
             tracking,
@@ -218,33 +252,34 @@ class PostgresUserDirectoryView(PostgresReadModel, UserDirectoryView):
         )
 
 
+class PostgresUserDirectoryViewV2(PostgresUserDirectoryView):
+    """Version 2's table, without `mfa_enabled`, kept for one release."""
+
+    absent = frozenset({"mfa_enabled"})
+    ddl = _users_ddl(absent)
+
+
 class PostgresUserDirectoryViewV1(PostgresUserDirectoryView):
-    """Version 1's table, without `disabled`, kept for one release."""
+    """Version 1's table, without `disabled` either, kept for one release."""
 
-    ddl = tuple(
-        statement.replace(", disabled boolean NOT NULL", "")
-        for statement in PostgresUserDirectoryView.ddl
-    )
-
-    def add_user(self, row: UserRow, tracking: Tracking) -> None:
-        names = [name for name in _field_names(UserRow) if name != "disabled"]
-        self.write(
-            tracking,
-            f"INSERT INTO {{table}} ({', '.join(names)})"
-            f" VALUES ({', '.join('%s' for _ in names)})",
-            [getattr(row, name) for name in names],
-        )
-
-    def update_user(
-        self, user_id: UUID, at: datetime, tracking: Tracking, **changes: Any
-    ) -> None:
-        changes.pop("disabled", None)
-        super().update_user(user_id, at, tracking, **changes)
+    absent = frozenset({"disabled", "mfa_enabled"})
+    ddl = _users_ddl(absent)
 
 
 @dataclass(frozen=True)
 class ExpiredSession:
     session_id: UUID
+
+
+# A session's factors, as read while version 1 (without them: every session
+# of it was opened with a password alone) is live.
+SESSION_COLUMNS = ", ".join(
+    f"s.{name}" for name in _field_names(SessionRow) if name != "factors"
+) + (
+    ", CASE WHEN to_jsonb(s) ? 'factors'"
+    " THEN ARRAY(SELECT jsonb_array_elements_text(to_jsonb(s) -> 'factors'))"
+    " ELSE ARRAY['pwd'] END AS factors"
+)
 
 
 class PostgresActiveSessionsView(PostgresReadModel, ActiveSessionsView):
@@ -254,7 +289,7 @@ class PostgresActiveSessionsView(PostgresReadModel, ActiveSessionsView):
         " session_id uuid PRIMARY KEY, user_id uuid NOT NULL,"
         " generation integer NOT NULL, created_at timestamptz NOT NULL,"
         " last_rotated_at timestamptz NOT NULL, expires_at timestamptz NOT NULL,"
-        " ip text NOT NULL, user_agent text NOT NULL)",
+        " ip text NOT NULL, user_agent text NOT NULL, factors text[] NOT NULL)",
         "CREATE INDEX IF NOT EXISTS active_sessions_user"
         " ON {schema}.active_sessions (user_id)",
         # The sweep's: the sessions whose token ran out first.
@@ -295,7 +330,7 @@ class PostgresActiveSessionsView(PostgresReadModel, ActiveSessionsView):
     def get_session(self, session_id: UUID, now: datetime) -> SessionRow | None:
         rows = self.select(
             SessionRow,
-            f"SELECT {_columns(SessionRow)} FROM {{table}}"
+            f"SELECT {SESSION_COLUMNS} FROM {{table}} s"
             " WHERE session_id = %s AND expires_at > %s",
             (session_id, now),
         )
@@ -304,7 +339,7 @@ class PostgresActiveSessionsView(PostgresReadModel, ActiveSessionsView):
     def list_sessions(self, user_id: UUID, now: datetime) -> list[SessionRow]:
         return self.select(
             SessionRow,
-            f"SELECT {_columns(SessionRow)} FROM {{table}}"
+            f"SELECT {SESSION_COLUMNS} FROM {{table}} s"
             " WHERE user_id = %s AND expires_at > %s ORDER BY created_at DESC",
             (user_id, now),
         )
@@ -317,6 +352,18 @@ class PostgresActiveSessionsView(PostgresReadModel, ActiveSessionsView):
             (now, limit),
         )
         return [row.session_id for row in rows]
+
+
+class PostgresActiveSessionsViewV1(PostgresActiveSessionsView):
+    """Version 1's table, without `factors`, kept for one release."""
+
+    ddl = (
+        PostgresActiveSessionsView.ddl[0].replace(", factors text[] NOT NULL", ""),
+        *PostgresActiveSessionsView.ddl[1:],
+    )
+
+    def add_session(self, row: SessionRow, tracking: Tracking) -> None:
+        self.insert(row, tracking, frozenset({"factors"}))
 
 
 class PostgresLoginHistoryView(PostgresReadModel, LoginHistoryView):

@@ -12,14 +12,16 @@ from eventsourcing.postgres import PostgresAggregateRecorder
 
 from application.account_mail import AccountMail
 from application.auth import AuthApplication
+from application.mfa import SecondFactor
 from application.projections import (
     ActiveSessionsProjection,
+    ActiveSessionsProjectionV1,
     LoginHistoryProjection,
     MailOutboxProjection,
     UserDirectoryProjection,
     UserDirectoryProjectionV1,
+    UserDirectoryProjectionV2,
 )
-from application.mfa import SecondFactor
 from application.signing_keys import SigningKeyRing
 from application.store import AuthEventLog
 from application.upgrades import (
@@ -56,10 +58,12 @@ from infrastructure.passwords import BcryptPasswordHasher
 from infrastructure.periodic import Periodic
 from infrastructure.postgres_views import (
     PostgresActiveSessionsView,
+    PostgresActiveSessionsViewV1,
     PostgresLoginHistoryView,
     PostgresMailOutboxView,
     PostgresUserDirectoryView,
     PostgresUserDirectoryViewV1,
+    PostgresUserDirectoryViewV2,
 )
 from infrastructure.projection_runner import ReadModelSpec, build_view
 from infrastructure.read_model_lifecycle import ProjectionWorker, ReadModels
@@ -71,8 +75,8 @@ from infrastructure.settings import (
     load_secrets,
 )
 from infrastructure.signing_keys import KeyCipher, LiveKeyRing, SealedKeyMaker
-from infrastructure.totp import Totp
 from infrastructure.tokens import LEEWAY_S, JwtTokens
+from infrastructure.totp import Totp
 
 if TYPE_CHECKING:
     from application.ports import MapperFactory
@@ -93,7 +97,13 @@ TLog = TypeVar("TLog", bound=AuthEventLog)
 USER_DIRECTORY_V1 = ReadModelSpec.of(
     UserDirectoryProjectionV1, PostgresUserDirectoryViewV1
 )
+USER_DIRECTORY_V2 = ReadModelSpec.of(
+    UserDirectoryProjectionV2, PostgresUserDirectoryViewV2
+)
 USER_DIRECTORY = ReadModelSpec.of(UserDirectoryProjection, PostgresUserDirectoryView)
+ACTIVE_SESSIONS_V1 = ReadModelSpec.of(
+    ActiveSessionsProjectionV1, PostgresActiveSessionsViewV1
+)
 ACTIVE_SESSIONS = ReadModelSpec.of(ActiveSessionsProjection, PostgresActiveSessionsView)
 LOGIN_HISTORY = ReadModelSpec.of(LoginHistoryProjection, PostgresLoginHistoryView)
 MAIL_OUTBOX = ReadModelSpec.of(MailOutboxProjection, PostgresMailOutboxView)
@@ -102,7 +112,9 @@ MAIL_OUTBOX = ReadModelSpec.of(MailOutboxProjection, PostgresMailOutboxView)
 # release: the new one is built beside it and switched to once caught up.
 READ_MODELS: tuple[ReadModelSpec[Any], ...] = (
     USER_DIRECTORY_V1,
+    USER_DIRECTORY_V2,
     USER_DIRECTORY,
+    ACTIVE_SESSIONS_V1,
     ACTIVE_SESSIONS,
     LOGIN_HISTORY,
     MAIL_OUTBOX,

@@ -19,7 +19,15 @@ from interfaces.http.limits import (
     RequestDeadline,
     SecurityHeaders,
 )
-from interfaces.http.routes import account, admin, auth, health, sessions, well_known
+from interfaces.http.routes import (
+    account,
+    admin,
+    auth,
+    health,
+    mfa,
+    sessions,
+    well_known,
+)
 
 if TYPE_CHECKING:
     from infrastructure.projection_runner import ReadModelSpec
@@ -60,6 +68,7 @@ def create_app(
     app.add_middleware(DatabaseGate, probe=probe)
     app.add_middleware(SecurityHeaders)  # outermost: every answer has them
     app.include_router(auth.router)
+    app.include_router(mfa.router)
     app.include_router(sessions.router)
     app.include_router(account.router)
     app.include_router(admin.router)

@@ -20,18 +20,23 @@ from application.errors import (
     InvalidCredentialsError,
     InvalidMailTokenError,
     InvalidRefreshTokenError,
+    MfaRequiredError,
     ReadModelFailedError,
     RetryKeySpentError,
     SessionNotFoundError,
     TooManyAttemptsError,
     UserNotFoundError,
     WeakPasswordError,
+    WrongChallengeCodeError,
     WrongPasswordError,
 )
 from domain.errors import (
     EmailAlreadyVerifiedError,
+    InvalidCodeError,
     InvalidEmailError,
+    InvalidMfaChallengeError,
     LastAdminError,
+    MfaStateError,
     MixedScriptEmailError,
     RequestedTooSoonError,
 )
@@ -144,6 +149,15 @@ ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
     ),
     ForbiddenError: (403, "forbidden", "This requires another role.", {}),
     SessionNotFoundError: (404, "session_not_found", "No such session.", {}),
+    InvalidCodeError: (400, "invalid_code", "The code is not right.", {}),
+    WrongChallengeCodeError: (401, "invalid_code", "The code is not right.", {}),
+    InvalidMfaChallengeError: (
+        401,
+        "invalid_mfa_token",
+        "The MFA token is used, expired or spent: log in again.",
+        {},
+    ),
+    MfaStateError: (409, "mfa_state", "Not possible now.", {}),
     UserNotFoundError: (404, "user_not_found", "No such user.", {}),
     ConflictError: (409, "conflict", "A concurrent change won; try again.", {}),
     # A lost race the use cases did not retry: the same answer, never a 500.
@@ -174,6 +188,18 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {"detail": detail, "code": code, **extra}
+
+
+def _mfa_required(_: Request, error: Exception) -> JSONResponse:
+    """403 with what the client needs for the second step (as Auth0 answers)."""
+    assert isinstance(error, MfaRequiredError)  # noqa: S101  (registered for it)
+    body = error_body(
+        "mfa_required",
+        "A second factor is required: send a code with the mfa_token.",
+        mfa_token=error.mfa_token,
+        expires_in=error.expires_in,
+    )
+    return JSONResponse(body, 403)
 
 
 def _known_error(request: Request, error: Exception) -> JSONResponse:
@@ -231,6 +257,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Map every error to the one body shape; no stack trace ever leaves."""
     for kind in ERRORS:
         app.add_exception_handler(kind, _known_error)
+    app.add_exception_handler(MfaRequiredError, _mfa_required)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -90,6 +90,7 @@ class UserResponse(BaseModel):
     role: Literal["USER", "ADMIN"]
     is_verified: bool
     created_at: datetime
+    mfa_enabled: bool = Field(description="Whether logins ask for a second factor.")
 
     @classmethod
     def of(cls, row: UserRow) -> Self:
@@ -138,6 +139,9 @@ class SessionResponse(BaseModel):
     ip: str
     user_agent: str
     current: bool
+    factors: list[Literal["pwd", "otp", "recovery_code"]] = Field(
+        description="What its login proved: a password, a TOTP code, a recovery code."
+    )
 
     @classmethod
     def of(cls, row: SessionRow, current_session: UUID) -> SessionResponse:
@@ -149,7 +153,48 @@ class SessionResponse(BaseModel):
             ip=row.ip,
             user_agent=row.user_agent,
             current=row.session_id == current_session,
+            factors=row.factors,
         )
+
+
+# A TOTP code (6 digits) or a recovery code ("3kq7x-2m9fp"), as typed.
+OneTimeCode = Annotated[str, Field(min_length=6, max_length=32)]
+
+
+class EnrolTotpRequest(Body):
+    password: GivenPassword
+
+
+class TotpEnrolmentResponse(BaseModel):
+    secret: str = Field(description="Base32, for apps that take it typed.")
+    otpauth_uri: str = Field(description="For apps that scan it as a QR code.")
+
+
+class CodeRequest(Body):
+    code: OneTimeCode
+
+
+class RecoveryCodesResponse(BaseModel):
+    recovery_codes: list[str] = Field(
+        description="Each logs in once instead of a TOTP code; shown this once."
+    )
+
+
+class VerifyMfaRequest(Body):
+    mfa_token: Annotated[str, Field(min_length=1, max_length=256)]
+    code: OneTimeCode
+
+
+class DisableMfaRequest(Body):
+    password: GivenPassword
+    code: OneTimeCode
+
+
+class MfaRequiredResponse(BaseModel):
+    detail: str
+    code: Literal["mfa_required"]
+    mfa_token: str = Field(description="Send it to /api/auth/mfa/verify with a code.")
+    expires_in: int = Field(description="Seconds the mfa_token lives.")
 
 
 class MessageResponse(BaseModel):

@@ -75,6 +75,18 @@ def erase_user(
     return MessageResponse(detail="User erased.")
 
 
+@router.delete("/users/{user_id}/mfa")
+def reset_mfa(
+    user_id: UUID, admin: AdminDep, services: ServicesDep, client: ClientDep
+) -> MessageResponse:
+    """Turn the account's MFA off (its owner lost the device), naming the
+    acting admin; its sessions go on."""
+    if services.users.get_user(user_id) is None:
+        raise UserNotFoundError(user_id)
+    services.mfa.reset(user_id, admin.user.id, client)
+    return MessageResponse(detail="MFA reset.")
+
+
 @router.patch("/users/{user_id}")
 def update_user(
     user_id: UUID,

@@ -21,6 +21,7 @@ from interfaces.http.schemas import (
     EraseAccountRequest,
     LoginRequest,
     MessageResponse,
+    MfaRequiredResponse,
     RefreshRequest,
     SignupRequest,
     TokenResponse,
@@ -35,9 +36,11 @@ class LogoutScope(StrEnum):
     CURRENT = "current"
 
 
-def _token_response(services: Services, grant: SessionGrant) -> TokenResponse:
+def token_response(services: Services, grant: SessionGrant) -> TokenResponse:
     return TokenResponse(
-        access_token=services.tokens.issue(grant.user_id, grant.session_id, grant.role),
+        access_token=services.tokens.issue(
+            grant.user_id, grant.session_id, grant.role, grant.factors
+        ),
         refresh_token=grant.refresh_token,
         expires_in=services.tokens.ttl_s,
         user=UserResponse.of(grant.user),
@@ -50,16 +53,25 @@ def signup(
 ) -> TokenResponse:
     """Create an account and log it in."""
     grant = services.app.register(body.email, body.password, client)
-    return _token_response(services, grant)
+    return token_response(services, grant)
 
 
-@router.post("/login")
+@router.post(
+    "/login",
+    responses={
+        403: {
+            "model": MfaRequiredResponse,
+            "description": "The password is right; MFA asks for a code.",
+        }
+    },
+)
 def login(
     body: LoginRequest, services: ServicesDep, client: RetryingClientDep
 ) -> TokenResponse:
-    """Exchange email and password for tokens; every refusal is the same 401."""
+    """Exchange email and password for tokens; every refusal is the same 401.
+    An account with MFA on answers 403 `mfa_required` with an `mfa_token`."""
     grant = services.app.login(body.email, body.password, client)
-    return _token_response(services, grant)
+    return token_response(services, grant)
 
 
 @router.post("/refresh")
@@ -68,7 +80,7 @@ def refresh(
 ) -> TokenResponse:
     """Rotate the refresh token: the one sent is dead from now on."""
     grant = services.app.refresh(body.refresh_token, client)
-    return _token_response(services, grant)
+    return token_response(services, grant)
 
 
 @router.post("/logout")
