@@ -41,14 +41,16 @@ def listening_socket(host: str, port: int) -> socket.socket:
 ACCESS_LOG_ARGS = 5
 
 
-class WithoutQueryStrings(logging.Filter):
-    """Log the path of each request, never its query: it may carry a token."""
+class WithoutQueryOrClient(logging.Filter):
+    """Log the method, path and status of each request, never its query (it
+    may carry a token) nor the client's address: a log line cannot be erased
+    with the account (the audit trail keeps addresses sealed)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, tuple) and len(args) == ACCESS_LOG_ARGS:
-            client, method, full_path, *rest = args
-            record.args = (client, method, str(full_path).split("?", 1)[0], *rest)
+            _, method, full_path, *rest = args
+            record.args = ("-", method, str(full_path).split("?", 1)[0], *rest)
         return True
 
 
@@ -63,7 +65,7 @@ def _serve_one(host: str, port: int, log_level: str) -> None:
         # them with its own 401 body instead of the server's bare 400.
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     )
-    logging.getLogger("uvicorn.access").addFilter(WithoutQueryStrings())
+    logging.getLogger("uvicorn.access").addFilter(WithoutQueryOrClient())
     uvicorn.Server(config).run(sockets=[listening_socket(host, port)])
 
 

@@ -88,3 +88,15 @@ def test_an_erased_user_leaves_no_email_address_or_agent_in_a_dump(
         assert [value for value in kept if value not in dump] == []
         http.headers.update(from_(KEPT_ADDRESS, KEPT_AGENT))
         assert login(http, kept_email).status_code == 200
+
+
+def test_the_access_log_names_no_client_address(proxied: str, tmp_path: Path) -> None:
+    # A log line cannot be erased: it keeps the method, path and status only.
+    with httpx.Client(base_url=proxied) as client:
+        signup(client)
+        assert client.get("/api/auth/me").status_code == 401
+    logs = "".join(log.read_text() for log in (tmp_path / "data").glob("server-*.log"))
+    access = [line for line in logs.splitlines() if '"GET /api/auth/me' in line]
+    assert access, logs
+    assert '"POST /api/auth/signup HTTP/1.1" 201' in logs
+    assert "127.0.0.1:" not in logs

@@ -3,6 +3,7 @@ erased, in every process, whatever keys a process had cached before it."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -76,3 +77,20 @@ def test_audits_views_and_the_cli_show_erased_fields_in_a_process_that_cached_ke
     assert ERASED in replayed
     assert DISTINCT.ip not in replayed
     assert DISTINCT.user_agent not in replayed
+    # And the CLI's history from the read model, and its export of every event
+    for command in (("audit", "history", str(user_id), "--json"), ("audit", "export")):
+        shown = run_cli(str(settings.database_url), settings.data_dir, *command).stdout
+        assert EMAIL not in shown
+        assert DISTINCT.ip not in shown
+        assert DISTINCT.user_agent not in shown
+        records = [json.loads(line) for line in shown.splitlines()]
+        if command[1] == "history":
+            assert {(r["ip"], r["user_agent"]) for r in records} <= {
+                (ERASED, ERASED),
+                ("", ""),
+            }
+            assert (ERASED, ERASED) in {(r["ip"], r["user_agent"]) for r in records}
+        else:
+            mine = [r for r in records if r["aggregate_id"] in streams]
+            assert {r["payload"].get("email") for r in mine} >= {ERASED}
+            assert any(r["payload"].get("ip") == ERASED for r in mine)

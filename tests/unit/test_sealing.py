@@ -22,6 +22,7 @@ from tests.unit.test_use_cases import (
     PASSWORD,
     WRONG_PASSWORD,
     last,
+    position,
     registered,
     stream,
 )
@@ -144,3 +145,44 @@ def test_an_owner_without_an_account_has_a_key_of_its_own(
     }
     assert owners
     assert all(keys(app).wrapped.get(owner) for owner in owners)
+
+
+def test_an_erasure_shreds_the_streams_of_the_address_the_account_had(
+    app: AuthApplication,
+) -> None:
+    # Given failed logins aimed at the address before it had an account,
+    # then the account, which erases itself
+    with pytest.raises(InvalidCredentialsError):
+        app.login(EMAIL, PASSWORD, DISTINCT)
+    before_signup = position(app)
+    grant = app.register(EMAIL, PASSWORD, DISTINCT)
+    address_streams = {
+        UUID(str(n.originator_id))
+        for n in app.recorder.select_notifications(start=1, limit=before_signup)
+        if n.topic.startswith("authledger:UnknownLogins.")
+    }
+    assert address_streams
+    app.erase(grant.user_id, grant.user_id, DISTINCT)
+
+    # Then those streams' address and agent read [erased] too: their keys
+    # went with the account's
+    for stream_id in address_streams:
+        recorded = [vars(e) for e in stream(app, stream_id) if hasattr(e, "ip")]
+        assert recorded
+        assert {(e["ip"], e["user_agent"]) for e in recorded} == {(ERASED, ERASED)}
+        assert keys(app).wrapped[stream_id] is None
+
+
+def test_the_erasure_event_carries_nothing_personal(app: AuthApplication) -> None:
+    grant = app.register(EMAIL, PASSWORD, DISTINCT)
+    before = position(app)
+
+    app.erase(grant.user_id, grant.user_id, DISTINCT)
+
+    (erased,) = [
+        json.loads(n.state)
+        for n in app.recorder.select_notifications(start=before + 1, limit=100)
+        if n.topic == "authledger:User.Erased"
+    ]
+    assert set(erased) - {"timestamp", "originator_topic"} == {"erased_by"}
+    assert erased["erased_by"] == {"_type_": "uuid_hex", "_data_": grant.user_id.hex}
