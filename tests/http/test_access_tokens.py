@@ -201,7 +201,19 @@ def test_the_access_token_carries_the_rfc_9068_header_and_claims(
 
     assert set(header) == {"alg", "typ", "kid"}
     assert (header["alg"], header["typ"]) == ("ES256", "at+jwt")
-    assert set(claims) == {"sub", "sid", "role", "iat", "exp", "jti", "iss", "aud"}
+    assert set(claims) == {
+        "sub",
+        "sid",
+        "role",
+        "iat",
+        "exp",
+        "jti",
+        "iss",
+        "aud",
+        "amr",
+        "acr",
+    }
+    assert (claims["amr"], claims["acr"]) == (["pwd"], "aal1")
     assert claims["sub"] == tokens["user"]["id"]
     assert claims["exp"] - claims["iat"] == 900
     assert claims["role"] == "USER"
