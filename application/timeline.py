@@ -65,11 +65,7 @@ def describe(event: object) -> tuple[str, str]:  # noqa: PLR0911, PLR0912  (a br
             kept = f", kept {event.kept_session_id}" if event.kept_session_id else ""
             return "sessions_revoked", f"{event.reason}{kept}"
         case Session.Opened():
-            factors = "+".join(event.factors)
-            return (
-                "session_opened",
-                f"{factors}, expires {event.expires_at.isoformat()}",
-            )
+            return "session_opened", f"expires {event.expires_at.isoformat()}"
         case Session.TokenRotated():
             return "token_rotated", f"generation {event.generation}"
         case Session.Revoked():

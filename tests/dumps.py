@@ -38,10 +38,12 @@ def pg_dump(database_url: str) -> str:
     """Every table of every schema (the read models' too), as plain SQL."""
     dumped = subprocess.run(
         [str(pg_bin("pg_dump")), "--dbname", database_url],
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
     )
+    if dumped.returncode:
+        raise RuntimeError(f"pg_dump failed: {dumped.stderr}")
     return dumped.stdout
 
 

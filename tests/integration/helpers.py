@@ -15,7 +15,7 @@ from psycopg import sql
 from application.store import AuthEventLog
 from application.values import Client
 from infrastructure.database import eventsourcing_env
-from infrastructure.projection_runner import GroupRunner, ReadModelSpec
+from infrastructure.projection_runner import GroupRunner, ReadModelSpec, version_of
 from infrastructure.read_model_lifecycle import ReadModels
 from infrastructure.settings import Settings
 from interfaces.bootstrap import Services, sealing
@@ -64,10 +64,18 @@ def last_position(services: Services) -> int:
 
 
 def wait_for_read_models(services: Services, timeout_s: float = 10.0) -> None:
-    """Wait until the lagging read models have applied every stored event.
+    """Wait until every read model's newest version is live (no build is
+    left to switch and drop a schema) and the lagging ones have applied
+    every stored event. The consistent ones commit with the events."""
+    newest = {
+        name: spec.version for name, spec in services.read_models.newest().items()
+    }
 
-    The consistent ones need no wait: they commit with the events.
-    """
+    def built() -> bool:
+        live = services.read_models.live()
+        return {name: version_of(v.schema) for name, v in live.items()} == newest
+
+    wait_until(built, timeout_s, "the newest versions to go live")
     wait_until(
         lambda: services.read_models.lag(services.recorder, APP_NAME, 1) == 0,
         timeout_s,

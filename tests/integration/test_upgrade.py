@@ -252,18 +252,19 @@ def test_the_upgrade_keeps_accounts_sessions_and_history(upgraded: Services) -> 
     exported = [record["position"] for record in Auditor(app).export()]
     assert exported == [n.id for n in stored_events(upgraded)]
 
-    # The consistent read models are now written inline, and versions 2 of the
-    # timeline and the users table are built from the whole log (old events
-    # included) and go live
+    # The consistent read models are now written inline, and the newest
+    # versions of the timeline, the users table and the sessions are built
+    # from the whole log (old events included) and go live
     def live() -> dict[str, tuple[str, bool]]:
         with psycopg.connect(upgraded.database_url) as conn:
             return {n: (v.schema, v.inline) for n, v in live_versions(conn).items()}
 
     wait_until(lambda: live()["login_history"][0] == "login_history_v2", 20, "v2")
-    wait_until(lambda: live()["user_directory"][0] == "user_directory_v2", 20, "v2")
+    wait_until(lambda: live()["user_directory"][0] == "user_directory_v3", 20, "v3")
+    wait_until(lambda: live()["active_sessions"][0] == "active_sessions_v2", 20, "v2")
     assert live() == {
-        "user_directory": ("user_directory_v2", True),
-        "active_sessions": ("active_sessions_v1", True),
+        "user_directory": ("user_directory_v3", True),
+        "active_sessions": ("active_sessions_v2", True),
         "login_history": ("login_history_v2", False),
         "mail_outbox": ("mail_outbox_v1", False),
     }

@@ -18,7 +18,6 @@ from infrastructure.settings import Settings
 from interfaces.bootstrap import (
     LOGIN_HISTORY,
     READ_MODELS,
-    USER_DIRECTORY_V1,
     build_services,
     sealing,
 )
@@ -58,10 +57,9 @@ def test_status_lists_each_read_model_live_with_its_rows(settings: Settings) -> 
     lines = {
         line.split("│")[2].strip(): line for line in out.splitlines() if "_v" in line
     }
-    assert set(lines) == {
-        spec.schema for spec in READ_MODELS if spec != USER_DIRECTORY_V1
-    }
-    users = [c.strip() for c in lines["user_directory_v2"].split("│")]
+    newest = {spec.name: spec.schema for spec in READ_MODELS}  # oldest first
+    assert set(lines) == set(newest.values())
+    users = [c.strip() for c in lines["user_directory_v3"].split("│")]
     assert users[4:6] == ["consistent", "live"]
     assert users[7] == "0"  # lag: it commits with the events
     assert users[8] == "6"  # rows (the erased account's, anonymised)
@@ -81,11 +79,11 @@ def test_rebuild_switches_to_a_fresh_copy_and_drops_the_old(settings: Settings) 
 
     assert "rebuilt user_directory" in out
     with psycopg.connect(url) as conn:
-        assert live_versions(conn)["user_directory"].schema == "user_directory_v2_b"
+        assert live_versions(conn)["user_directory"].schema == "user_directory_v3_b"
         after = conn.execute("SELECT * FROM read_models.users ORDER BY id").fetchall()
         schemas = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace")}
     assert after == before
-    assert "user_directory_v2" not in schemas
+    assert "user_directory_v3" not in schemas
 
 
 @pytest.mark.usefixtures("with_history")

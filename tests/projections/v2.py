@@ -15,22 +15,22 @@ from typing import Any
 import uvicorn
 from eventsourcing.persistence import Tracking
 
-from application.projections import UserDirectoryProjection
-from infrastructure.postgres_views import PostgresUserDirectoryView
+from application.projections import UserDirectoryProjectionV2
+from infrastructure.postgres_views import PostgresUserDirectoryViewV2
 from infrastructure.projection_runner import ReadModelSpec
 from interfaces.bootstrap import (
-    ACTIVE_SESSIONS,
+    ACTIVE_SESSIONS_V1,
     LOGIN_HISTORY,
     MAIL_OUTBOX,
-    USER_DIRECTORY,
     USER_DIRECTORY_V1,
+    USER_DIRECTORY_V2,
 )
 
 # Each batch of the build dawdles, so a test's traffic runs into the switch.
 BATCH_PAUSE_S = 0.6
 
 
-class SlowToBuildUserDirectoryView(PostgresUserDirectoryView):
+class SlowToBuildUserDirectoryView(PostgresUserDirectoryViewV2):
     """Records each batch's position slowly (inline writes record none)."""
 
     def _insert_tracking(self, curs: Any, tracking: Tracking) -> None:
@@ -38,11 +38,17 @@ class SlowToBuildUserDirectoryView(PostgresUserDirectoryView):
         time.sleep(BATCH_PAUSE_S)
 
 
-USER_DIRECTORY_V2 = USER_DIRECTORY
-SLOW_V2 = ReadModelSpec.of(UserDirectoryProjection, SlowToBuildUserDirectoryView)
+SLOW_V2 = ReadModelSpec.of(UserDirectoryProjectionV2, SlowToBuildUserDirectoryView)
 # The read models of the release before: version 1 of the users table.
-BEFORE = (USER_DIRECTORY_V1, ACTIVE_SESSIONS, LOGIN_HISTORY, MAIL_OUTBOX)
-WITH_SLOW_V2 = (USER_DIRECTORY_V1, SLOW_V2, ACTIVE_SESSIONS, LOGIN_HISTORY, MAIL_OUTBOX)
+BEFORE = (USER_DIRECTORY_V1, ACTIVE_SESSIONS_V1, LOGIN_HISTORY, MAIL_OUTBOX)
+WITH_SLOW_V2 = (
+    USER_DIRECTORY_V1,
+    SLOW_V2,
+    ACTIVE_SESSIONS_V1,
+    LOGIN_HISTORY,
+    MAIL_OUTBOX,
+)
+__all__ = ["BEFORE", "USER_DIRECTORY_V2"]
 
 
 def main(argv: list[str]) -> None:
