@@ -29,8 +29,9 @@ class AuthenticatorApp:
     allows (the step before, now, the step after)."""
 
     def __init__(self, otpauth_uri: str) -> None:
-        self.totp = pyotp.parse_uri(otpauth_uri)
-        assert isinstance(self.totp, pyotp.TOTP)
+        parsed = pyotp.parse_uri(otpauth_uri)
+        assert isinstance(parsed, pyotp.TOTP)
+        self.totp = parsed
         self.last_step: int | None = None
 
     def code(self) -> str:
