@@ -230,7 +230,7 @@ def test_an_admin_resets_a_users_mfa_and_sees_whether_it_is_on(
 
 
 def test_the_database_holds_neither_the_totp_secret_nor_the_recovery_codes(
-    client: httpx.Client, module_database_url: str
+    client: httpx.Client, module_database_url: str, server_data_dir: Path
 ) -> None:
     email = new_email()
     tokens = signup(client, email)
@@ -258,3 +258,16 @@ def test_the_database_holds_neither_the_totp_secret_nor_the_recovery_codes(
     assert raw.hex() not in dump
     assert base64.b64encode(raw).decode()[:24] not in dump
     assert challenge["mfa_token"] not in dump
+    # Nor do the audit's commands, nor the server's log
+    user_id = tokens["user"]["id"]
+    for command in (
+        ("audit", "export"),
+        ("audit", "history", user_id, "--json"),
+        ("audit", "history", user_id, "--json", "--replay"),
+    ):
+        shown = cli(module_database_url, server_data_dir, *command).stdout
+        assert "MfaEnabled" in shown or '"mfa_enabled"' in shown  # it shows MFA
+        assert [c for c in (secret, *codes) if c in shown] == [], command
+    logs = "".join(p.read_text() for p in server_data_dir.glob("server-*.log"))
+    assert "/api/auth/mfa/verify" in logs
+    assert [c for c in (secret, *codes, challenge["mfa_token"]) if c in logs] == []

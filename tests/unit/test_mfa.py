@@ -10,6 +10,7 @@ from typing import Any
 import pyotp
 import pytest
 
+from application.audit import Auditor
 from application.auth import AuthApplication
 from application.errors import (
     InvalidCredentialsError,
@@ -319,3 +320,52 @@ def test_the_totp_secret_is_sealed_in_the_stored_events(
     assert stored
     assert not any(secret.encode() in n.state for n in stored)
     assert any(b"sealed:v1:" in n.state and b"totp_secret" in n.state for n in stored)
+
+
+def test_every_mfa_fact_is_in_the_audit_history_with_address_and_agent(
+    app: AuthApplication, mfa: SecondFactor, clock: FakeClock
+) -> None:
+    # Given an account that does everything MFA allows, and an admin's reset
+    grant, secret, recovery = enrolled(app, mfa, clock)
+    with pytest.raises(WrongChallengeCodeError):
+        mfa.verify(challenged(app), wrong(secret, clock), CLIENT)
+    mfa.verify(challenged(app), code(secret, clock), CLIENT)
+    mfa.verify(challenged(app), recovery[0], CLIENT)
+    clock.advance(STEP)
+    mfa.regenerate_recovery_codes(grant.user_id, code(secret, clock), CLIENT)
+    clock.advance(STEP)
+    mfa.disable(grant.user_id, PASSWORD, code(secret, clock), CLIENT, grant.session_id)
+    enrolment = mfa.enrol(grant.user_id, PASSWORD, CLIENT)
+    mfa.confirm(grant.user_id, code(enrolment.secret, clock), CLIENT)
+    admin = app.register("root@example.com", PASSWORD, CLIENT)
+    mfa.reset(grant.user_id, admin.user_id, CLIENT)
+
+    # Then the audit history shows each, when, from where and with what
+    timeline = Auditor(app).timeline(grant.user_id)
+    shown = {e.event: e for e in timeline}
+    for name in (
+        "mfa_enrolment_started",
+        "mfa_enabled",
+        "mfa_challenged",
+        "mfa_challenge_failed",
+        "mfa_challenge_passed",
+        "recovery_code_used",
+        "recovery_codes_regenerated",
+        "mfa_disabled",
+        "mfa_reset",
+    ):
+        assert (shown[name].ip, shown[name].user_agent) == (
+            CLIENT.ip,
+            CLIENT.user_agent,
+        )
+        assert shown[name].at <= clock.now
+    assert shown["mfa_reset"].detail == f"by {admin.user_id}"
+    passed = [e.detail for e in timeline if e.event == "mfa_challenge_passed"]
+    assert passed == ["otp", "recovery_code"]
+    # And nothing of the secret or the codes, in it or in the export
+    exported = str(list(Auditor(app).export()))
+    for secret_value in (secret, *recovery):
+        assert secret_value not in str(timeline)
+        assert secret_value not in exported
+    assert "recovery_code_hashes" not in exported
+    assert "challenge_hash" not in exported
