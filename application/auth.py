@@ -161,6 +161,8 @@ class AuthApplication(AuthStore):
         if not self.passwords.verify(password, user.password_hash) or user.is_disabled:
             self.record_failure(client, user.id, now)  # a disabled one is not counted
             raise EmailAlreadyRegisteredError
+        if user.mfa_enabled:  # a password alone opens nothing now
+            raise EmailAlreadyRegisteredError
         try:
             grant = self._replayed(user, client)
         except RetryKeySpentError:

@@ -13,12 +13,14 @@ import pytest
 from application.audit import Auditor
 from application.auth import AuthApplication
 from application.errors import (
+    EmailAlreadyRegisteredError,
     InvalidCredentialsError,
     MfaRequiredError,
     WrongChallengeCodeError,
     WrongPasswordError,
 )
 from application.mfa import SecondFactor
+from application.values import Client
 from domain.errors import InvalidCodeError, InvalidMfaChallengeError, MfaStateError
 from domain.session import Session
 from domain.user import User
@@ -369,3 +371,22 @@ def test_every_mfa_fact_is_in_the_audit_history_with_address_and_agent(
         assert secret_value not in exported
     assert "recovery_code_hashes" not in exported
     assert "challenge_hash" not in exported
+
+
+def test_a_signup_replayed_under_its_retry_key_opens_nothing_once_mfa_is_on(
+    app: AuthApplication, mfa: SecondFactor, clock: FakeClock
+) -> None:
+    # Given an account signed up under a retry key, whose first session is
+    # still current, that turned MFA on
+    keyed = Client(CLIENT.ip, CLIENT.user_agent, retry_key="signup-retry-key-1")
+    grant = app.register(EMAIL, PASSWORD, keyed)
+    secret = mfa.enrol(grant.user_id, PASSWORD, CLIENT).secret
+    mfa.confirm(grant.user_id, code(secret, clock), CLIENT)
+
+    # When the signup is sent again, with the password and the key: the
+    # taken address, not the session's tokens (no second factor was asked)
+    with pytest.raises(EmailAlreadyRegisteredError):
+        app.register(EMAIL, PASSWORD, keyed)
+    # And a login under the key is asked for its second factor, as any
+    with pytest.raises(MfaRequiredError):
+        app.login(EMAIL, PASSWORD, keyed)
