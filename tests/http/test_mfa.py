@@ -121,6 +121,12 @@ def test_a_login_with_mfa_on_needs_the_current_code_once(client: httpx.Client) -
     assert (claims["amr"], claims["acr"]) == (["pwd", "otp"], "aal2")
     sessions = client.get("/api/auth/sessions", headers=bearer(opened.json())).json()
     assert next(s for s in sessions if s["current"])["factors"] == ["pwd", "otp"]
+    # And so do the tokens its refresh hands out
+    refreshed = client.post(
+        "/api/auth/refresh", json={"refresh_token": opened.json()["refresh_token"]}
+    ).json()
+    renewed = jwt.decode(refreshed["access_token"], options={"verify_signature": False})
+    assert (renewed["amr"], renewed["acr"]) == (["pwd", "otp"], "aal2")
     # And the token is spent
     assert verify(client, challenge["mfa_token"], app.code()).json()["code"] == (
         "invalid_mfa_token"
