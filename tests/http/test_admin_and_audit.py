@@ -15,7 +15,7 @@ import pytest
 
 from tests.cli import run_cli
 from tests.http.conftest import start_server, stop_server
-from tests.http.helpers import PASSWORD, bearer, login, new_email, signup
+from tests.http.helpers import PASSWORD, bearer, eventually, login, new_email, signup
 
 pytestmark = [pytest.mark.http, pytest.mark.postgres]
 
@@ -328,9 +328,13 @@ def test_an_admin_changes_a_role_and_unlocks_an_account(
     assert unlocked.json()["locked_until"] is None
     assert promoted.json()["role"] == "ADMIN"
     assert login(client, email, PASSWORD).status_code == 200
-    history = client.get(
-        f"/api/admin/users/{user['user']['id']}/history", headers=bearer(admin)
-    ).json()
+    # The history is a lagging read model: it shows the change moments later.
+    history = eventually(
+        lambda: client.get(
+            f"/api/admin/users/{user['user']['id']}/history", headers=bearer(admin)
+        ).json(),
+        lambda entries: {"unlocked", "role_changed"} <= {e["event"] for e in entries},
+    )
     details = {e["event"]: e["detail"] for e in history}
     assert details["unlocked"] == f"by {admin['user']['id']}"
     assert details["role_changed"] == f"to ADMIN by {admin['user']['id']}"
