@@ -16,8 +16,7 @@ from rich.text import Text
 
 from application.audit import Auditor
 from application.errors import UserNotFoundError
-from infrastructure.settings import Settings
-from interfaces.bootstrap import Services, build_services
+from interfaces.cli.services import command_services
 from interfaces.printable import printable
 
 if TYPE_CHECKING:
@@ -35,17 +34,8 @@ HISTORY_LIMIT = 1_000_000
 
 
 @contextmanager
-def _services() -> Iterator[Services]:
-    services = build_services(Settings(run_projections=False, run_mailer=False))
-    try:
-        yield services
-    finally:
-        services.close()
-
-
-@contextmanager
 def _auditor() -> Iterator[Auditor]:
-    with _services() as services:
+    with command_services() as services:
         yield Auditor(services.app)
 
 
@@ -84,7 +74,7 @@ def history(
 ) -> None:
     """Print a user's whole history, in time order: logins, sessions, changes."""
     since, until = (_utc(since) if since else None), (_utc(until) if until else None)
-    with _services() as services:
+    with command_services() as services:
         auditor = Auditor(services.app)
         user_id = _user_id(auditor, user)
         if replay:
@@ -127,7 +117,7 @@ def attempts(
     email: Annotated[str, typer.Argument(help="An address that has no account.")],
 ) -> None:
     """Print the failed logins and resets aimed at an address without an account."""
-    with _services() as services:
+    with command_services() as services:
         tried = Auditor(services.app).unknown_logins(email, services.app.address_key)
     table = Table("time (UTC)", "ip", "user agent", "reason")
     for attempt in tried:

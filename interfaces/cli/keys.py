@@ -13,8 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from domain.errors import SigningKeyStateError, UnknownSigningKeyError
-from infrastructure.settings import Settings
-from interfaces.bootstrap import Services, build_services
+from interfaces.cli.services import command_services
 
 if TYPE_CHECKING:
     from domain.key_ring import SigningKey
@@ -22,15 +21,6 @@ if TYPE_CHECKING:
 keys = typer.Typer(no_args_is_help=True, help="Manage the keys that sign tokens.")
 
 AsJson = Annotated[bool, typer.Option("--json", help="One JSON object per key.")]
-
-
-@contextmanager
-def _services() -> Iterator[Services]:
-    services = build_services(Settings(run_projections=False, run_mailer=False))
-    try:
-        yield services
-    finally:
-        services.close()
 
 
 def _operator() -> str:
@@ -66,7 +56,7 @@ def _record(key: SigningKey) -> dict[str, str | None]:
 @keys.command("list")
 def list_keys(as_json: AsJson = False) -> None:
     """Every key of the ring, oldest first, with its state."""
-    with _services() as services:
+    with command_services() as services:
         _show(services.key_ring.start(_operator()).all_keys(), as_json)
 
 
@@ -80,7 +70,7 @@ def rotate(
 ) -> None:
     """The next key signs from now; the active one is retired (it verifies
     until its last token expires); a new next key is published."""
-    with _services() as services, _refusals():
+    with command_services() as services, _refusals():
         active = services.key_ring.rotate(_operator(), algorithm)
         _show([active], as_json)
 
@@ -91,7 +81,7 @@ def retire(
     as_json: AsJson = False,
 ) -> None:
     """Withdraw a next key (the active one is retired by `rotate`)."""
-    with _services() as services, _refusals():
+    with command_services() as services, _refusals():
         _show([services.key_ring.retire(kid, _operator())], as_json)
 
 
@@ -102,7 +92,7 @@ def revoke(
 ) -> None:
     """Refuse every token the key signed, at once, and stop publishing it;
     revoking the active key first activates the next."""
-    with _services() as services, _refusals():
+    with command_services() as services, _refusals():
         _show([services.key_ring.revoke(kid, _operator())], as_json)
 
 
