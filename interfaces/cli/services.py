@@ -1,0 +1,18 @@
+"""The services a one-off command runs on: no projection workers, no mailer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from infrastructure.settings import Settings
+from interfaces.bootstrap import Services, build_services
+
+
+@contextmanager
+def command_services() -> Iterator[Services]:
+    services = build_services(Settings(run_projections=False, run_mailer=False))
+    try:
+        yield services
+    finally:
+        services.close()
