@@ -16,6 +16,7 @@ from application.errors import (
 )
 from application.values import Client, SessionGrant, hash_token, user_of_mfa_token
 from domain.errors import InvalidCodeError, InvalidMfaChallengeError, MfaStateError
+from domain.user import CodeProof
 from domain.values import Factor, FailuresClearedBy, LoginFailure, RevocationReason
 
 if TYPE_CHECKING:
@@ -68,13 +69,11 @@ class SecondFactor:
 
     def confirm(self, user_id: UUID, code: str, client: Client) -> list[str]:
         """Turn MFA on with a code of the pending secret; the recovery codes,
-        shown this once."""
-        user = self.app.get_user(user_id)
-        if user.pending_totp is None or user.mfa_enabled:
-            raise MfaStateError("no enrolment waits to be confirmed")
-        secret = user.pending_totp["totp_secret"]
-        step = self._step(secret, code)
+        shown this once. A wrong code counts toward the lock."""
+        user = self._unlocked(user_id, client)
+        step = self._step(user.pending_totp_secret(), normal_code(code))
         if step is None:
+            self._count_wrong_code(user_id, client)
             raise InvalidCodeError
         recovery, hashes = self._recovery_codes()
 
@@ -89,21 +88,35 @@ class SecondFactor:
         return recovery
 
     def verify(self, mfa_token: str, code: str, client: Client) -> SessionGrant:
-        """Open the session a login's password step asked a second factor for."""
+        """Open the session a login's password step asked a second factor for.
+
+        Codes for one account are checked one at a time (the account held
+        exclusively): each check reads the failures the one before recorded,
+        so racing requests get no more guesses than the token's limit. A
+        refusal is raised after the block so that the failure it recorded stays.
+        """
         user_id = user_of_mfa_token(mfa_token)
         if user_id is None:
             raise InvalidMfaChallengeError
-        challenge = hash_token(mfa_token)
+        self.app.check_not_blocked(client.ip, self.app.clock())
+        with self.app.exclusively(user_id):
+            outcome = self._verified(user_id, hash_token(mfa_token), code, client)
+        if isinstance(outcome, WrongChallengeCodeError):
+            raise outcome
+        return outcome
+
+    def _verified(
+        self, user_id: UUID, challenge: str, code: str, client: Client
+    ) -> SessionGrant | WrongChallengeCodeError:
         now = self.app.clock()
-        self.app.check_not_blocked(client.ip, now)
+        policy = self.app.policy.mfa
         try:
             user = self.app.get_user(user_id)
         except UserNotFoundError:
             raise InvalidMfaChallengeError from None
-        policy = self.app.policy.mfa
         user.check_challenge(challenge, policy, now)
-        proved = self._second_factor(user, code)
-        if proved is None:
+        proof = self._second_factor(user, code)
+        if proof is None:
             self.app.record_failure(
                 client,
                 user_id,
@@ -111,40 +124,37 @@ class SecondFactor:
                 reason=LoginFailure.BAD_CODE,
                 challenge_hash=challenge,
             )
-            raise WrongChallengeCodeError
-        factor, used = proved
+            return WrongChallengeCodeError()
 
         def open_session() -> SessionGrant:
             current = self.app.get_user(user_id)
             current.check_challenge(challenge, policy, now)
-            current.pass_challenge(
-                challenge, factor, used, client.ip, client.user_agent, now
-            )
+            current.pass_challenge(challenge, proof, client.ip, client.user_agent, now)
             current.clear_failures(
                 FailuresClearedBy.LOGIN, client.ip, client.user_agent, now
             )
             session, token = self.app.open_session(
-                current, client, now, (Factor.PASSWORD, factor)
+                current, client, now, (Factor.PASSWORD, proof.factor)
             )
             self.app.save(current, session)
             return self.app.grant(current, session, token)
 
-        try:
-            return self.app.attempt(open_session)
-        except InvalidCodeError:  # spent by a request racing this one
-            raise WrongChallengeCodeError from None
+        return self.app.attempt(open_session)
 
     def regenerate_recovery_codes(
         self, user_id: UUID, code: str, client: Client
     ) -> list[str]:
         """A new set of recovery codes for a TOTP code; the old set dies."""
-        user = self.app.get_user(user_id)
-        step = self._checked_step(user, code, client)
+        user = self._unlocked(user_id, client)
+        proof = self._second_factor(user, code, recovery_codes=False)
+        if proof is None:
+            self._count_wrong_code(user_id, client)
+            raise InvalidCodeError
         recovery, hashes = self._recovery_codes()
         self.app.update_user(
             user_id,
             lambda current: current.regenerate_recovery_codes(
-                step, hashes, client.ip, client.user_agent, self.app.clock()
+                proof.step, hashes, client.ip, client.user_agent, self.app.clock()
             ),
         )
         return recovery
@@ -155,20 +165,14 @@ class SecondFactor:
         """Turn MFA off with the password and a code (TOTP or recovery);
         every other session of the account ends."""
         user = self._with_password(user_id, password, client)
-        if not user.mfa_enabled:
-            raise MfaStateError("MFA is off")
-        proved = self._second_factor(user, code)
-        if proved is None:
+        proof = self._second_factor(user, code)
+        if proof is None:
             self._count_wrong_code(user_id, client)
             raise InvalidCodeError
-        factor, used = proved
 
         def turn_off(current: User) -> None:
             now = self.app.clock()
-            if factor is Factor.TOTP:
-                current.check_totp_step(used)
-            else:
-                current.use_recovery_code(used, client.ip, client.user_agent, now)
+            current.spend_code(proof, client.ip, client.user_agent, now)
             current.disable_mfa(user_id, client.ip, client.user_agent, now)
 
         self.app.revoke_sessions(
@@ -186,56 +190,55 @@ class SecondFactor:
 
     # Helpers ---------------------------------------------------------------
 
-    def _with_password(self, user_id: UUID, password: str, client: Client) -> User:
-        """The account, if `password` is its own; a wrong one counts toward
-        the lock, as at login."""
+    def _unlocked(self, user_id: UUID, client: Client) -> User:
+        """The account, unless its lock or the client's throttle holds."""
         now = self.app.clock()
         self.app.check_not_blocked(client.ip, now)
         user = self.app.get_user(user_id)
         self.app.check_not_locked(user, now)
-        if not self.app.passwords.verify(password, user.password_hash):
-            self.app.record_failure(client, user_id, now)
-            raise WrongPasswordError
         return user
 
-    def _checked_step(self, user: User, code: str, client: Client) -> int:
-        """The step of a right TOTP code not used before; a wrong one counts."""
-        if not user.mfa_enabled:
-            raise MfaStateError("MFA is off")
-        self.app.check_not_locked(user, self.app.clock())
-        assert user.totp is not None  # noqa: S101  (mfa_enabled says so)
-        step = self._step(user.totp["totp_secret"], code)
-        try:
-            return user.check_totp_step(step)
-        except InvalidCodeError:
-            self._count_wrong_code(user.id, client)
-            raise
+    def _with_password(self, user_id: UUID, password: str, client: Client) -> User:
+        """The account, if `password` is its own; a wrong one counts toward
+        the lock, as at login."""
+        user = self._unlocked(user_id, client)
+        if not self.app.passwords.verify(password, user.password_hash):
+            self.app.record_failure(client, user_id, self.app.clock())
+            raise WrongPasswordError
+        return user
 
     def _count_wrong_code(self, user_id: UUID, client: Client) -> None:
         now = self.app.clock()
         self.app.record_failure(client, user_id, now, reason=LoginFailure.BAD_CODE)
 
-    def _second_factor(self, user: User, code: str) -> tuple[Factor, int] | None:
-        """What `code` proves: a TOTP code of a step not used before, or an
-        unused recovery code (its slot); None if neither."""
+    def _second_factor(
+        self, user: User, code: str, *, recovery_codes: bool = True
+    ) -> CodeProof | None:
+        """What `code` proves: a TOTP code of a step not used before, or
+        (if `recovery_codes`) an unused recovery code; None if neither."""
+        if not user.mfa_enabled:
+            raise MfaStateError("MFA is off")
+        assert user.totp is not None  # noqa: S101  (mfa_enabled says so)
         typed = normal_code(code)
-        if user.totp is not None and TOTP_CODE.fullmatch(typed):
+        if TOTP_CODE.fullmatch(typed):
             step = self._step(user.totp["totp_secret"], typed)
-            if step is not None and step > user.totp["last_step"]:
-                return Factor.TOTP, step
-            return None
-        if RECOVERY_CODE.fullmatch(typed):
+            if step is None or step <= user.totp["last_step"]:
+                return None
+            return CodeProof(Factor.TOTP, step=step)
+        if recovery_codes and RECOVERY_CODE.fullmatch(typed):
             slot = int(typed[0])
             hashes = user.recovery_code_hashes
             if slot < len(hashes) and hashes[slot]:
                 if self.app.passwords.verify(typed, hashes[slot]):
-                    return Factor.RECOVERY_CODE, slot
+                    return CodeProof(
+                        Factor.RECOVERY_CODE, recovery_code_hash=hashes[slot]
+                    )
                 return None
         self.app.passwords.verify_dummy(typed)  # as long as a real check
         return None
 
-    def _step(self, secret: str, code: str) -> int | None:
-        typed = normal_code(code)
+    def _step(self, secret: str, typed: str) -> int | None:
+        """The time step `typed` is a code of (±1 of now), None if none."""
         if not TOTP_CODE.fullmatch(typed):
             return None
         return self.codes.step_of(secret, typed, self.app.clock())

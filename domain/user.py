@@ -75,6 +75,21 @@ class MfaPolicy:
     challenge_max_failures: int = 5
 
 
+# Logins waiting for a code that an account keeps (the newest): each right
+# password adds one, and an aggregate must not grow without bound.
+MAX_OPEN_CHALLENGES = 5
+
+
+@dataclass(frozen=True)
+class CodeProof:
+    """What a right code proved: a TOTP code of `step`, or the recovery code
+    stored as `recovery_code_hash` (a slot of a replaced set proves nothing)."""
+
+    factor: Factor
+    step: int | None = None
+    recovery_code_hash: str | None = None
+
+
 class User(Aggregate):
     TOPIC = "authledger:User"
     # Version 2 knows its latest session revocation (snapshots of version 1
@@ -144,8 +159,10 @@ class User(Aggregate):
 
         def apply(self, user: User) -> None:
             user.password_hash = self.password_hash
-            # Any new password makes an outstanding reset link worthless.
+            # Any new password makes an outstanding reset link worthless, and
+            # a login that proved the old one cannot finish with a code.
             user.pending_reset = None
+            user.challenges = {}
 
     class RoleChanged(Event):
         TOPIC = "authledger:User.RoleChanged"
@@ -177,6 +194,7 @@ class User(Aggregate):
         def apply(self, user: User) -> None:
             user.sessions_revoked_at = self.originator_version
             user.kept_session_id = self.kept_session_id
+            user.challenges = {}  # nor any login waiting for its code
 
     class LoginFailed(Event):
         TOPIC = "authledger:User.LoginFailed"
@@ -310,15 +328,15 @@ class User(Aggregate):
         user_agent: str
 
         def apply(self, user: User) -> None:
-            user.challenges = {
-                key: challenge
+            waiting = [
+                (key, challenge)
                 for key, challenge in user.challenges.items()
                 if challenge["expires_at"] > self.timestamp
-            }
-            user.challenges[self.challenge_hash] = {
-                "expires_at": self.expires_at,
-                "failures": 0,
-            }
+            ]
+            waiting.append(
+                (self.challenge_hash, {"expires_at": self.expires_at, "failures": 0})
+            )
+            user.challenges = dict(waiting[-MAX_OPEN_CHALLENGES:])
 
     class MfaChallengePassed(Event):
         """The second factor was right: the challenge is spent, a session opens."""
@@ -606,20 +624,24 @@ class User(Aggregate):
             user_agent=user_agent,
         )
 
+    def pending_totp_secret(self) -> str:
+        """The secret an enrolment waits to see a code of."""
+        if self.mfa_enabled or self.pending_totp is None:
+            raise MfaStateError("no enrolment waits to be confirmed")
+        secret: str = self.pending_totp["totp_secret"]
+        return secret
+
     def enable_mfa(
         self,
-        step: int | None,
+        step: int,
         recovery_code_hashes: list[str],
         ip: str,
         user_agent: str,
         now: datetime,
     ) -> None:
         """Turn MFA on with the pending secret; `step` is that of the code
-        given for it, None if the code was wrong."""
-        if self.mfa_enabled or self.pending_totp is None:
-            raise MfaStateError("no enrolment waits to be confirmed")
-        if step is None:
-            raise InvalidCodeError
+        given for it."""
+        self.pending_totp_secret()
         self.trigger_event(
             self.MfaEnabled,
             timestamp=now,
@@ -689,40 +711,43 @@ class User(Aggregate):
         ):
             raise InvalidMfaChallengeError
 
+    def spend_code(
+        self, proof: CodeProof, ip: str, user_agent: str, now: datetime
+    ) -> int | None:
+        """Check a right code against this state (a TOTP step not used, a
+        recovery code still stored) and spend a recovery code; the TOTP step
+        to record, if it was one."""
+        if proof.recovery_code_hash is None:
+            return self.check_totp_step(proof.step)
+        self.use_recovery_code(proof.recovery_code_hash, ip, user_agent, now)
+        return None
+
     def pass_challenge(
         self,
         challenge_hash: str,
-        factor: Factor,
-        used: int,
+        proof: CodeProof,
         ip: str,
         user_agent: str,
         now: datetime,
     ) -> None:
-        """Spend the challenge with a right code: a TOTP code of step `used`
-        (checked against replay) or the recovery code of slot `used`."""
-        step = None
-        if factor is Factor.TOTP:
-            step = self.check_totp_step(used)
-        else:
-            self.use_recovery_code(used, ip, user_agent, now)
+        """Spend the challenge with a right code."""
         self.trigger_event(
             self.MfaChallengePassed,
             timestamp=now,
             challenge_hash=challenge_hash,
-            factor=factor.value,
-            step=step,
+            factor=proof.factor.value,
+            step=self.spend_code(proof, ip, user_agent, now),
             ip=ip,
             user_agent=user_agent,
         )
 
     def use_recovery_code(
-        self, slot: int, ip: str, user_agent: str, now: datetime
+        self, code_hash: str, ip: str, user_agent: str, now: datetime
     ) -> None:
-        if (
-            not 0 <= slot < len(self.recovery_code_hashes)
-            or not (self.recovery_code_hashes[slot])
-        ):
+        """Spend the stored recovery code `code_hash` (its slot is recorded)."""
+        if not code_hash or code_hash not in self.recovery_code_hashes:
             raise InvalidCodeError
+        slot = self.recovery_code_hashes.index(code_hash)
         self.trigger_event(
             self.RecoveryCodeUsed,
             timestamp=now,

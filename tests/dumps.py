@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -47,11 +48,11 @@ def pg_dump(database_url: str) -> str:
     return dumped.stdout
 
 
-def encodings(value: str) -> set[str]:
+def encodings(value: str | bytes) -> set[str]:
     """The value as a dump may show it: plain, hex (bytea), and base64 of its
     bytes at each of the three alignments a longer blob may give it."""
-    raw = value.encode()
-    shown = {value, raw.hex()}
+    raw = value.encode() if isinstance(value, str) else value
+    shown = {raw.hex()} | ({value} if isinstance(value, str) else set())
     for skip in range(3):
         tail = raw[skip:]
         whole_groups = len(tail) // 3 * 4
@@ -59,7 +60,7 @@ def encodings(value: str) -> set[str]:
     return shown
 
 
-def leaks(dump: str, values: list[str]) -> list[str]:
+def leaks(dump: str, values: Sequence[str | bytes]) -> list[str]:
     """Which of the values the dump shows, and how."""
     return [
         f"{value!r} as {shown!r}"

@@ -157,8 +157,10 @@ class SessionResponse(BaseModel):
         )
 
 
-# A TOTP code (6 digits) or a recovery code ("3kq7x-2m9fp"), as typed.
-OneTimeCode = Annotated[str, Field(min_length=6, max_length=32)]
+# A TOTP code (6 digits) or a recovery code ("03kq7x-2m9fp"), as typed.
+OneTimeCode = Annotated[
+    str, Field(min_length=6, max_length=32), AfterValidator(_printable_text)
+]
 
 
 class EnrolTotpRequest(Body):
@@ -181,7 +183,9 @@ class RecoveryCodesResponse(BaseModel):
 
 
 class VerifyMfaRequest(Body):
-    mfa_token: Annotated[str, Field(min_length=1, max_length=256)]
+    mfa_token: Annotated[
+        str, Field(min_length=1, max_length=256), AfterValidator(_printable_text)
+    ]
     code: OneTimeCode
 
 

@@ -13,17 +13,18 @@ import pytest
 from application.audit import Auditor
 from application.auth import AuthApplication
 from application.errors import (
+    AccountLockedError,
     EmailAlreadyRegisteredError,
     InvalidCredentialsError,
     MfaRequiredError,
     WrongChallengeCodeError,
     WrongPasswordError,
 )
-from application.mfa import SecondFactor
+from application.mfa import SecondFactor, normal_code
 from application.values import Client
 from domain.errors import InvalidCodeError, InvalidMfaChallengeError, MfaStateError
 from domain.session import Session
-from domain.user import User
+from domain.user import MAX_OPEN_CHALLENGES, User
 from domain.values import Factor
 from infrastructure.totp import Totp
 from tests.unit.test_use_cases import (
@@ -105,7 +106,10 @@ def test_an_enrolment_is_pending_until_a_code_confirms_it(
     assert len(set(recovery)) == 10
     enabled = last(stream(app, grant.user_id), User.MfaEnabled)
     assert all(h.startswith("$2b$") for h in enabled.recovery_code_hashes)
-    assert not set(recovery) & set(enabled.recovery_code_hashes)
+    assert all(
+        app.passwords.verify(normal_code(typed), stored)
+        for typed, stored in zip(recovery, enabled.recovery_code_hashes, strict=True)
+    )
     assert [
         n for n in names(stream(app, grant.user_id)) if "Totp" in n or "Mfa" in n
     ] == [
@@ -390,3 +394,90 @@ def test_a_signup_replayed_under_its_retry_key_opens_nothing_once_mfa_is_on(
     # And a login under the key is asked for its second factor, as any
     with pytest.raises(MfaRequiredError):
         app.login(EMAIL, PASSWORD, keyed)
+
+
+def test_an_mfa_token_dies_when_the_password_changes_or_every_session_ends(
+    app: AuthApplication, mfa: SecondFactor, clock: FakeClock
+) -> None:
+    # Given an account with MFA on, and a login waiting for its code (a
+    # phished password, say)
+    grant, secret, _ = enrolled(app, mfa, clock)
+    token = challenged(app)
+
+    # When its owner changes the password
+    app.change_password(grant.user_id, PASSWORD, "a new pass phrase 4 me", CLIENT)
+
+    # Then the waiting login cannot finish, even with the right code
+    with pytest.raises(InvalidMfaChallengeError):
+        mfa.verify(token, code(secret, clock), CLIENT)
+
+    # And so after "log out everywhere"
+    with pytest.raises(MfaRequiredError) as required:
+        app.login(EMAIL, "a new pass phrase 4 me", CLIENT)
+    app.logout_all(grant.user_id, CLIENT)
+    with pytest.raises(InvalidMfaChallengeError):
+        mfa.verify(required.value.mfa_token, code(secret, clock), CLIENT)
+
+
+def test_a_recovery_code_of_a_replaced_set_spends_no_slot_of_the_new_one(
+    app: AuthApplication, mfa: SecondFactor, clock: FakeClock
+) -> None:
+    # Given an account whose recovery codes were checked (as a login racing
+    # a regeneration would) just before a new set replaced them
+    grant, secret, _ = enrolled(app, mfa, clock)
+    checked = app.get_user(grant.user_id)
+    old_hash = checked.recovery_code_hashes[3]
+    mfa.regenerate_recovery_codes(grant.user_id, code(secret, clock), CLIENT)
+
+    # When the slot is spent by the old code's hash on the fresh account
+    current = app.get_user(grant.user_id)
+    with pytest.raises(InvalidCodeError):
+        current.use_recovery_code(old_hash, CLIENT.ip, CLIENT.user_agent, clock.now)
+
+    # Then the new set's code of that slot still works
+    assert current.recovery_code_hashes[3]
+
+
+def test_wrong_codes_to_confirm_an_enrolment_count_toward_the_lock(
+    app: AuthApplication, mfa: SecondFactor, clock: FakeClock
+) -> None:
+    grant = registered(app)
+    secret = mfa.enrol(grant.user_id, PASSWORD, CLIENT).secret
+    for _ in range(5):
+        with pytest.raises(InvalidCodeError):
+            mfa.confirm(grant.user_id, wrong(secret, clock), CLIENT)
+
+    failed = [e for e in stream(app, grant.user_id) if isinstance(e, User.LoginFailed)]
+    assert [(e.reason, e.failures_in_window) for e in failed] == [
+        ("bad_code", n) for n in range(1, 6)
+    ]
+    assert isinstance(stream(app, grant.user_id)[-1], User.LockedOut)
+    with pytest.raises(AccountLockedError):  # locked: the right code waits too
+        mfa.confirm(grant.user_id, code(secret, clock), CLIENT)
+
+
+def test_only_the_newest_logins_waiting_for_a_code_are_kept(
+    app: AuthApplication, mfa: SecondFactor, clock: FakeClock
+) -> None:
+    # Given an account with MFA on, and many logins whose password was right
+    _, secret, _ = enrolled(app, mfa, clock)
+    tokens = [challenged(app) for _ in range(MAX_OPEN_CHALLENGES + 3)]
+
+    # Then the aggregate keeps only the newest few
+    user = app.get_user(app.find_user_by_email(EMAIL).id)  # type: ignore[union-attr]
+    assert len(user.challenges) == MAX_OPEN_CHALLENGES
+    with pytest.raises(InvalidMfaChallengeError):
+        mfa.verify(tokens[0], code(secret, clock), CLIENT)
+    assert mfa.verify(tokens[-1], code(secret, clock), CLIENT).session_id
+
+
+def test_the_code_that_confirmed_the_enrolment_opens_no_login(
+    app: AuthApplication, mfa: SecondFactor, clock: FakeClock
+) -> None:
+    grant = registered(app)
+    secret = mfa.enrol(grant.user_id, PASSWORD, CLIENT).secret
+    confirming = code(secret, clock)
+    mfa.confirm(grant.user_id, confirming, CLIENT)
+
+    with pytest.raises(WrongChallengeCodeError):
+        mfa.verify(challenged(app), confirming, CLIENT)
