@@ -88,3 +88,11 @@ class MfaRequiredError(ApplicationError):
 
 class WrongChallengeCodeError(ApplicationError):
     """The code given for an MFA challenge is wrong: it counted as a failure."""
+
+
+class UnsafeWebhookUrlError(ValueError):
+    """The service does not send to this URL, for `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -126,3 +126,19 @@ class OneTimeCodes(Protocol):
     def step_of(self, secret: str, code: str, now: datetime) -> int | None:
         """The time step (±1 for drift) whose code `code` is, if any."""
         ...
+
+
+class WebhookSecrets(Protocol):
+    """Makes an endpoint's signing secret: shown once, stored only sealed."""
+
+    def make(self, endpoint_id: UUID) -> tuple[str, str]:
+        """A new secret (`whsec_…`, to show) and its sealed form (to store)."""
+        ...
+
+
+class WebhookDestinations(Protocol):
+    """Says whether the service may send to a URL (no SSRF)."""
+
+    def check(self, url: str) -> None:
+        """Raise UnsafeWebhookUrlError if not."""
+        ...

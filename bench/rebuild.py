@@ -24,7 +24,9 @@ from interfaces.bootstrap import build_services
 
 
 def rebuild(names: list[str]) -> dict[str, object]:
-    services = build_services(Settings(run_projections=False, run_mailer=False))
+    services = build_services(
+        Settings(run_projections=False, run_mailer=False, run_webhooks=False)
+    )
     try:
         targets = services.read_models.rebuild_targets(names)
         started = time.time()

@@ -68,3 +68,7 @@ class InvalidCodeError(DomainError):
 
 class InvalidMfaChallengeError(DomainError):
     """The MFA token is unknown, used, expired or spent by wrong codes."""
+
+
+class UnknownWebhookError(DomainError):
+    """No webhook endpoint has that id."""

@@ -36,6 +36,7 @@ from infrastructure.read_model_registry import (
     setup_registry,
     switch_live,
 )
+from infrastructure.webhooks import setup_webhook_deliveries
 
 if TYPE_CHECKING:
     import psycopg
@@ -143,6 +144,7 @@ class ReadModels:
         with self.connect() as conn:
             setup_registry(conn)
             setup_deliveries(conn)
+            setup_webhook_deliveries(conn)
             live = live_versions(conn)
         for name, spec in self.newest().items():
             if name not in live:

@@ -94,6 +94,17 @@ class Settings(BaseSettings):
     mail_max_per_address: int = Field(default=10, ge=1)
     mail_window_s: int = Field(default=3600, gt=0)
     db_max_connections: int = Field(default=20, ge=12, le=1000)
+    run_webhooks: bool = True
+    # Send to loopback, private, link-local and metadata addresses (a
+    # receiver on the same host or network): off, against SSRF.
+    webhook_allow_private: bool = False
+    # A failed delivery is retried after this, doubling up to the longest;
+    # an endpoint failing for `webhook_failing_after_s` is marked failing
+    # (and still retried at the longest interval).
+    webhook_first_retry_s: float = Field(default=5, gt=0)
+    webhook_longest_retry_s: float = Field(default=3600, gt=0)
+    webhook_failing_after_s: float = Field(default=24 * 3600, gt=0)
+    webhook_timeout_s: float = Field(default=10, gt=0, le=60)
     request_deadline_s: float = Field(default=5.0, ge=0.5, le=60)
 
     def jwks_max_age_s(self) -> int:

@@ -3,23 +3,18 @@ under the key-encryption key, and this process's view of the ring."""
 
 from __future__ import annotations
 
-import base64
-import os
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from domain.key_ring import KeyRing, NewSigningKey, SigningKey
-from infrastructure.data_keys import WrongKeyEncryptionKeyError
-from infrastructure.settings import derive_key
+from infrastructure.secret_box import SecretBox
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,35 +24,22 @@ if TYPE_CHECKING:
 
 ASYMMETRIC = ("ES256", "EdDSA", "RS256")
 ALGORITHMS = (*ASYMMETRIC, "HS256")
-NONCE_BYTES = 12
 RSA_BITS = 3072
 # A kid no key has: the ring is read again at most this often.
 UNKNOWN_KID_REFRESH_S = 1.0
 
 
 class KeyCipher:
-    """Seals private keys (AES-256-GCM under a key derived from the
-    key-encryption key, bound to the key's id and algorithm)."""
+    """Seals private keys, each bound to the key's id and algorithm."""
 
     def __init__(self, key_encryption_key: bytes) -> None:
-        self._aead = AESGCM(derive_key(key_encryption_key, "signing-keys"))
+        self._box = SecretBox(key_encryption_key, "signing-keys", "signing keys")
 
     def seal(self, kid: str, algorithm: str, private_key: bytes) -> str:
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, private_key, _bound_to(kid, algorithm))
-        return base64.b64encode(nonce + sealed).decode()
+        return self._box.seal(private_key, _bound_to(kid, algorithm))
 
     def open(self, kid: str, algorithm: str, sealed: str) -> bytes:
-        raw = base64.b64decode(sealed)
-        try:
-            return self._aead.decrypt(
-                raw[:NONCE_BYTES], raw[NONCE_BYTES:], _bound_to(kid, algorithm)
-            )
-        except InvalidTag:
-            raise WrongKeyEncryptionKeyError(
-                "AUTHLEDGER_KEY_ENCRYPTION_KEY does not open the stored signing"
-                " keys: set the key they were made with"
-            ) from None
+        return self._box.open(sealed, _bound_to(kid, algorithm))
 
 
 class SealedKeyMaker:

@@ -12,6 +12,7 @@ from eventsourcing.postgres import PostgresAggregateRecorder
 
 from application.account_mail import AccountMail
 from application.auth import AuthApplication
+from application.feed import EventFeed
 from application.mfa import SecondFactor
 from application.projections import (
     ActiveSessionsProjection,
@@ -33,6 +34,7 @@ from application.upgrades import (
     seal_personal_data,
     start_admin_roster,
 )
+from application.webhooks import Webhooks
 from infrastructure.data_keys import (
     SealingMapper,
     check_key_encryption_key,
@@ -77,6 +79,12 @@ from infrastructure.settings import (
 from infrastructure.signing_keys import KeyCipher, LiveKeyRing, SealedKeyMaker
 from infrastructure.tokens import LEEWAY_S, JwtTokens
 from infrastructure.totp import Totp
+from infrastructure.webhooks import (
+    Destinations,
+    RetryPolicy,
+    SealedWebhookSecrets,
+    WebhookDispatcher,
+)
 
 if TYPE_CHECKING:
     from application.ports import MapperFactory
@@ -89,6 +97,7 @@ SETUP_LOCK = "authledger.setup"
 PROBE_CONNECTIONS = 1
 SETUP_CONNECTIONS = 1
 MAILER_CONNECTIONS = 1
+WEBHOOK_CONNECTIONS = 3  # the dispatcher's lock, and its pool of two
 PROJECTION_CONNECTIONS = 3
 BUILD_CONNECTIONS = 3
 REQUESTS_KEPT = 2
@@ -136,8 +145,11 @@ class Services:
     key_ring: SigningKeyRing
     mail: AccountMail
     mfa: SecondFactor
+    feed: EventFeed
+    webhooks: Webhooks
     read_models: ReadModels
     mailer: Mailer | None = None
+    dispatcher: WebhookDispatcher | None = None
     workers: list[ProjectionWorker] = field(default_factory=list)
     sweeper: Periodic | None = None
     key_watch: Periodic | None = None
@@ -187,12 +199,32 @@ class Services:
         )
         self.mailer.start()
 
+    def start_webhooks(self, secrets: SealedWebhookSecrets) -> None:
+        """Deliver to the webhook endpoints from here, when no other process does."""
+        settings = self.settings
+        self.dispatcher = WebhookDispatcher(
+            self.database_url,
+            self.feed,
+            self.webhooks,
+            secrets,
+            destinations(settings),
+            RetryPolicy(
+                settings.webhook_first_retry_s,
+                settings.webhook_longest_retry_s,
+                settings.webhook_failing_after_s,
+            ),
+            settings.webhook_timeout_s,
+        )
+        self.dispatcher.start()
+
     def close(self) -> None:
         for periodic in (self.sweeper, self.key_watch):
             if periodic:
                 periodic.stop()
         if self.mailer:
             self.mailer.stop()
+        if self.dispatcher:
+            self.dispatcher.stop()
         for worker in self.workers:
             worker.stop(wait=False)
         for worker in self.workers:
@@ -261,6 +293,7 @@ def build_services(
     # Every key opens, or nothing starts: a process that cannot read the
     # ring would follow no rotation, and a key sealed now would open nowhere.
     tokens.keys.refresh()
+    webhook_secrets = SealedWebhookSecrets(secrets.key_encryption_key)
     mail = AccountMail(
         app,
         HmacMailTokens(secrets.jwt_secret),
@@ -279,6 +312,8 @@ def build_services(
         key_ring,
         mail,
         SecondFactor(app, Totp()),
+        EventFeed(app),
+        Webhooks(app, webhook_secrets, destinations(settings), app.clock),
         models,
     )
     services.watch_key_ring()
@@ -287,7 +322,17 @@ def build_services(
         services.start_sweeper()
     if settings.run_mailer:
         services.start_mailer()
+    if settings.run_webhooks:
+        services.start_webhooks(webhook_secrets)
     return services
+
+
+def destinations(settings: Settings) -> Destinations:
+    """Where webhooks may go: public addresses unless allowed, https in production."""
+    return Destinations(
+        allow_private=settings.webhook_allow_private,
+        https_only=settings.env == "production",
+    )
 
 
 def sealing(settings: Settings) -> MapperFactory:
@@ -300,13 +345,16 @@ def request_connections(settings: Settings) -> int:
 
     Beside requests (commands, queries, the session sweep), a process holds
     one connection for its readiness probe and one for setup and registry
-    lookups; the mailer one; the projection worker its lock and a pool of
+    lookups; the mailer one; the webhook dispatcher its lock and a pool of
+    two; the projection worker its lock and a pool of
     two, and three more for the build of new read-model versions (one build
     at a time builds them all).
     """
     background = PROBE_CONNECTIONS + SETUP_CONNECTIONS
     if settings.run_mailer:
         background += MAILER_CONNECTIONS
+    if settings.run_webhooks:
+        background += WEBHOOK_CONNECTIONS
     if settings.run_projections:
         background += PROJECTION_CONNECTIONS + BUILD_CONNECTIONS
     return settings.db_max_connections - background

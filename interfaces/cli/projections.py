@@ -31,7 +31,9 @@ projections = typer.Typer(no_args_is_help=True, help="Read models built from the
 @projections.command()
 def status() -> None:
     """Show each read model's versions: kind, state, position, lag in events, rows."""
-    services = build_services(Settings(run_projections=False, run_mailer=False))
+    services = build_services(
+        Settings(run_projections=False, run_mailer=False, run_webhooks=False)
+    )
     try:
         rows = services.read_models.status(services.recorder, services.app.name)
     finally:
@@ -83,7 +85,9 @@ def rebuild(
     The service keeps serving from the live tables meanwhile; each rebuilt one
     is switched to once caught up. Interrupted, it resumes where it stopped.
     """
-    services = build_services(Settings(run_projections=False, run_mailer=False))
+    services = build_services(
+        Settings(run_projections=False, run_mailer=False, run_webhooks=False)
+    )
     try:
         try:
             targets = services.read_models.rebuild_targets(names)

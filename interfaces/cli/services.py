@@ -11,7 +11,9 @@ from interfaces.bootstrap import Services, build_services
 
 @contextmanager
 def command_services() -> Iterator[Services]:
-    services = build_services(Settings(run_projections=False, run_mailer=False))
+    services = build_services(
+        Settings(run_projections=False, run_mailer=False, run_webhooks=False)
+    )
     try:
         yield services
     finally:

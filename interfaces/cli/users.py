@@ -39,7 +39,7 @@ def create_admin(
     with this email."""
     if not 8 <= len(password) <= 256:
         raise typer.BadParameter("the password must have 8 to 256 characters")
-    services = build_services(Settings(run_mailer=False))
+    services = build_services(Settings(run_mailer=False, run_webhooks=False))
     try:
         try:
             services.app.register(email, password, Client(user_agent="cli"), Role.ADMIN)
@@ -69,7 +69,7 @@ def erase(
 ) -> None:
     """Erase an account: its sessions end, its address may sign up again as a
     new account, and its rows leave every read model."""
-    services = build_services(Settings(run_mailer=False))
+    services = build_services(Settings(run_mailer=False, run_webhooks=False))
     try:
         try:
             user_id = Auditor(services.app).find_user(who)

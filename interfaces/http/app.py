@@ -26,6 +26,7 @@ from interfaces.http.routes import (
     health,
     mfa,
     sessions,
+    webhooks,
     well_known,
 )
 
@@ -72,6 +73,7 @@ def create_app(
     app.include_router(sessions.router)
     app.include_router(account.router)
     app.include_router(admin.router)
+    app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(well_known.router)
     return app

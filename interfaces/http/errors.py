@@ -25,11 +25,13 @@ from application.errors import (
     RetryKeySpentError,
     SessionNotFoundError,
     TooManyAttemptsError,
+    UnsafeWebhookUrlError,
     UserNotFoundError,
     WeakPasswordError,
     WrongChallengeCodeError,
     WrongPasswordError,
 )
+from application.feed import UnknownEventTypeError
 from domain.errors import (
     EmailAlreadyVerifiedError,
     InvalidCodeError,
@@ -39,6 +41,7 @@ from domain.errors import (
     MfaStateError,
     MixedScriptEmailError,
     RequestedTooSoonError,
+    UnknownWebhookError,
 )
 from infrastructure.tokens import InvalidAccessTokenError
 from interfaces.http.limits import SECURITY_HEADERS
@@ -159,6 +162,14 @@ ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
     ),
     MfaStateError: (409, "mfa_state", "Not possible now.", {}),
     UserNotFoundError: (404, "user_not_found", "No such user.", {}),
+    UnknownWebhookError: (404, "webhook_not_found", "No such webhook.", {}),
+    UnknownEventTypeError: (422, "unknown_event_type", "No such event type:", {}),
+    UnsafeWebhookUrlError: (
+        422,
+        "unsafe_webhook_url",
+        "The service does not send to this URL:",
+        {},
+    ),
     ConflictError: (409, "conflict", "A concurrent change won; try again.", {}),
     # A lost race the use cases did not retry: the same answer, never a 500.
     IntegrityError: (409, "conflict", "A concurrent change won; try again.", {}),

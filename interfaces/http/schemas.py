@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
 from pydantic import (
@@ -222,3 +222,77 @@ class HealthResponse(BaseModel):
 
 
 ErrorResponse.model_rebuild()
+
+
+# A position in the log, as a string: positions exceed what a JSON number
+# holds exactly.
+Cursor = Annotated[str, Field(pattern=r"^[0-9]{1,19}$", examples=["0"])]
+EventType = Annotated[str, Field(max_length=80, pattern=r"^[a-z_]+\.[a-z_]+$")]
+
+
+class FeedEventResponse(BaseModel):
+    cursor: Cursor
+    type: str = Field(examples=["user.registered"])
+    aggregate_id: UUID
+    version: int
+    time: datetime
+    payload: dict[str, Any] = Field(
+        description="The event's fields but hashes and secrets; personal data"
+        " while its owner's data key lives, `[erased]` after."
+    )
+
+
+class EventPageResponse(BaseModel):
+    events: list[FeedEventResponse]
+    next: Cursor = Field(description="Pass it as `after` for the next page.")
+    at_head: bool = Field(description="Nothing more to read now: poll later.")
+
+
+class WebhookRequest(Body):
+    url: Annotated[
+        str, Field(min_length=8, max_length=2048), AfterValidator(_printable_text)
+    ]
+    event_types: Annotated[list[EventType], Field(max_length=100)] = Field(
+        default_factory=list, description="Only these types; every type if empty."
+    )
+
+
+class ReplayRequest(Body):
+    from_: Cursor = Field(
+        alias="from", description="The cursor of the first event to send again."
+    )
+
+
+class WebhookAttemptResponse(BaseModel):
+    cursor: Cursor
+    webhook_id: str
+    attempted_at: datetime
+    duration_ms: int | None
+    status: int | None
+    error: str | None
+
+
+class WebhookResponse(BaseModel):
+    id: UUID
+    url: str
+    event_types: list[str]
+    added_at: datetime
+    added_by: str
+    state: Literal["active", "retrying", "failing"] = Field(
+        description="`retrying` after a failed delivery, `failing` once it has"
+        " failed for AUTHLEDGER_WEBHOOK_FAILING_AFTER_S (a day by default)."
+    )
+    cursor: Cursor | None = Field(description="The last event delivered.")
+    delivered: int
+    failed_attempts: int = Field(description="Failed deliveries in a row.")
+    next_attempt_at: datetime | None
+    failing_since: datetime | None
+    last_error: str | None
+    last_delivered_at: datetime | None
+    recent_attempts: list[WebhookAttemptResponse] = Field(default_factory=list)
+
+
+class NewWebhookResponse(WebhookResponse):
+    secret: str = Field(
+        description="The signing secret (Standard Webhooks), shown this once."
+    )

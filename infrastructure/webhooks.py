@@ -1,0 +1,545 @@
+"""Webhook delivery: Standard Webhooks requests, at least once and in log
+order per endpoint, to addresses checked against SSRF at every connection.
+
+Delivery state lives in `authledger.webhook_deliveries` and every attempt's
+outcome in `authledger.webhook_attempts`, beside the log and outside the
+rebuildable read models (as the mail outbox's sends are): rebuilding must
+never send an event again, and an attempt is not a fact of the domain.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.client
+import ipaddress
+import json
+import logging
+import secrets
+import socket
+import ssl
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+from uuid import UUID
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from application.errors import UnsafeWebhookUrlError
+from infrastructure.database import connect
+from infrastructure.periodic import Periodic
+from infrastructure.secret_box import SecretBox
+
+if TYPE_CHECKING:
+    from application.feed import EventFeed, FeedEvent
+    from application.webhooks import Webhooks
+    from domain.webhooks import WebhookEndpoint
+
+log = logging.getLogger(__name__)
+
+SETUP = (
+    "CREATE SCHEMA IF NOT EXISTS authledger",
+    "CREATE TABLE IF NOT EXISTS authledger.webhook_deliveries ("
+    " endpoint_id uuid PRIMARY KEY,"
+    " position bigint NOT NULL,"  # every event up to here was delivered
+    " replays integer NOT NULL DEFAULT 0,"  # replays applied
+    " delivered bigint NOT NULL DEFAULT 0,"
+    " attempts integer NOT NULL DEFAULT 0,"  # failed in a row
+    " next_attempt_at timestamptz NOT NULL DEFAULT now(),"
+    " failing_since timestamptz, failing boolean NOT NULL DEFAULT false,"
+    " last_error text, last_delivered_at timestamptz)",
+    "CREATE TABLE IF NOT EXISTS authledger.webhook_attempts ("
+    " id bigserial PRIMARY KEY, endpoint_id uuid NOT NULL,"
+    " position bigint NOT NULL, webhook_id text NOT NULL,"
+    " attempted_at timestamptz NOT NULL DEFAULT now(), duration_ms integer,"
+    " status integer, error text)",
+    "CREATE INDEX IF NOT EXISTS webhook_attempts_by_endpoint"
+    " ON authledger.webhook_attempts (endpoint_id, id)",
+)
+STATE = (
+    "SELECT position, replays, next_attempt_at <= now(), attempts, failing_since"
+    " FROM authledger.webhook_deliveries WHERE endpoint_id = %s"
+)
+BEGIN = (
+    "INSERT INTO authledger.webhook_deliveries (endpoint_id, position, replays)"
+    " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+)
+MOVED = (
+    "UPDATE authledger.webhook_deliveries SET position = %s, replays = %s,"
+    " attempts = 0, next_attempt_at = now() WHERE endpoint_id = %s"
+)
+ATTEMPTED = (
+    "INSERT INTO authledger.webhook_attempts"
+    " (endpoint_id, position, webhook_id, duration_ms, status, error)"
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+)
+DELIVERED = (
+    "UPDATE authledger.webhook_deliveries SET position = %s,"
+    " delivered = delivered + 1, attempts = 0, next_attempt_at = now(),"
+    " failing_since = NULL, failing = false, last_delivered_at = now()"
+    " WHERE endpoint_id = %s"
+)
+# The wait doubles with each failure in a row, up to the longest.
+FAILED = (
+    "UPDATE authledger.webhook_deliveries SET attempts = attempts + 1,"
+    " next_attempt_at = now() + least(%(first)s * power(2, least(attempts, 40)),"
+    "   %(longest)s) * interval '1 second',"
+    " failing_since = coalesce(failing_since, now()),"
+    " failing = now() - coalesce(failing_since, now())"
+    "   >= %(failing_after)s * interval '1 second',"
+    " last_error = %(error)s WHERE endpoint_id = %(endpoint)s"
+)
+STATUS = (
+    "SELECT endpoint_id, position, delivered, attempts, next_attempt_at,"
+    " failing_since, failing, last_error, last_delivered_at"
+    " FROM authledger.webhook_deliveries"
+)
+ATTEMPTS = (
+    "SELECT position, webhook_id, attempted_at, duration_ms, status, error"
+    " FROM authledger.webhook_attempts WHERE endpoint_id = %s"
+    " ORDER BY id DESC LIMIT %s"
+)
+# Attempts are kept this long (what an operator looks back on); pruned by
+# the delivering process as it reads the endpoints again.
+PRUNE = (
+    "DELETE FROM authledger.webhook_attempts"
+    " WHERE attempted_at < now() - interval '30 days'"
+)
+LOCK = "SELECT pg_try_advisory_lock(hashtextextended('authledger.webhooks', 0))"
+BATCH = 100
+MAX_RESPONSE_BYTES = 64 * 1024
+SECRET_BYTES = 32
+SECRET_PREFIX = "whsec_"  # noqa: S105  (a prefix, not a secret)
+# Endpoints delivered to at once, and the connections their records use
+# (beside the lock's own).
+SENDERS = 8
+POOL_CONNECTIONS = 2
+ENDPOINTS_REFRESH_S = 1.0
+PRUNE_EVERY_S = 3600
+
+
+def setup_webhook_deliveries(conn: psycopg.Connection[Any]) -> None:
+    for statement in SETUP:
+        conn.execute(statement)
+
+
+# Destinations ---------------------------------------------------------------
+
+
+def _is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", maxsplit=1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+@dataclass(frozen=True)
+class Destinations:
+    """Where the service may send: http(s) URLs without credentials whose
+    host resolves to public addresses only (unless private ones are
+    allowed); https only in production."""
+
+    allow_private: bool
+    https_only: bool
+
+    def check(self, url: str) -> None:
+        self.resolve(url)
+
+    def resolve(self, url: str) -> list[str]:
+        """The addresses to connect to for `url`, each checked."""
+        parts = urlsplit(url)
+        schemes = ("https",) if self.https_only else ("http", "https")
+        if parts.scheme not in schemes:
+            raise UnsafeWebhookUrlError(f"the URL must be {' or '.join(schemes)}")
+        if not parts.hostname or parts.username or parts.password:
+            raise UnsafeWebhookUrlError("the URL needs a host and no credentials")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            found = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+        except (OSError, ValueError):
+            raise UnsafeWebhookUrlError("the URL's host does not resolve") from None
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+        if not self.allow_private and not all(map(_is_public, addresses)):
+            raise UnsafeWebhookUrlError(
+                "the URL's host is a loopback, private, link-local or reserved"
+                " address (AUTHLEDGER_WEBHOOK_ALLOW_PRIVATE allows them)"
+            )
+        return addresses
+
+
+# Secrets and signatures -----------------------------------------------------
+
+
+class SealedWebhookSecrets:
+    """Signing secrets as Standard Webhooks writes them (`whsec_` and base64
+    of 32 random bytes), stored only sealed, bound to their endpoint."""
+
+    def __init__(self, key_encryption_key: bytes) -> None:
+        self._box = SecretBox(key_encryption_key, "webhook-secrets", "webhook secrets")
+
+    def make(self, endpoint_id: UUID) -> tuple[str, str]:
+        raw = secrets.token_bytes(SECRET_BYTES)
+        shown = SECRET_PREFIX + base64.b64encode(raw).decode()
+        return shown, self._box.seal(raw, endpoint_id.bytes)
+
+    def open(self, endpoint_id: UUID, sealed: str) -> bytes:
+        return self._box.open(sealed, endpoint_id.bytes)
+
+
+def signature(secret: bytes, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` header's value (Standard Webhooks, v1)."""
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def message(event: FeedEvent) -> tuple[str, bytes]:
+    """An event as a Standard Webhooks message: its id (the same on every
+    attempt and replay: receivers fold duplicates by it) and its body."""
+    body = {
+        "type": event.type,
+        "timestamp": event.time.isoformat(),
+        "data": feed_record(event),
+    }
+    return f"evt_{event.position}", json.dumps(body, default=str).encode()
+
+
+def feed_record(event: FeedEvent) -> dict[str, Any]:
+    """An event as the feed and the webhooks show it (cursors are strings:
+    positions exceed what a JSON number holds exactly)."""
+    return {
+        "cursor": str(event.position),
+        "type": event.type,
+        "aggregate_id": str(event.aggregate_id),
+        "version": event.version,
+        "time": event.time.isoformat(),
+        "payload": event.payload,
+    }
+
+
+# Sending --------------------------------------------------------------------
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to the address checked, not to what a second lookup says."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(_PinnedHTTPConnection):
+    default_port = 443
+
+    def connect(self) -> None:
+        super().connect()
+        context = ssl.create_default_context()
+        self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
+
+
+class DeliveryError(Exception):
+    """The receiver did not take the message (the reason, without its body)."""
+
+
+class Receiver:
+    """One endpoint's connection, checked against SSRF when opened and kept
+    open between messages; redirects are failures, as is any status but 2xx."""
+
+    def __init__(self, url: str, destinations: Destinations, timeout_s: float) -> None:
+        self.url = urlsplit(url)
+        self.destinations = destinations
+        self.timeout_s = timeout_s
+        self._conn: _PinnedHTTPConnection | None = None
+
+    def post(self, headers: dict[str, str], body: bytes) -> int:
+        conn = self._conn or self._connect()
+        path = self.url.path or "/"
+        if self.url.query:
+            path += "?" + self.url.query
+        try:
+            conn.request(
+                "POST", path, body, {**headers, "content-type": "application/json"}
+            )
+            response = conn.getresponse()
+            response.read(MAX_RESPONSE_BYTES)
+            status = response.status
+            if not response.isclosed():  # a longer answer than we read
+                self.close()
+        except (OSError, http.client.HTTPException) as error:
+            self.close()
+            raise DeliveryError(type(error).__name__) from None
+        if not 200 <= status < 300:
+            raise DeliveryError(f"HTTP {status}")
+        return status
+
+    def _connect(self) -> _PinnedHTTPConnection:
+        try:
+            address = self.destinations.resolve(self.url.geturl())[0]
+        except UnsafeWebhookUrlError as refused:
+            raise DeliveryError(f"refused: {refused}") from None
+        kind = (
+            _PinnedHTTPSConnection
+            if self.url.scheme == "https"
+            else _PinnedHTTPConnection
+        )
+        port = self.url.port or kind.default_port
+        self._conn = kind(self.url.hostname or "", port, address, self.timeout_s)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+# Delivering -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    first_s: float
+    longest_s: float
+    failing_after_s: float
+
+
+class EndpointDelivery:
+    """Delivers one endpoint's events in log order; one round at a time."""
+
+    def __init__(
+        self, dispatcher: WebhookDispatcher, endpoint: WebhookEndpoint
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.endpoint = endpoint
+        self.receiver = Receiver(
+            endpoint.url, dispatcher.destinations, dispatcher.timeout_s
+        )
+        self._secret = dispatcher.secrets.open(endpoint.id, endpoint.sealed_secret)
+
+    def round(self) -> None:
+        """Deliver what is due, up to a batch; stop at the first failure."""
+        endpoint = self.endpoint
+        with self.dispatcher.pool.connection() as conn:
+            conn.execute(BEGIN, (endpoint.id, endpoint.start_after, endpoint.replays))
+            row = conn.execute(STATE, (endpoint.id,)).fetchone()
+            assert row is not None  # noqa: S101  (inserted above)
+            position, replays, due = int(row[0]), int(row[1]), bool(row[2])
+            if endpoint.replays > replays and endpoint.replay_from is not None:
+                position, due = endpoint.replay_from - 1, True
+                conn.execute(MOVED, (position, endpoint.replays, endpoint.id))
+        if not due:
+            return
+        page = self.dispatcher.feed.page(position, BATCH, endpoint.event_types)
+        for event in page.events:
+            if not self._deliver(event):
+                return
+        if page.next > (page.events[-1].position if page.events else position):
+            with self.dispatcher.pool.connection() as conn:
+                conn.execute(MOVED, (page.next, endpoint.replays, endpoint.id))
+
+    def _deliver(self, event: FeedEvent) -> bool:
+        webhook_id, body = message(event)
+        timestamp = int(time.time())
+        headers = {
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature(self._secret, webhook_id, timestamp, body),
+        }
+        started = time.monotonic()
+        status: int | None = None
+        error: str | None = None
+        try:
+            status = self.receiver.post(headers, body)
+        except DeliveryError as failed:
+            error = str(failed)
+        took_ms = int((time.monotonic() - started) * 1000)
+        endpoint_id = self.endpoint.id
+        with self.dispatcher.pool.connection() as conn, conn.transaction():
+            conn.execute(
+                ATTEMPTED,
+                (endpoint_id, event.position, webhook_id, took_ms, status, error),
+            )
+            if error is None:
+                conn.execute(DELIVERED, (event.position, endpoint_id))
+                return True
+            retry = self.dispatcher.retry
+            conn.execute(
+                FAILED,
+                {
+                    "first": retry.first_s,
+                    "longest": retry.longest_s,
+                    "failing_after": retry.failing_after_s,
+                    "error": error,
+                    "endpoint": endpoint_id,
+                },
+            )
+        log.warning("webhook %s: %s not delivered: %s", endpoint_id, webhook_id, error)
+        return False
+
+    def closed_after(self, _: Future[None]) -> None:
+        self.receiver.close()
+
+
+class WebhookDispatcher:
+    """Delivers to every endpoint from the one process that holds the
+    webhooks' lock; each endpoint's rounds run in a pool of senders, one
+    round at a time each, so a slow or failing endpoint holds up no other.
+
+    An attempt is recorded after it; the position moves only past a
+    delivered event. A crash before the record sends that event again
+    (same `webhook-id`): at least once, never skipped.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        feed: EventFeed,
+        webhooks: Webhooks,
+        secrets: SealedWebhookSecrets,
+        destinations: Destinations,
+        retry: RetryPolicy,
+        timeout_s: float,
+        poll_s: float = 0.02,
+    ) -> None:
+        self.url = url
+        self.feed = feed
+        self.webhooks = webhooks
+        self.secrets = secrets
+        self.destinations = destinations
+        self.retry = retry
+        self.timeout_s = timeout_s
+        self.pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=POOL_CONNECTIONS,
+            kwargs={"autocommit": True, "application_name": "authledger-webhooks"},
+            open=False,
+        )
+        self._lock_conn: psycopg.Connection[Any] | None = None
+        self._deliveries: dict[UUID, EndpointDelivery] = {}
+        self._running: dict[UUID, Future[None]] = {}
+        self._checked_at = 0.0
+        self._pruned_at = 0.0
+        self._senders = ThreadPoolExecutor(SENDERS, thread_name_prefix="webhook")
+        self._rounds = Periodic("webhooks", poll_s, self._round)
+
+    def start(self) -> None:
+        self.pool.open()
+        self._rounds.start()
+
+    def stop(self) -> None:
+        self._rounds.stop()
+        self._senders.shutdown(wait=True)
+        for delivery in self._deliveries.values():
+            delivery.receiver.close()
+        self._release()
+        self.pool.close()
+
+    def _round(self) -> None:
+        if time.monotonic() - self._checked_at >= ENDPOINTS_REFRESH_S:
+            self._checked_at = time.monotonic()
+            if not self._holds_lock():
+                self._follow([])
+                return
+            self._follow(self.webhooks.endpoints())
+            if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+                self._pruned_at = time.monotonic()
+                with self.pool.connection() as conn:
+                    conn.execute(PRUNE)
+        for endpoint_id, delivery in list(self._deliveries.items()):
+            running = self._running.get(endpoint_id)
+            if running is None or running.done():
+                self._running[endpoint_id] = self._senders.submit(
+                    self._guarded, delivery
+                )
+
+    def _holds_lock(self) -> bool:
+        """Whether this process delivers: it holds the lock on a live connection."""
+        try:
+            if self._lock_conn is not None:
+                self._lock_conn.execute("SELECT 1")
+                return True
+            conn = connect(self.url, "authledger-webhooks")
+            locked = conn.execute(LOCK).fetchone()
+            if locked and locked[0]:
+                self._lock_conn = conn
+                return True
+            conn.close()
+        except psycopg.Error:
+            self._release()
+        return False
+
+    def _release(self) -> None:
+        if self._lock_conn is not None:
+            self._lock_conn.close()
+            self._lock_conn = None
+
+    def _follow(self, endpoints: list[WebhookEndpoint]) -> None:
+        """Start delivering to new endpoints, stop for removed ones, and take
+        up changes (a replay) of the others."""
+        wanted = {endpoint.id: endpoint for endpoint in endpoints}
+        for endpoint_id in set(self._deliveries) - set(wanted):
+            removed = self._deliveries.pop(endpoint_id)
+            running = self._running.pop(endpoint_id, None)
+            if running is None:
+                removed.receiver.close()
+            else:  # after the round it is in
+                running.add_done_callback(removed.closed_after)
+        for endpoint_id, endpoint in wanted.items():
+            delivery = self._deliveries.get(endpoint_id)
+            if delivery is None:
+                self._deliveries[endpoint_id] = EndpointDelivery(self, endpoint)
+            else:
+                delivery.endpoint = endpoint
+
+    @staticmethod
+    def _guarded(delivery: EndpointDelivery) -> None:
+        try:
+            delivery.round()
+        except Exception:
+            # The database may be down: the next round starts from what
+            # was recorded.
+            log.exception("webhook %s: round failed", delivery.endpoint.id)
+            delivery.receiver.close()
+
+
+@dataclass(frozen=True)
+class DeliveryState:
+    """How delivery to one endpoint stands."""
+
+    position: int
+    delivered: int
+    attempts: int
+    next_attempt_at: datetime
+    failing_since: datetime | None
+    failing: bool
+    last_error: str | None
+    last_delivered_at: datetime | None
+
+    @property
+    def state(self) -> Literal["active", "retrying", "failing"]:
+        if self.failing:
+            return "failing"
+        return "retrying" if self.attempts else "active"
+
+
+def delivery_states(url: str) -> dict[UUID, DeliveryState]:
+    with connect(url, "authledger-webhooks") as conn:
+        return {
+            row[0]: DeliveryState(int(row[1]), *row[2:])
+            for row in conn.execute(STATUS).fetchall()
+        }
+
+
+def recent_attempts(url: str, endpoint_id: UUID, limit: int) -> list[dict[str, Any]]:
+    names = ("position", "webhook_id", "attempted_at", "duration_ms", "status", "error")
+    with connect(url, "authledger-webhooks") as conn:
+        rows = conn.execute(ATTEMPTS, (endpoint_id, limit)).fetchall()
+    return [dict(zip(names, row, strict=True)) for row in rows]
