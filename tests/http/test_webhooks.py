@@ -1,0 +1,371 @@
+"""Webhooks on a real server, to a real receiver that checks every delivery
+with the `standardwebhooks` library (not the service's signing code): a
+scripted session arrives in order; a receiver that is down loses nothing;
+a SIGKILL of the service mid-delivery loses nothing either, and duplicates
+carry the same webhook-id; SSRF refusals; admin routes and CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks import Webhook
+
+from tests.conftest import fresh_database
+from tests.http.conftest import free_port, start_server, stop_server
+from tests.http.helpers import bearer, eventually, login, new_email, signup
+from tests.http.test_admin_and_audit import ADMIN_PASSWORD, cli
+
+pytestmark = [pytest.mark.http, pytest.mark.postgres]
+
+FAST_RETRIES = {
+    "AUTHLEDGER_WEBHOOK_ALLOW_PRIVATE": "true",
+    "AUTHLEDGER_WEBHOOK_FIRST_RETRY_S": "0.2",
+    "AUTHLEDGER_WEBHOOK_LONGEST_RETRY_S": "0.5",
+    "AUTHLEDGER_WEBHOOK_FAILING_AFTER_S": "2",
+}
+
+
+class Receiver:
+    """An HTTP server that keeps each delivery it can verify, in arrival order."""
+
+    def __init__(self, port: int, delay_s: float = 0) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/hooks/authledger"
+        self.delay_s = delay_s
+        self.secret: str | None = None
+        self.received: list[dict[str, Any]] = []  # webhook-id, and the message
+        self.refused = 0
+        self._server: ThreadingHTTPServer | None = None
+
+    def start(self) -> Receiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                try:
+                    assert receiver.secret is not None
+                    message = Webhook(receiver.secret).verify(body, dict(self.headers))
+                except Exception:  # noqa: BLE001  (any failure refuses it)
+                    receiver.refused += 1
+                    self.send_response(400)
+                    self.end_headers()
+                    return
+                time.sleep(receiver.delay_s)
+                receiver.received.append(
+                    {"webhook_id": self.headers["webhook-id"], **message}
+                )
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def cursors(self) -> list[int]:
+        return [int(m["data"]["cursor"]) for m in self.received]
+
+
+@pytest.fixture(scope="module")
+def server(module_database_url: str, server_data_dir: Path) -> Any:
+    process, base_url = start_server(
+        module_database_url, server_data_dir, **FAST_RETRIES
+    )
+    yield base_url
+    stop_server(process)
+
+
+@pytest.fixture(scope="module")
+def admin(
+    client: httpx.Client, module_database_url: str, server_data_dir: Path
+) -> dict[str, str]:
+    email = new_email()
+    cli(module_database_url, server_data_dir, "users", "create-admin", email)
+    return bearer(login(client, email, ADMIN_PASSWORD).json())
+
+
+@pytest.fixture
+def receiver() -> Any:
+    started = Receiver(free_port()).start()
+    yield started
+    started.stop()
+
+
+def add_webhook(
+    client: httpx.Client, admin: dict[str, str], receiver: Receiver, **body: Any
+) -> dict[str, Any]:
+    added = client.post(
+        "/api/admin/webhooks", json={"url": receiver.url, **body}, headers=admin
+    )
+    assert added.status_code == 201, added.text
+    webhook: dict[str, Any] = added.json()
+    assert webhook["secret"].startswith("whsec_")
+    receiver.secret = webhook["secret"]
+    return webhook
+
+
+def feed_after(
+    client: httpx.Client, admin: dict[str, str], after: int, types: list[str]
+) -> list[int]:
+    """The cursors the pull API lists after `after`, of `types` (all if none)."""
+    cursors: list[int] = []
+    cursor = str(after)
+    while True:
+        query: dict[str, Any] = {"after": cursor, "limit": 1000, "type": types}
+        body = client.get("/api/admin/events", params=query, headers=admin).json()
+        cursors.extend(int(e["cursor"]) for e in body["events"])
+        cursor = body["next"]
+        if body["at_head"]:
+            return cursors
+
+
+def scripted_session(client: httpx.Client) -> str:
+    """Sign up, fail a login, log in, refresh, log out; the user's id."""
+    email = new_email()
+    tokens = signup(client, email)
+    login(client, email, "not the password")
+    second = login(client, email).json()
+    refreshed = client.post(
+        "/api/auth/refresh", json={"refresh_token": second["refresh_token"]}
+    )
+    assert refreshed.status_code == 200, refreshed.text
+    ended = client.post("/api/auth/logout", headers=bearer(tokens))
+    assert ended.status_code == 200, ended.text
+    return str(tokens["user"]["id"])
+
+
+def test_every_event_of_a_session_arrives_in_order_and_verified(
+    client: httpx.Client, admin: dict[str, str], receiver: Receiver
+) -> None:
+    # Given a webhook for the account and session events
+    types = ["user.registered", "user.login_failed", "user.logged_in"]
+    types += ["session.opened", "session.token_rotated", "user.sessions_revoked"]
+    webhook = add_webhook(client, admin, receiver, event_types=types)
+
+    # When a user goes through a session
+    user_id = scripted_session(client)
+
+    # Then the receiver gets each of its events, in log order, each verified
+    expected = [
+        "user.registered",
+        "user.logged_in",
+        "session.opened",
+        "user.login_failed",
+        "user.logged_in",
+        "session.opened",
+        "session.token_rotated",
+        "user.sessions_revoked",
+    ]
+    eventually(lambda: receiver.received, lambda got: len(got) >= len(expected))
+    got = [m for m in receiver.received if m["type"] in types]
+    assert receiver.refused == 0
+    assert [m["type"] for m in got] == expected
+    assert got[0]["data"]["aggregate_id"] == user_id
+    assert receiver.cursors() == sorted(set(receiver.cursors()))
+    assert {m["webhook_id"] for m in got} == {f"evt_{m['data']['cursor']}" for m in got}
+    # And exactly what the pull API lists for those types since it was added
+    first = receiver.cursors()[0]
+    assert receiver.cursors() == feed_after(client, admin, first - 1, types)
+    # And the admin API shows it delivered
+    shown = client.get(f"/api/admin/webhooks/{webhook['id']}", headers=admin).json()
+    assert shown["state"] == "active"
+    assert shown["delivered"] == len(expected)
+    assert "secret" not in shown
+    assert {a["status"] for a in shown["recent_attempts"]} == {204}
+
+
+def test_a_receiver_that_is_down_loses_nothing_and_resumes_in_order(
+    client: httpx.Client, admin: dict[str, str], receiver: Receiver
+) -> None:
+    # Given a webhook for every event, delivered so far
+    webhook = add_webhook(client, admin, receiver)
+    scripted_session(client)
+    eventually(lambda: receiver.received, lambda got: len(got) >= 10)
+
+    # When the receiver is down for a while events keep being written
+    receiver.stop()
+    for _ in range(3):
+        scripted_session(client)
+    down = eventually(
+        lambda: client.get(
+            f"/api/admin/webhooks/{webhook['id']}", headers=admin
+        ).json(),
+        lambda shown: shown["state"] == "failing",
+    )
+    assert down["last_error"]
+    assert down["failed_attempts"] >= 2
+    assert None in {a["status"] for a in down["recent_attempts"]}
+
+    # Then, once it is back, delivery resumes where it stopped, in order
+    Receiver.start(receiver)
+    first = receiver.cursors()[0]
+    expected = feed_after(client, admin, first - 1, [])
+    eventually(
+        receiver.cursors,
+        lambda got: set(expected) <= set(got),
+        timeout=30,
+    )
+    assert receiver.cursors()[: len(expected)] == expected
+    assert (
+        client.get(f"/api/admin/webhooks/{webhook['id']}", headers=admin).json()[
+            "state"
+        ]
+        == "active"
+    )
+
+
+def test_a_sigkill_mid_delivery_loses_nothing_and_repeats_with_the_same_id(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Given a service delivering to a slow receiver
+    receiver = Receiver(free_port(), delay_s=0.05).start()
+    process, base_url = start_server(database_url, tmp_path, **FAST_RETRIES)
+    try:
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            email = new_email()
+            cli(database_url, tmp_path, "users", "create-admin", email)
+            admin = bearer(login(client, email, ADMIN_PASSWORD).json())
+            add_webhook(client, admin, receiver)
+            for _ in range(6):
+                scripted_session(client)
+            written = feed_after(client, admin, 0, [])
+
+        # When the service is killed while deliveries are under way
+        eventually(lambda: receiver.received, lambda got: len(got) >= 5)
+        process.kill()
+        process.wait()
+        assert len(receiver.received) < len(written)  # it was mid-way
+
+        # Then, restarted, it delivers every event at least once
+        process, base_url = start_server(database_url, tmp_path, **FAST_RETRIES)
+        added_at = receiver.cursors()[0]
+        expected = [c for c in written if c >= added_at]
+        eventually(
+            receiver.cursors,
+            lambda got: set(expected) <= set(got),
+            timeout=30,
+        )
+        # And a duplicate is the same message under the same webhook-id
+        by_id: dict[str, str] = {}
+        for message in receiver.received:
+            body = json.dumps(message["data"], sort_keys=True)
+            assert by_id.setdefault(message["webhook_id"], body) == body
+        # And first arrivals came in log order
+        firsts = list(dict.fromkeys(receiver.cursors()))
+        assert firsts == sorted(firsts)
+    finally:
+        stop_server(process)
+        receiver.stop()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:9/hook",  # a hostname that resolves to loopback
+        "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://0.0.0.0/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.1/hook",
+        "http://100.64.0.1/hook",  # shared address space
+        "http://169.254.169.254/latest/meta-data/",  # cloud metadata
+        "http://[fd00:ec2::254]/",
+        "http://224.0.0.1/hook",
+        "ftp://93.184.216.34/hook",
+        "http://user:secret@93.184.216.34/hook",
+        "http://no-such-host.invalid/hook",
+    ],
+)
+def test_a_webhook_to_a_private_address_is_refused_when_not_allowed(
+    url: str, private_refused: tuple[httpx.Client, dict[str, str]]
+) -> None:
+    client, admin = private_refused
+    refused = client.post("/api/admin/webhooks", json={"url": url}, headers=admin)
+    assert (refused.status_code, refused.json()["code"]) == (
+        422,
+        "unsafe_webhook_url",
+    ), url
+    assert client.get("/api/admin/webhooks", headers=admin).json() == []
+
+
+def test_a_public_address_is_accepted(
+    private_refused: tuple[httpx.Client, dict[str, str]],
+) -> None:
+    client, admin = private_refused
+    added = client.post(
+        "/api/admin/webhooks", json={"url": "https://93.184.216.34/hook"}, headers=admin
+    )
+    assert added.status_code == 201, added.text
+    removed = client.delete(f"/api/admin/webhooks/{added.json()['id']}", headers=admin)
+    assert removed.status_code == 200
+
+
+@pytest.fixture(scope="module")
+def private_refused(
+    postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
+    """A server of its own, with private destinations refused (the default)."""
+    with fresh_database(postgres_server_url) as database_url:
+        data_dir = tmp_path_factory.mktemp("private-refused")
+        process, base_url = start_server(database_url, data_dir)
+        try:
+            with httpx.Client(base_url=base_url, timeout=30) as client:
+                email = new_email()
+                cli(database_url, data_dir, "users", "create-admin", email)
+                yield client, bearer(login(client, email, ADMIN_PASSWORD).json())
+        finally:
+            stop_server(process)
+
+
+def test_an_address_allowed_once_is_checked_again_at_delivery(
+    database_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    # Given a webhook to a loopback receiver, added while that was allowed
+    process, base_url = start_server(database_url, tmp_path, **FAST_RETRIES)
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        email = new_email()
+        cli(database_url, tmp_path, "users", "create-admin", email)
+        admin = bearer(login(client, email, ADMIN_PASSWORD).json())
+        webhook = add_webhook(client, admin, receiver)
+    stop_server(process)
+
+    # When the service runs with private addresses refused, and events happen
+    strict = {**FAST_RETRIES, "AUTHLEDGER_WEBHOOK_ALLOW_PRIVATE": "false"}
+    process, base_url = start_server(database_url, tmp_path, **strict)
+    try:
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            admin = bearer(login(client, email, ADMIN_PASSWORD).json())
+            shown = eventually(
+                lambda: client.get(
+                    f"/api/admin/webhooks/{webhook['id']}", headers=admin
+                ).json(),
+                lambda shown: shown["recent_attempts"],
+            )
+    finally:
+        stop_server(process)
+
+    # Then nothing reaches the receiver, and each attempt says why
+    assert receiver.received == []
+    assert shown["state"] in {"retrying", "failing"}
+    assert all(
+        a["status"] is None and a["error"].startswith("refused")
+        for a in shown["recent_attempts"]
+    )
