@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -29,6 +29,7 @@ def start_server(
     port: int | None = None,
     workers: int = 1,
     module: str = "interfaces.cli",
+    settings: Mapping[str, str] | None = None,
     **extra_env: str,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start the service as a user would, and wait until it answers /readyz.
@@ -48,6 +49,7 @@ def start_server(
         # Tests replay a rotated token at once and expect a revocation: strict
         # mode. The default reuse interval has tests of its own.
         "AUTHLEDGER_REFRESH_REUSE_INTERVAL_S": "0",
+        **(settings or {}),
         **extra_env,
     }
     data_dir.mkdir(parents=True, exist_ok=True)

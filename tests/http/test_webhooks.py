@@ -86,7 +86,7 @@ class Receiver:
 @pytest.fixture(scope="module")
 def server(module_database_url: str, server_data_dir: Path) -> Any:
     process, base_url = start_server(
-        module_database_url, server_data_dir, **FAST_RETRIES
+        module_database_url, server_data_dir, settings=FAST_RETRIES
     )
     yield base_url
     stop_server(process)
@@ -236,7 +236,7 @@ def test_a_sigkill_mid_delivery_loses_nothing_and_repeats_with_the_same_id(
 ) -> None:
     # Given a service delivering to a slow receiver
     receiver = Receiver(free_port(), delay_s=0.05).start()
-    process, base_url = start_server(database_url, tmp_path, **FAST_RETRIES)
+    process, base_url = start_server(database_url, tmp_path, settings=FAST_RETRIES)
     try:
         with httpx.Client(base_url=base_url, timeout=30) as client:
             email = new_email()
@@ -254,7 +254,7 @@ def test_a_sigkill_mid_delivery_loses_nothing_and_repeats_with_the_same_id(
         assert len(receiver.received) < len(written)  # it was mid-way
 
         # Then, restarted, it delivers every event at least once
-        process, base_url = start_server(database_url, tmp_path, **FAST_RETRIES)
+        process, base_url = start_server(database_url, tmp_path, settings=FAST_RETRIES)
         added_at = receiver.cursors()[0]
         expected = [c for c in written if c >= added_at]
         eventually(
@@ -339,7 +339,7 @@ def test_an_address_allowed_once_is_checked_again_at_delivery(
     database_url: str, tmp_path: Path, receiver: Receiver
 ) -> None:
     # Given a webhook to a loopback receiver, added while that was allowed
-    process, base_url = start_server(database_url, tmp_path, **FAST_RETRIES)
+    process, base_url = start_server(database_url, tmp_path, settings=FAST_RETRIES)
     with httpx.Client(base_url=base_url, timeout=30) as client:
         email = new_email()
         cli(database_url, tmp_path, "users", "create-admin", email)
@@ -349,7 +349,7 @@ def test_an_address_allowed_once_is_checked_again_at_delivery(
 
     # When the service runs with private addresses refused, and events happen
     strict = {**FAST_RETRIES, "AUTHLEDGER_WEBHOOK_ALLOW_PRIVATE": "false"}
-    process, base_url = start_server(database_url, tmp_path, **strict)
+    process, base_url = start_server(database_url, tmp_path, settings=strict)
     try:
         with httpx.Client(base_url=base_url, timeout=30) as client:
             admin = bearer(login(client, email, ADMIN_PASSWORD).json())
