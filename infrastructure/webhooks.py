@@ -530,6 +530,28 @@ class DeliveryState:
         return "retrying" if self.attempts else "active"
 
 
+def endpoint_status(
+    endpoint: WebhookEndpoint, state: DeliveryState | None
+) -> dict[str, Any]:
+    """An endpoint and how its delivery stands, as the admin API and the
+    CLI show it (never its secret)."""
+    return {
+        "id": endpoint.id,
+        "url": endpoint.url,
+        "event_types": list(endpoint.event_types),
+        "added_at": endpoint.added_at,
+        "added_by": endpoint.added_by,
+        "state": state.state if state else "active",
+        "cursor": str(state.position) if state else None,
+        "delivered": state.delivered if state else 0,
+        "failed_attempts": state.attempts if state else 0,
+        "next_attempt_at": state.next_attempt_at if state else None,
+        "failing_since": state.failing_since if state else None,
+        "last_error": state.last_error if state else None,
+        "last_delivered_at": state.last_delivered_at if state else None,
+    }
+
+
 def delivery_states(url: str) -> dict[UUID, DeliveryState]:
     with connect(url, "authledger-webhooks") as conn:
         return {

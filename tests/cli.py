@@ -11,9 +11,9 @@ from tests.shared_secrets import TEST_KEY_ENCRYPTION_KEY
 
 
 def run_cli(
-    database_url: str, data_dir: Path, *args: str, **env: str
+    database_url: str, data_dir: Path, *args: str, check: bool = True, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m interfaces.cli ARGS`; raise if it fails."""
+    """Run `python -m interfaces.cli ARGS`; raise if it fails (if `check`)."""
     return subprocess.run(
         [sys.executable, "-m", "interfaces.cli", *args],
         env={
@@ -28,5 +28,5 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=120,
-        check=True,
+        check=check,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from domain.errors import SigningKeyStateError, UnknownSigningKeyError
-from interfaces.cli.services import command_services
+from interfaces.cli.services import command_services, operator
 
 if TYPE_CHECKING:
     from domain.key_ring import SigningKey
@@ -21,11 +20,6 @@ if TYPE_CHECKING:
 keys = typer.Typer(no_args_is_help=True, help="Manage the keys that sign tokens.")
 
 AsJson = Annotated[bool, typer.Option("--json", help="One JSON object per key.")]
-
-
-def _operator() -> str:
-    """Who the ring's events name as having asked: this command's user."""
-    return f"cli:{getpass.getuser()}"
 
 
 def _show(found: list[SigningKey], as_json: bool) -> None:
@@ -57,7 +51,7 @@ def _record(key: SigningKey) -> dict[str, str | None]:
 def list_keys(as_json: AsJson = False) -> None:
     """Every key of the ring, oldest first, with its state."""
     with command_services() as services:
-        _show(services.key_ring.start(_operator()).all_keys(), as_json)
+        _show(services.key_ring.start(operator()).all_keys(), as_json)
 
 
 @keys.command()
@@ -71,7 +65,7 @@ def rotate(
     """The next key signs from now; the active one is retired (it verifies
     until its last token expires); a new next key is published."""
     with command_services() as services, _refusals():
-        active = services.key_ring.rotate(_operator(), algorithm)
+        active = services.key_ring.rotate(operator(), algorithm)
         _show([active], as_json)
 
 
@@ -82,7 +76,7 @@ def retire(
 ) -> None:
     """Withdraw a next key (the active one is retired by `rotate`)."""
     with command_services() as services, _refusals():
-        _show([services.key_ring.retire(kid, _operator())], as_json)
+        _show([services.key_ring.retire(kid, operator())], as_json)
 
 
 @keys.command()
@@ -93,7 +87,7 @@ def revoke(
     """Refuse every token the key signed, at once, and stop publishing it;
     revoking the active key first activates the next."""
     with command_services() as services, _refusals():
-        _show([services.key_ring.revoke(kid, _operator())], as_json)
+        _show([services.key_ring.revoke(kid, operator())], as_json)
 
 
 @contextmanager

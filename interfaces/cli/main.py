@@ -20,6 +20,7 @@ from interfaces.cli.db import db
 from interfaces.cli.keys import keys
 from interfaces.cli.projections import projections
 from interfaces.cli.users import users
+from interfaces.cli.webhooks import webhooks
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -43,6 +44,7 @@ app.add_typer(audit, name="audit")
 app.add_typer(users, name="users")
 app.add_typer(db, name="db")
 app.add_typer(keys, name="keys")
+app.add_typer(webhooks, name="webhooks")
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,3 +19,8 @@ def command_services() -> Iterator[Services]:
         yield services
     finally:
         services.close()
+
+
+def operator() -> str:
+    """Who the events of a command name as having asked: its OS user."""
+    return f"cli:{getpass.getuser()}"

@@ -7,16 +7,19 @@ carry the same webhook-id; SSRF refusals; admin routes and CLI."""
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from uuid import uuid4 as new_uuid
 
 import httpx
 import pytest
 from standardwebhooks import Webhook
 
+from tests.cli import run_cli
 from tests.conftest import fresh_database
 from tests.http.conftest import free_port, start_server, stop_server
 from tests.http.helpers import bearer, eventually, login, new_email, signup
@@ -369,3 +372,59 @@ def test_an_address_allowed_once_is_checked_again_at_delivery(
         a["status"] is None and a["error"].startswith("refused")
         for a in shown["recent_attempts"]
     )
+
+
+def test_a_replay_sends_again_from_a_cursor_in_order_under_the_same_ids(
+    client: httpx.Client, admin: dict[str, str], receiver: Receiver
+) -> None:
+    webhook = add_webhook(client, admin, receiver, event_types=["user.registered"])
+    for _ in range(3):
+        signup(client, new_email())
+    eventually(lambda: receiver.received, lambda got: len(got) >= 3)
+    first = list(receiver.received)
+
+    replayed = client.post(
+        f"/api/admin/webhooks/{webhook['id']}/replay",
+        json={"from": first[1]["data"]["cursor"]},
+        headers=admin,
+    )
+
+    assert replayed.status_code == 202, replayed.text
+    eventually(lambda: receiver.received, lambda got: len(got) >= 5)
+    assert [m["webhook_id"] for m in receiver.received] == [
+        m["webhook_id"] for m in (*first, *first[1:])
+    ]
+    unknown = client.post(
+        f"/api/admin/webhooks/{new_uuid()}/replay", json={"from": "0"}, headers=admin
+    )
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "webhook_not_found")
+
+
+def test_webhooks_from_the_cli(
+    module_database_url: str, server_data_dir: Path, receiver: Receiver
+) -> None:
+    def webhooks(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(
+            module_database_url, server_data_dir, "webhooks", *args, check=False, **env
+        )
+
+    refused = webhooks("add", "http://127.0.0.1:9/hook")
+    assert refused.returncode == 1
+    assert "refused" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    allowed = {"AUTHLEDGER_WEBHOOK_ALLOW_PRIVATE": "true"}
+    added = webhooks("add", receiver.url, "--type", "user.registered", **allowed)
+    assert added.returncode == 0, added.stderr
+    endpoint_id = added.stdout.split()[2]
+    assert "whsec_" in added.stdout
+    listed = [
+        json.loads(line) for line in webhooks("list", "--json").stdout.splitlines()
+    ]
+    mine = next(e for e in listed if e["id"] == endpoint_id)
+    assert (mine["url"], mine["event_types"]) == (receiver.url, ["user.registered"])
+    assert "secret" not in json.dumps(listed)
+    assert endpoint_id in webhooks("list").stdout
+    assert webhooks("replay", endpoint_id, "--from", "0").returncode == 0
+    assert webhooks("remove", endpoint_id).returncode == 0
+    assert webhooks("remove", endpoint_id).returncode == 1
+    assert endpoint_id not in webhooks("list").stdout

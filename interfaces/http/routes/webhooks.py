@@ -13,6 +13,7 @@ from domain.webhooks import WebhookEndpoint
 from infrastructure.webhooks import (
     DeliveryState,
     delivery_states,
+    endpoint_status,
     feed_record,
     recent_attempts,
 )
@@ -118,18 +119,4 @@ def replay_webhook(
 def webhook_view(
     endpoint: WebhookEndpoint, state: DeliveryState | None
 ) -> WebhookResponse:
-    return WebhookResponse(
-        id=endpoint.id,
-        url=endpoint.url,
-        event_types=list(endpoint.event_types),
-        added_at=endpoint.added_at,
-        added_by=endpoint.added_by,
-        state=state.state if state else "active",
-        cursor=str(state.position) if state else None,
-        delivered=state.delivered if state else 0,
-        failed_attempts=state.attempts if state else 0,
-        next_attempt_at=state.next_attempt_at if state else None,
-        failing_since=state.failing_since if state else None,
-        last_error=state.last_error if state else None,
-        last_delivered_at=state.last_delivered_at if state else None,
-    )
+    return WebhookResponse(**endpoint_status(endpoint, state))
