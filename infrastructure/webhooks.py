@@ -560,6 +560,47 @@ def delivery_states(url: str) -> dict[UUID, DeliveryState]:
         }
 
 
+def webhook_metrics(url: str) -> str:
+    """Delivery as Prometheus text: endpoints by state, and per endpoint
+    (labelled by its id, which an admin made) whether it is failing, what
+    it was sent and how many attempts failed in a row."""
+    states = delivery_states(url)
+    lines = [
+        "# HELP authledger_webhook_endpoints Webhook endpoints by delivery state.",
+        "# TYPE authledger_webhook_endpoints gauge",
+    ]
+    by_state = [state.state for state in states.values()]
+    for state in ("active", "retrying", "failing"):
+        lines.append(
+            f'authledger_webhook_endpoints{{state="{state}"}} {by_state.count(state)}'
+        )
+    per_endpoint = (
+        (
+            "failing",
+            "gauge",
+            "1 if the endpoint has failed for a day or more.",
+            lambda s: int(s.failing),
+        ),
+        (
+            "failed_attempts",
+            "gauge",
+            "Failed deliveries in a row.",
+            lambda s: s.attempts,
+        ),
+        ("delivered_total", "counter", "Events delivered.", lambda s: s.delivered),
+    )
+    for name, kind, about, value in per_endpoint:
+        lines += [
+            f"# HELP authledger_webhook_{name} {about}",
+            f"# TYPE authledger_webhook_{name} {kind}",
+        ]
+        lines += [
+            f'authledger_webhook_{name}{{endpoint="{endpoint_id}"}} {value(state)}'
+            for endpoint_id, state in states.items()
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def recent_attempts(url: str, endpoint_id: UUID, limit: int) -> list[dict[str, Any]]:
     names = ("position", "webhook_id", "attempted_at", "duration_ms", "status", "error")
     with connect(url, "authledger-webhooks") as conn:

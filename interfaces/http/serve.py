@@ -22,6 +22,7 @@ import uvicorn
 from infrastructure.database import database_url
 from infrastructure.settings import Settings
 from interfaces.bootstrap import build_services
+from interfaces.http.metrics import start_metrics
 
 MAX_HEADER_BYTES = 256 * 1024
 
@@ -81,6 +82,8 @@ def serve(host: str, port: int, workers: int, log_level: str = "info") -> None:
     build_services(
         settings.model_copy(update={"database_url": url, "run_projections": False})
     ).close()
+    if settings.metrics_port is not None:
+        start_metrics(settings.metrics_host, settings.metrics_port, url)
     if workers <= 1:
         _serve_one(host, port, log_level)
         return

@@ -17,6 +17,7 @@ from uuid import uuid4 as new_uuid
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
 from tests.cli import run_cli
@@ -86,13 +87,28 @@ class Receiver:
         return [int(m["data"]["cursor"]) for m in self.received]
 
 
+METRICS_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def server(module_database_url: str, server_data_dir: Path) -> Any:
+    metrics = {**FAST_RETRIES, "AUTHLEDGER_METRICS_PORT": str(METRICS_PORT)}
     process, base_url = start_server(
-        module_database_url, server_data_dir, settings=FAST_RETRIES
+        module_database_url, server_data_dir, settings=metrics
     )
     yield base_url
     stop_server(process)
+
+
+def failing(endpoint_id: str) -> float:
+    """The endpoint's `failing` gauge, as Prometheus's own parser reads it."""
+    text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics").text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return samples[("authledger_webhook_failing", (("endpoint", endpoint_id),))]
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +231,8 @@ def test_a_receiver_that_is_down_loses_nothing_and_resumes_in_order(
     assert down["last_error"]
     assert down["failed_attempts"] >= 2
     assert None in {a["status"] for a in down["recent_attempts"]}
+    assert failing(webhook["id"]) == 1
+    assert client.get("/metrics").status_code == 404  # not on the API's port
 
     # Then, once it is back, delivery resumes where it stopped, in order
     Receiver.start(receiver)
@@ -232,6 +250,7 @@ def test_a_receiver_that_is_down_loses_nothing_and_resumes_in_order(
         ]
         == "active"
     )
+    assert failing(webhook["id"]) == 0
 
 
 def test_a_sigkill_mid_delivery_loses_nothing_and_repeats_with_the_same_id(
