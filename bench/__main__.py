@@ -9,7 +9,7 @@ import time
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
-from bench import appends, bcrypt_bound, freshness, parity, seed
+from bench import appends, bcrypt_bound, freshness, parity, seed, webhooks
 from bench.drive import Driver
 from bench.http_rows import HttpRows
 from bench.offline import OfflineRows, describe
@@ -125,6 +125,47 @@ def freshness_rows(fresh: freshness.Freshness, opts: Options) -> list[Row]:
     ]
 
 
+WEBHOOK_RATE_GOAL = 0.5
+WEBHOOK_LAG_GOAL_MS = 100.0
+
+
+def webhook_rows(
+    delivery: webhooks.Delivery, fresh: freshness.Freshness, opts: Options
+) -> list[Row]:
+    """Measured after the HTTP rows, on the idle service."""
+    rate, raw = delivery.rate, delivery.raw_rate
+    ratios = [r / b for r, b in zip(rate.values, raw.values, strict=True)]
+    ratio = Figure.of(ratios)
+    lag_ratio = Figure.of(
+        [w / f for w, f in zip(delivery.p99.values, fresh.p99.values, strict=True)]
+    )
+    return [
+        Row(
+            "webhooks: events/s delivered to one local receiver (a replay of a"
+            f" backlog of {opts.webhook_backlog}, in log order)",
+            f"{rate.show('/s')}",
+            compared=f"a plain POST loop, one connection: {raw.show('/s')}",
+            ratio=f"{ratio.show('x', 2)}",
+            bound="one ordered sender per endpoint: per event an HTTP round"
+            " trip and a transaction recording the attempt and the position",
+            goal=f"≥ {WEBHOOK_RATE_GOAL}x the plain loop",
+            met=None if not ratios else ratio.median >= WEBHOOK_RATE_GOAL,
+        ),
+        Row(
+            "webhooks: commit → delivered, one command at a time",
+            f"p50 {delivery.p50.show('ms')}, p99 {delivery.p99.show('ms')}"
+            f" ({opts.webhook_samples} role changes per run)",
+            compared=f"lagging read models' p99: {fresh.p99.show('ms')}",
+            ratio=f"{lag_ratio.show('x', 1)} (p99)",
+            bound="the dispatcher's poll (20 ms), a read of the log, the POST",
+            goal=f"p99 < {WEBHOOK_LAG_GOAL_MS:.0f} ms",
+            met=None
+            if not delivery.p99.values
+            else delivery.p99.median < WEBHOOK_LAG_GOAL_MS,
+        ),
+    ]
+
+
 def _interrupt(*_: Any) -> None:
     raise KeyboardInterrupt
 
@@ -181,6 +222,7 @@ def run(opts: Options, rows: list[Row], notes: list[str]) -> None:
             made = measure()
             rows.extend(made if isinstance(made, list) else [made])
         rows.extend(freshness_rows(fresh, opts))
+        rows.extend(webhook_rows(webhooks.measure(services, opts), fresh, opts))
         rss = rss_row(idle, rss_samples(service))
         service.stop()
         if peer:

@@ -26,6 +26,10 @@ class Options:
     # Event-store appends: writer processes, and seconds per run (pgbench's -T).
     append_writers: tuple[int, ...] = (1, 8, 32)
     append_seconds: int = 5
+    # Webhook delivery: the backlog a replay sends, and commands timed to
+    # their arrival, per run.
+    webhook_backlog: int = 2000
+    webhook_samples: int = 200
     # Interleaved pairs per parity row (known vs unknown address): 200 or more.
     parity_pairs: int = 200
 
@@ -40,4 +44,6 @@ class Options:
             events=20_000,
             append_seconds=2,
             parity_pairs=20,
+            webhook_backlog=300,
+            webhook_samples=30,
         )

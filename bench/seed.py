@@ -48,6 +48,8 @@ def connect(database_url: str, data_dir: Path) -> Services:
         bcrypt_rounds=12,
         run_projections=False,
         run_mailer=False,
+        run_webhooks=False,  # the service delivers; this process adds endpoints
+        webhook_allow_private=True,
     )
     return build_services(settings)
 

@@ -197,6 +197,7 @@ def start_service(
         "AUTHLEDGER_MAIL_MAX_PER_ADDRESS": "100000000",
         "AUTHLEDGER_CLIENT_MAX_FAILURES": "100000000",
         "AUTHLEDGER_LOCKOUT_MAX_FAILURES": "100000000",
+        "AUTHLEDGER_WEBHOOK_ALLOW_PRIVATE": "true",  # the bench's own receiver
         **extra_env,
     }
     argv = [sys.executable, "-m", "interfaces.cli", "serve"]
