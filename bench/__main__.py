@@ -154,7 +154,7 @@ def webhook_rows(
         Row(
             "webhooks: commit → delivered, one command at a time",
             f"p50 {delivery.p50.show('ms')}, p99 {delivery.p99.show('ms')}"
-            f" ({opts.webhook_samples} role changes per run)",
+            f" ({opts.webhook_samples} token rotations per run)",
             compared=f"lagging read models' p99: {fresh.p99.show('ms')}",
             ratio=f"{lag_ratio.show('x', 1)} (p99)",
             bound="the dispatcher's poll (20 ms), a read of the log, the POST",

@@ -2,12 +2,12 @@
 lag from a command's commit to the receiver getting its event.
 
 The receiver is an HTTP server in this process that answers 204 at once.
-- throughput: a backlog of events (role changes, one event each) is written
+- throughput: a backlog of events (token rotations, one event each) is written
   first, then a replay from its first event sends it: events / (last arrival
   - first arrival). Baseline: the same bodies POSTed by a plain loop on one
   kept-alive connection from this process (what one ordered sender could
   reach without the service's reads and records).
-- lag: role changes one at a time, a pause between them; from the command's
+- lag: token rotations one at a time, a pause between them; from the command's
   return (its commit) to the receiver's arrival of that position.
 """
 
@@ -22,14 +22,11 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from bench import seed
+from bench import freshness, seed
 from bench.freshness import Positions
 from bench.stats import Figure, percentile
-from domain.values import Role
 
 if TYPE_CHECKING:
-    from uuid import UUID
-
     from bench.options import Options
     from interfaces.bootstrap import Services
 
@@ -83,9 +80,23 @@ class _Receiver:
         self.server.server_close()
 
 
-def _flip(services: Services, user_id: UUID, positions: Positions, n: int) -> int:
-    services.app.change_role(user_id, Role.ADMIN if n % 2 else Role.USER, None)
-    return positions.position
+class _Rotations:
+    """Rotate one session's refresh token: one event, no bcrypt."""
+
+    def __init__(self, services: Services, positions: Positions) -> None:
+        (user_id,) = seed.create_users(
+            services, [f"hooks-{time.time_ns()}@bench.example"]
+        )
+        (grant,) = seed.open_sessions(services, [user_id])
+        self.services, self.positions = services, positions
+        self.token = grant.refresh_token
+
+    def next(self) -> int:
+        """Rotate once; the position of its event (committed on return)."""
+        self.token = self.services.app.refresh(
+            self.token, freshness.CLIENT
+        ).refresh_token
+        return self.positions.position
 
 
 def _raw_rate(port: int, body: bytes, count: int) -> float:
@@ -114,16 +125,16 @@ def _measure(
     services: Services, receiver: _Receiver, runs: int, backlog: int, samples: int
 ) -> Delivery:
     webhooks = services.webhooks
-    (user_id,) = seed.create_users(services, [f"hooks-{time.time_ns()}@bench.example"])
     url = f"http://127.0.0.1:{receiver.port}/hooks"
-    endpoint, _ = webhooks.add(url, ["user.role_changed"], "bench")
+    endpoint, _ = webhooks.add(url, ["session.token_rotated"], "bench")
     body = json.dumps(
-        {"type": "user.role_changed", "timestamp": "", "data": {"cursor": "0"}}
+        {"type": "session.token_rotated", "timestamp": "", "data": {"cursor": "0"}}
     ).encode()
     rates, raws, p50s, p99s = [], [], [], []
     with Positions(services) as positions:
-        for run in range(runs):
-            written = [_flip(services, user_id, positions, n) for n in range(backlog)]
+        rotations = _Rotations(services, positions)
+        for _ in range(runs):
+            written = [rotations.next() for _ in range(backlog)]
             receiver.wait_for(written)  # delivered as they came, first
             receiver.arrived.clear()
             webhooks.replay(endpoint.id, written[0], "bench")
@@ -132,9 +143,9 @@ def _measure(
             rates.append((backlog - 1) / (max(arrivals) - min(arrivals)))
             raws.append(_raw_rate(receiver.port, body, backlog))
             delays = []
-            for n in range(samples):
+            for _ in range(samples):
                 time.sleep(PAUSE_S)
-                position = _flip(services, user_id, positions, n + run)
+                position = rotations.next()
                 committed = time.perf_counter()
                 receiver.wait_for([position])
                 delays.append((receiver.arrived[position] - committed) * 1000)
