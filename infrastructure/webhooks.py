@@ -111,9 +111,9 @@ PRUNE = (
     " WHERE attempted_at < now() - interval '30 days'"
 )
 LOCK = "SELECT pg_try_advisory_lock(hashtextextended('authledger.webhooks', 0))"
-BATCH = 100
+BATCH = 500
 # Deliveries recorded per transaction: a crash sends at most this many again.
-RECORD_EVERY = 20
+RECORD_EVERY = 50
 MAX_RESPONSE_BYTES = 64 * 1024
 SECRET_BYTES = 32
 SECRET_PREFIX = "whsec_"  # noqa: S105  (a prefix, not a secret)
