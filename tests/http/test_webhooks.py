@@ -368,6 +368,7 @@ def test_an_address_allowed_once_is_checked_again_at_delivery(
         admin = bearer(login(client, email, ADMIN_PASSWORD).json())
         webhook = add_webhook(client, admin, receiver)
     stop_server(process)
+    sent_before = len(receiver.received)  # what that server got out in time
 
     # When the service runs with private addresses refused, and events happen
     strict = {**FAST_RETRIES, "AUTHLEDGER_WEBHOOK_ALLOW_PRIVATE": "false"}
@@ -379,18 +380,17 @@ def test_an_address_allowed_once_is_checked_again_at_delivery(
                 lambda: client.get(
                     f"/api/admin/webhooks/{webhook['id']}", headers=admin
                 ).json(),
-                lambda shown: shown["recent_attempts"],
+                lambda shown: shown["failed_attempts"] >= 2,
             )
     finally:
         stop_server(process)
 
-    # Then nothing reaches the receiver, and each attempt says why
-    assert receiver.received == []
+    # Then nothing more reaches the receiver, and each attempt says why
+    assert len(receiver.received) == sent_before
     assert shown["state"] in {"retrying", "failing"}
-    assert all(
-        a["status"] is None and a["error"].startswith("refused")
-        for a in shown["recent_attempts"]
-    )
+    latest = shown["recent_attempts"][:2]
+    assert [a["status"] for a in latest] == [None, None]
+    assert all(a["error"].startswith("refused") for a in latest)
 
 
 def test_a_replay_sends_again_from_a_cursor_in_order_under_the_same_ids(
