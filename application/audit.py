@@ -29,6 +29,7 @@ SECRET_FIELDS = frozenset(
         "pending_verification",  # hold mailed tokens' hashes
         "pending_reset",
         "sealed_private_key",  # a signing key, however well wrapped
+        "sealed_secret",  # a webhook's signing secret, likewise
         # The second factor: its secret (opened for the audit, so left out
         # here) and what only hashes of one-time secrets are kept as.
         "totp_secret",

@@ -140,3 +140,22 @@ def test_only_admins_read_the_feed_and_bad_queries_are_refused(
     ):
         refused = client.get("/api/admin/events", params=query, headers=admin)
         assert (refused.status_code, refused.json()["code"]) == (422, code), query
+
+
+def test_an_erased_accounts_events_show_their_personal_data_as_erased(
+    client: httpx.Client, admin: dict[str, str]
+) -> None:
+    email = new_email()
+    tokens = signup(client, email)
+    erased = client.request(
+        "DELETE", "/api/auth/me", headers=bearer(tokens), json={"password": PASSWORD}
+    )
+    assert erased.status_code == 200, erased.text
+
+    mine, _ = read_all(client, admin, user_id=tokens["user"]["id"])
+
+    registered = next(e for e in mine if e["type"] == "user.registered")
+    assert registered["payload"]["email"] == "[erased]"
+    assert "user.erased" in {e["type"] for e in mine}
+    assert email not in str(mine)
+    assert "127.0.0.1" not in str(mine)  # the client address is personal too

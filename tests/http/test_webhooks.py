@@ -443,6 +443,11 @@ def test_webhooks_from_the_cli(
     assert (mine["url"], mine["event_types"]) == (receiver.url, ["user.registered"])
     assert "secret" not in json.dumps(listed)
     assert endpoint_id in webhooks("list").stdout
+    secret = added.stdout.split("signing secret (shown once): ")[1].strip()
+    exported = run_cli(module_database_url, server_data_dir, "audit", "export").stdout
+    assert "EndpointAdded" in exported
+    assert secret not in exported
+    assert "sealed_secret" not in exported
     assert webhooks("replay", endpoint_id, "--from", "0").returncode == 0
     assert webhooks("remove", endpoint_id).returncode == 0
     assert webhooks("remove", endpoint_id).returncode == 1
