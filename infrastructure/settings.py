@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     mail_cooldown_s: int = Field(default=60, ge=0)
     mail_max_per_address: int = Field(default=10, ge=1)
     mail_window_s: int = Field(default=3600, gt=0)
-    db_max_connections: int = Field(default=20, ge=12, le=1000)
+    db_max_connections: int = Field(default=20, ge=15, le=1000)
     # Prometheus metrics on a listener of their own (off when no port).
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, gt=0, lt=65536)
