@@ -158,18 +158,30 @@ def test_the_lockout_decay_is_configurable() -> None:
 
 
 @pytest.mark.parametrize(
-    ("run_mailer", "run_projections", "requests"),
-    [(True, True, 11), (False, True, 12), (True, False, 17), (False, False, 18)],
+    ("run_mailer", "run_projections", "run_webhooks", "requests"),
+    [
+        (True, True, True, 8),
+        (True, True, False, 11),
+        (False, True, True, 9),
+        (True, False, True, 14),
+        (False, False, False, 18),
+    ],
 )
 def test_requests_get_what_the_background_users_leave_of_the_budget(
-    tmp_path: Path, run_mailer: bool, run_projections: bool, requests: int
+    tmp_path: Path,
+    run_mailer: bool,
+    run_projections: bool,
+    run_webhooks: bool,
+    requests: int,
 ) -> None:
-    # probe 1, setup 1, mailer 1, projection worker 3, a build of new versions 3
+    # probe 1, setup 1, mailer 1, webhook dispatcher 3, projection worker 3,
+    # a build of new versions 3
     settings = Settings(
         data_dir=tmp_path,
         db_max_connections=20,
         run_mailer=run_mailer,
         run_projections=run_projections,
+        run_webhooks=run_webhooks,
     )
     assert request_connections(settings) == requests
 
