@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     from application.store import AuthStore
 
 MAX_PAGE = 1000
-# A filtered read looks at this many stored events at most per page, so a
-# rare type or a quiet user costs a bounded query; `at_head` says whether
-# it reached the head.
+# A page reads at most this many stored events of the types asked for (a
+# user's or not), so a quiet user costs a bounded read; `at_head` says
+# whether it reached the head.
 SCAN_LIMIT = 20 * MAX_PAGE
 AGGREGATES: tuple[type[Aggregate], ...] = (
     User,
@@ -52,7 +52,17 @@ AGGREGATES: tuple[type[Aggregate], ...] = (
     Upgrade,
     WebhookEndpoints,
 )
-OMITTED = {"originator_id", "originator_version", "timestamp"}
+# Shown beside the payload, or the store's own bookkeeping.
+OMITTED = {
+    "originator_id",
+    "originator_version",
+    "timestamp",
+    "class_version",
+    "originator_topic",
+}
+# Keyed hashes of client addresses (a throttle's key), and webhook URLs
+# (they often carry a token).
+HIDDEN = {"key", "url"}
 
 
 def event_type(topic: str) -> str:
@@ -85,6 +95,7 @@ def is_secret(field: str) -> bool:
     """Fields no reader of the feed gets, now or when later events add more."""
     return (
         field in SECRET_FIELDS
+        or field in HIDDEN
         or field.endswith(("_hash", "_hashes"))
         or "secret" in field
         or field.startswith("sealed_")
@@ -96,11 +107,7 @@ def public_payload(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 class UnknownEventTypeError(ValueError):
-    """Types no event of this version has (`reason` names them)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    """Types no event of this version has."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,10 @@ class EventFeed:
     def __init__(self, store: AuthStore) -> None:
         self.store = store
 
+    def head(self) -> int:
+        """The last position a reader may pass now."""
+        return self.store.recorder.max_notification_id() or 0
+
     def page(
         self,
         after: int,
@@ -147,7 +158,7 @@ class EventFeed:
         recorder = self.store.recorder
         # Read no further than the head seen before the user's streams are
         # listed: a session opened after that is listed by the next page.
-        head = recorder.max_notification_id() or 0
+        head = self.head()
         streams = self._streams_of(user_id) if user_id else None
         found: list[Notification] = []
         position, scanned = after, 0

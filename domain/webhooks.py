@@ -32,9 +32,6 @@ class WebhookEndpoint:
     replays: int  # how many replays were asked for
     replay_from: int | None  # the first position the latest replay sends
 
-    def wants(self, event_type: str) -> bool:
-        return not self.event_types or event_type in self.event_types
-
 
 class WebhookEndpoints(Aggregate):
     TOPIC = "authledger:WebhookEndpoints"

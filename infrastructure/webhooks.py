@@ -10,15 +10,16 @@ never send an event again, and an attempt is not a fact of the domain.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import http.client
 import ipaddress
-import json
 import logging
 import secrets
 import socket
 import ssl
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from uuid import UUID
 
 import psycopg
 from psycopg_pool import ConnectionPool
+from pydantic_core import to_json
 
 from application.errors import UnsafeWebhookUrlError
 from infrastructure.database import connect
@@ -65,10 +67,12 @@ STATE = (
     "SELECT position, replays, next_attempt_at <= now(), attempts, failing_since"
     " FROM authledger.webhook_deliveries WHERE endpoint_id = %s"
 )
+# No replay applied yet: one asked for before the first round still counts.
 BEGIN = (
     "INSERT INTO authledger.webhook_deliveries (endpoint_id, position, replays)"
-    " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+    " VALUES (%s, %s, 0) ON CONFLICT DO NOTHING"
 )
+FORGET = "DELETE FROM authledger.webhook_deliveries WHERE endpoint_id <> ALL(%s)"
 MOVED = (
     "UPDATE authledger.webhook_deliveries SET position = %s, replays = %s,"
     " attempts = 0, next_attempt_at = now() WHERE endpoint_id = %s"
@@ -117,9 +121,10 @@ RECORD_EVERY = 50
 MAX_RESPONSE_BYTES = 64 * 1024
 SECRET_BYTES = 32
 SECRET_PREFIX = "whsec_"  # noqa: S105  (a prefix, not a secret)
-# Endpoints delivered to at once, and the connections their records use
-# (beside the lock's own).
-SENDERS = 8
+# Endpoints delivered to at once (a receiver that answers slowly holds one
+# sender per POST for up to the timeout), and the connections their records
+# use (beside the lock's own).
+SENDERS = 32
 POOL_CONNECTIONS = 2
 ENDPOINTS_REFRESH_S = 1.0
 PRUNE_EVERY_S = 3600
@@ -133,10 +138,21 @@ def setup_webhook_deliveries(conn: psycopg.Connection[Any]) -> None:
 # Destinations ---------------------------------------------------------------
 
 
+# IPv6 ranges that carry an IPv4 address in their last 32 bits (NAT64).
+NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
 def _is_public(address: str) -> bool:
+    """A global unicast address, also as the IPv4 address an IPv6 one
+    carries (mapped, 6to4, NAT64, IPv4-compatible)."""
     ip = ipaddress.ip_address(address.split("%", maxsplit=1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        carried = ip.ipv4_mapped or ip.sixtofour
+        if carried is None and (ip in IPV4_COMPATIBLE or any(ip in n for n in NAT64)):
+            carried = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if carried is not None:
+            return _is_public(str(carried))
     return ip.is_global and not ip.is_multicast
 
 
@@ -154,14 +170,19 @@ class Destinations:
 
     def resolve(self, url: str) -> list[str]:
         """The addresses to connect to for `url`, each checked."""
-        parts = urlsplit(url)
+        if not url.isascii() or not url.isprintable():
+            raise UnsafeWebhookUrlError("the URL must be ASCII (percent-encode it)")
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise UnsafeWebhookUrlError("the URL is malformed") from None
         schemes = ("https",) if self.https_only else ("http", "https")
         if parts.scheme not in schemes:
             raise UnsafeWebhookUrlError(f"the URL must be {' or '.join(schemes)}")
         if not parts.hostname or parts.username or parts.password:
             raise UnsafeWebhookUrlError("the URL needs a host and no credentials")
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
             found = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
         except (OSError, ValueError):
             raise UnsafeWebhookUrlError("the URL's host does not resolve") from None
@@ -202,13 +223,10 @@ def signature(secret: bytes, webhook_id: str, timestamp: int, body: bytes) -> st
 
 def message(event: FeedEvent) -> tuple[str, bytes]:
     """An event as a Standard Webhooks message: its id (the same on every
-    attempt and replay: receivers fold duplicates by it) and its body."""
-    body = {
-        "type": event.type,
-        "timestamp": event.time.isoformat(),
-        "data": feed_record(event),
-    }
-    return f"evt_{event.position}", json.dumps(body, default=str).encode()
+    attempt and replay: receivers fold duplicates by it) and its body, in
+    the JSON the feed answers with."""
+    body = {"type": event.type, "timestamp": event.time, "data": feed_record(event)}
+    return f"evt_{event.position}", to_json(body)
 
 
 def feed_record(event: FeedEvent) -> dict[str, Any]:
@@ -219,7 +237,7 @@ def feed_record(event: FeedEvent) -> dict[str, Any]:
         "type": event.type,
         "aggregate_id": str(event.aggregate_id),
         "version": event.version,
-        "time": event.time.isoformat(),
+        "time": event.time,
         "payload": event.payload,
     }
 
@@ -265,25 +283,38 @@ class Receiver:
         self._conn: _PinnedHTTPConnection | None = None
 
     def post(self, headers: dict[str, str], body: bytes) -> int:
+        """POST once; on a kept-alive connection the receiver closed while
+        it was idle (as servers do after a few seconds), once more on a new
+        one. The status, or DeliveryError."""
+        reused = self._conn is not None and self._conn.sock is not None
+        try:
+            status = self._post(headers, body)
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            self.close()
+            if not reused:
+                raise DeliveryError(type(error).__name__) from None
+            try:
+                status = self._post(headers, body)
+            except (OSError, http.client.HTTPException, ValueError) as again:
+                self.close()
+                raise DeliveryError(type(again).__name__) from None
+        if not 200 <= status < 300:
+            raise DeliveryError(f"HTTP {status}")
+        return status
+
+    def _post(self, headers: dict[str, str], body: bytes) -> int:
         conn = self._conn or self._connect()
         path = self.url.path or "/"
         if self.url.query:
             path += "?" + self.url.query
-        try:
-            conn.request(
-                "POST", path, body, {**headers, "content-type": "application/json"}
-            )
-            response = conn.getresponse()
-            response.read(MAX_RESPONSE_BYTES)
-            status = response.status
-            if not response.isclosed():  # a longer answer than we read
-                self.close()
-        except (OSError, http.client.HTTPException) as error:
+        conn.request(
+            "POST", path, body, {**headers, "content-type": "application/json"}
+        )
+        response = conn.getresponse()
+        response.read(MAX_RESPONSE_BYTES)  # the rest is never read
+        if not response.isclosed():
             self.close()
-            raise DeliveryError(type(error).__name__) from None
-        if not 200 <= status < 300:
-            raise DeliveryError(f"HTTP {status}")
-        return status
+        return response.status
 
     def _connect(self) -> _PinnedHTTPConnection:
         try:
@@ -338,12 +369,19 @@ class EndpointDelivery:
             endpoint.url, dispatcher.destinations, dispatcher.timeout_s
         )
         self._secret = dispatcher.secrets.open(endpoint.id, endpoint.sealed_secret)
+        self.stopped = threading.Event()  # removed, or this process stops
+        # The head this endpoint was wholly delivered up to, and with which
+        # replays: a round is due again only when either moves.
+        self.reached: tuple[int, int] | None = None
 
-    def round(self) -> None:
+    def due(self, head: int) -> bool:
+        return self.reached != (head, self.endpoint.replays)
+
+    def round(self, head: int) -> None:
         """Deliver what is due, up to a batch; stop at the first failure."""
         endpoint = self.endpoint
         with self.dispatcher.pool.connection() as conn:
-            conn.execute(BEGIN, (endpoint.id, endpoint.start_after, endpoint.replays))
+            conn.execute(BEGIN, (endpoint.id, endpoint.start_after))
             row = conn.execute(STATE, (endpoint.id,)).fetchone()
             assert row is not None  # noqa: S101  (inserted above)
             position, replays, due = int(row[0]), int(row[1]), bool(row[2])
@@ -355,6 +393,9 @@ class EndpointDelivery:
         page = self.dispatcher.feed.page(position, BATCH, endpoint.event_types)
         delivered: list[Attempt] = []
         for event in page.events:
+            if self.stopped.is_set():
+                self._record(delivered)
+                return
             attempt = self._attempt(event)
             if attempt.error is not None:
                 self._record(delivered, attempt)
@@ -367,6 +408,8 @@ class EndpointDelivery:
         if page.next > (page.events[-1].position if page.events else position):
             with self.dispatcher.pool.connection() as conn:
                 conn.execute(MOVED, (page.next, endpoint.replays, endpoint.id))
+        if page.at_head and page.next >= head:
+            self.reached = (head, endpoint.replays)
 
     def _attempt(self, event: FeedEvent) -> Attempt:
         webhook_id, body = message(event)
@@ -400,7 +443,14 @@ class EndpointDelivery:
                 cursor.executemany(
                     ATTEMPTED,
                     [
-                        (endpoint_id, *vars(a).values())
+                        (
+                            endpoint_id,
+                            a.position,
+                            a.webhook_id,
+                            a.duration_ms,
+                            a.status,
+                            a.error,
+                        )
                         for a in [*delivered, failed]
                         if a
                     ],
@@ -422,7 +472,7 @@ class EndpointDelivery:
                     },
                 )
 
-    def closed_after(self, _: Future[None]) -> None:
+    def closed_after(self, _: Future[None] | None = None) -> None:
         self.receiver.close()
 
 
@@ -475,10 +525,10 @@ class WebhookDispatcher:
         self._rounds.start()
 
     def stop(self) -> None:
+        """Stop after the POST each round is in (at most a timeout)."""
         self._rounds.stop()
+        self._follow([])
         self._senders.shutdown(wait=True)
-        for delivery in self._deliveries.values():
-            delivery.receiver.close()
         self._release()
         self.pool.close()
 
@@ -488,16 +538,22 @@ class WebhookDispatcher:
             if not self._holds_lock():
                 self._follow([])
                 return
-            self._follow(self.webhooks.endpoints())
-            if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
-                self._pruned_at = time.monotonic()
-                with self.pool.connection() as conn:
+            endpoints = self.webhooks.endpoints()
+            self._follow(endpoints)
+            with self.pool.connection() as conn:
+                conn.execute(FORGET, ([e.id for e in endpoints],))
+                if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+                    self._pruned_at = time.monotonic()
                     conn.execute(PRUNE)
+        if not self._deliveries:
+            return
+        head = self.feed.head()
         for endpoint_id, delivery in list(self._deliveries.items()):
             running = self._running.get(endpoint_id)
-            if running is None or running.done():
+            # One round at a time per endpoint, also across a lost lock.
+            if (running is None or running.done()) and delivery.due(head):
                 self._running[endpoint_id] = self._senders.submit(
-                    self._guarded, delivery
+                    self._guarded, delivery, head
                 )
 
     def _holds_lock(self) -> bool:
@@ -506,12 +562,14 @@ class WebhookDispatcher:
             if self._lock_conn is not None:
                 self._lock_conn.execute("SELECT 1")
                 return True
-            conn = connect(self.url, "authledger-webhooks")
-            locked = conn.execute(LOCK).fetchone()
-            if locked and locked[0]:
-                self._lock_conn = conn
-                return True
-            conn.close()
+            with contextlib.ExitStack() as closing:
+                conn = connect(self.url, "authledger-webhooks")
+                closing.callback(conn.close)
+                locked = conn.execute(LOCK).fetchone()
+                if locked and locked[0]:
+                    closing.pop_all()
+                    self._lock_conn = conn
+                    return True
         except psycopg.Error:
             self._release()
         return False
@@ -527,10 +585,11 @@ class WebhookDispatcher:
         wanted = {endpoint.id: endpoint for endpoint in endpoints}
         for endpoint_id in set(self._deliveries) - set(wanted):
             removed = self._deliveries.pop(endpoint_id)
-            running = self._running.pop(endpoint_id, None)
+            removed.stopped.set()  # its round ends after the POST it is in
+            running = self._running.get(endpoint_id)
             if running is None:
-                removed.receiver.close()
-            else:  # after the round it is in
+                removed.closed_after()
+            else:
                 running.add_done_callback(removed.closed_after)
         for endpoint_id, endpoint in wanted.items():
             delivery = self._deliveries.get(endpoint_id)
@@ -540,9 +599,9 @@ class WebhookDispatcher:
                 delivery.endpoint = endpoint
 
     @staticmethod
-    def _guarded(delivery: EndpointDelivery) -> None:
+    def _guarded(delivery: EndpointDelivery, head: int) -> None:
         try:
-            delivery.round()
+            delivery.round(head)
         except Exception:
             # The database may be down: the next round starts from what
             # was recorded.

@@ -90,7 +90,10 @@ def replay(
     from_cursor: Annotated[
         int,
         typer.Option(
-            "--from", min=0, help="The cursor of the first event to send again."
+            "--from",
+            min=0,
+            max=2**63 - 1,
+            help="The cursor of the first event to send again.",
         ),
     ],
 ) -> None:

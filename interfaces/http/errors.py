@@ -163,7 +163,7 @@ ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
     MfaStateError: (409, "mfa_state", "Not possible now.", {}),
     UserNotFoundError: (404, "user_not_found", "No such user.", {}),
     UnknownWebhookError: (404, "webhook_not_found", "No such webhook.", {}),
-    UnknownEventTypeError: (422, "unknown_event_type", "No such event type:", {}),
+    UnknownEventTypeError: (422, "unknown_event_type", "No such event type.", {}),
     UnsafeWebhookUrlError: (
         422,
         "unsafe_webhook_url",

@@ -226,7 +226,7 @@ ErrorResponse.model_rebuild()
 
 # A position in the log, as a string: positions exceed what a JSON number
 # holds exactly.
-Cursor = Annotated[str, Field(pattern=r"^[0-9]{1,19}$", examples=["0"])]
+Cursor = Annotated[str, Field(pattern=r"^[0-9]{1,18}$", examples=["0"])]
 EventType = Annotated[str, Field(max_length=80, pattern=r"^[a-z_]+\.[a-z_]+$")]
 
 

@@ -80,7 +80,13 @@ def serve(host: str, port: int, workers: int, log_level: str = "info") -> None:
     url = database_url(settings)
     os.environ["AUTHLEDGER_DATABASE_URL"] = url
     build_services(
-        settings.model_copy(update={"database_url": url, "run_projections": False})
+        settings.model_copy(
+            update={
+                "database_url": url,
+                "run_projections": False,
+                "run_webhooks": False,
+            }
+        )
     ).close()
     if settings.metrics_port is not None:
         start_metrics(settings.metrics_host, settings.metrics_port, url)

@@ -112,3 +112,17 @@ def server(module_database_url: str, server_data_dir: Path) -> Iterator[str]:
 def client(server: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server, timeout=30) as http:
         yield http
+
+
+@pytest.fixture(scope="module")
+def admin(
+    client: httpx.Client, module_database_url: str, server_data_dir: Path
+) -> dict[str, str]:
+    """The Authorization header of an admin of the module's server (modules
+    that need the admin's tokens define their own `admin`)."""
+    from tests.http.helpers import bearer, login, new_email  # noqa: PLC0415
+    from tests.http.test_admin_and_audit import ADMIN_PASSWORD, cli  # noqa: PLC0415
+
+    email = new_email()
+    cli(module_database_url, server_data_dir, "users", "create-admin", email)
+    return bearer(login(client, email, ADMIN_PASSWORD).json())

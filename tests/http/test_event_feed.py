@@ -3,26 +3,16 @@ a cursor, while other clients write; its filters; its payload policy."""
 
 from __future__ import annotations
 
+import json
 import threading
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.http.helpers import PASSWORD, bearer, login, new_email, signup
-from tests.http.test_admin_and_audit import ADMIN_PASSWORD, cli
 
 pytestmark = [pytest.mark.http, pytest.mark.postgres]
-
-
-@pytest.fixture(scope="module")
-def admin(
-    client: httpx.Client, module_database_url: str, server_data_dir: Path
-) -> dict[str, str]:
-    email = new_email()
-    cli(module_database_url, server_data_dir, "users", "create-admin", email)
-    return bearer(login(client, email, ADMIN_PASSWORD).json())
 
 
 def read_all(
@@ -159,3 +149,33 @@ def test_an_erased_accounts_events_show_their_personal_data_as_erased(
     assert "user.erased" in {e["type"] for e in mine}
     assert email not in str(mine)
     assert "127.0.0.1" not in str(mine)  # the client address is personal too
+
+
+def test_no_secret_or_hash_of_any_kind_of_event_reaches_the_feed(
+    client: httpx.Client, admin: dict[str, str]
+) -> None:
+    # Given events of many kinds: a throttle's, MFA's, a webhook's
+    email = new_email()
+    tokens = signup(client, email)
+    login(client, email, "not the password")
+    enrolled = client.post(
+        "/api/auth/mfa/totp", headers=bearer(tokens), json={"password": PASSWORD}
+    ).json()
+    hook_url = "https://93.184.216.34/hooks?token=a-receivers-own-secret"
+    hook = client.post("/api/admin/webhooks", json={"url": hook_url}, headers=admin)
+    client.delete(f"/api/admin/webhooks/{hook.json()['id']}", headers=admin)
+
+    # When the whole feed is read
+    everything, _ = read_all(client, admin)
+
+    # Then none of their secrets or keyed hashes is in it
+    shown = json.dumps(everything)
+    types = {e["type"] for e in everything}
+    assert {"client_throttle.started", "user.totp_enrolment_started"} <= types
+    assert "webhook_endpoints.endpoint_added" in types
+    assert enrolled["secret"] not in shown
+    assert hook.json()["secret"] not in shown
+    assert "a-receivers-own-secret" not in shown
+    assert "$2b$" not in shown
+    fields = {k for e in everything for k in e["payload"]}
+    assert not fields & {"key", "url", "class_version", "originator_topic"}

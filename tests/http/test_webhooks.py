@@ -39,8 +39,13 @@ FAST_RETRIES = {
 class Receiver:
     """An HTTP server that keeps each delivery it can verify, in arrival order."""
 
-    def __init__(self, port: int, delay_s: float = 0) -> None:
+    def __init__(
+        self, port: int, delay_s: float = 0, keep_alive_s: float | None = None
+    ) -> None:
+        """`keep_alive_s`: answer in HTTP/1.1 and close a connection idle so
+        long (as nginx does after 75 s); else HTTP/1.0, closing each."""
         self.port = port
+        self.keep_alive_s = keep_alive_s
         self.url = f"http://127.0.0.1:{port}/hooks/authledger"
         self.delay_s = delay_s
         self.secret: str | None = None
@@ -52,6 +57,10 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            if receiver.keep_alive_s is not None:
+                protocol_version = "HTTP/1.1"
+                timeout = receiver.keep_alive_s
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 try:
@@ -60,6 +69,7 @@ class Receiver:
                 except Exception:  # noqa: BLE001  (any failure refuses it)
                     receiver.refused += 1
                     self.send_response(400)
+                    self.send_header("content-length", "0")
                     self.end_headers()
                     return
                 time.sleep(receiver.delay_s)
@@ -67,6 +77,7 @@ class Receiver:
                     {"webhook_id": self.headers["webhook-id"], **message}
                 )
                 self.send_response(204)
+                self.send_header("content-length", "0")
                 self.end_headers()
 
             def log_message(self, *_: Any) -> None:
@@ -109,15 +120,6 @@ def failing(endpoint_id: str) -> float:
         for sample in family.samples
     }
     return samples[("authledger_webhook_failing", (("endpoint", endpoint_id),))]
-
-
-@pytest.fixture(scope="module")
-def admin(
-    client: httpx.Client, module_database_url: str, server_data_dir: Path
-) -> dict[str, str]:
-    email = new_email()
-    cli(module_database_url, server_data_dir, "users", "create-admin", email)
-    return bearer(login(client, email, ADMIN_PASSWORD).json())
 
 
 @pytest.fixture
@@ -273,18 +275,21 @@ def test_a_sigkill_mid_delivery_loses_nothing_and_repeats_with_the_same_id(
         eventually(lambda: receiver.received, lambda got: len(got) >= 5)
         process.kill()
         process.wait()
-        assert len(receiver.received) < len(written)  # it was mid-way
+        expected = [c for c in written if c >= receiver.cursors()[0]]
+        assert len(expected) > 50
+        assert len(set(receiver.cursors())) < len(expected)  # it was mid-way
 
         # Then, restarted, it delivers every event at least once
         process, base_url = start_server(database_url, tmp_path, settings=FAST_RETRIES)
-        added_at = receiver.cursors()[0]
-        expected = [c for c in written if c >= added_at]
         eventually(
             receiver.cursors,
             lambda got: set(expected) <= set(got),
             timeout=30,
         )
-        # And a duplicate is the same message under the same webhook-id
+        assert set(expected) <= set(receiver.cursors())
+        # And what it sent but had not recorded came again, as the same
+        # message under the same webhook-id
+        assert len(receiver.received) > len(set(receiver.cursors()))
         by_id: dict[str, str] = {}
         for message in receiver.received:
             body = json.dumps(message["data"], sort_keys=True)
@@ -310,6 +315,12 @@ def test_a_sigkill_mid_delivery_loses_nothing_and_repeats_with_the_same_id(
         "http://100.64.0.1/hook",  # shared address space
         "http://169.254.169.254/latest/meta-data/",  # cloud metadata
         "http://[fd00:ec2::254]/",
+        "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 of the metadata address
+        "http://[64:ff9b:1::a00:1]/",
+        "http://[2002:a9fe:a9fe::]/",  # 6to4 of it
+        "http://[::127.0.0.1]/",  # IPv4-compatible
+        "http://2130706433/hook",  # 127.0.0.1 as one number
+        "http://0x7f.1/hook",
         "http://224.0.0.1/hook",
         "ftp://93.184.216.34/hook",
         "http://user:secret@93.184.216.34/hook",
@@ -452,3 +463,87 @@ def test_webhooks_from_the_cli(
     assert webhooks("remove", endpoint_id).returncode == 0
     assert webhooks("remove", endpoint_id).returncode == 1
     assert endpoint_id not in webhooks("list").stdout
+
+
+def test_a_connection_the_receiver_closed_while_idle_costs_no_failed_attempt(
+    client: httpx.Client, admin: dict[str, str]
+) -> None:
+    receiver = Receiver(free_port(), keep_alive_s=0.3).start()
+    try:
+        webhook = add_webhook(client, admin, receiver, event_types=["user.registered"])
+        for count in (1, 2, 3):
+            signup(client, new_email())
+            wait_s = time.monotonic() + 10
+            while len(receiver.received) < count and time.monotonic() < wait_s:
+                time.sleep(0.02)
+            time.sleep(0.6)  # the receiver closes the idle connection
+        shown = client.get(f"/api/admin/webhooks/{webhook['id']}", headers=admin)
+    finally:
+        receiver.stop()
+    assert len(receiver.received) == 3
+    assert {a["status"] for a in shown.json()["recent_attempts"]} == {204}
+    assert shown.json()["failed_attempts"] == 0
+
+
+def test_a_replay_asked_for_at_once_sends_the_history_before_the_endpoint(
+    client: httpx.Client, admin: dict[str, str], receiver: Receiver
+) -> None:
+    signup(client, new_email())
+    webhook = add_webhook(client, admin, receiver, event_types=["user.registered"])
+    replayed = client.post(
+        f"/api/admin/webhooks/{webhook['id']}/replay",
+        json={"from": "0"},
+        headers=admin,
+    )
+    assert replayed.status_code == 202
+    history = feed_after(client, admin, 0, ["user.registered"])
+    eventually(receiver.cursors, lambda got: set(history) <= set(got))
+    assert receiver.cursors()[: len(history)] == history
+    assert history
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"url": "http://[::1"}, "unsafe_webhook_url"),
+        ({"url": "https://example.com/\u00e9t\u00e9"}, "unsafe_webhook_url"),
+        (
+            {"url": "https://example.com/", "event_types": ["user.nope"]},
+            "unknown_event_type",
+        ),
+    ],
+)
+def test_a_malformed_webhook_is_refused_with_a_422(
+    client: httpx.Client, admin: dict[str, str], body: dict[str, Any], code: str
+) -> None:
+    refused = client.post("/api/admin/webhooks", json=body, headers=admin)
+    assert (refused.status_code, refused.json()["code"]) == (422, code)
+
+
+def test_a_replay_cursor_beyond_the_log_is_refused(
+    client: httpx.Client, admin: dict[str, str], receiver: Receiver
+) -> None:
+    webhook = add_webhook(client, admin, receiver)
+    refused = client.post(
+        f"/api/admin/webhooks/{webhook['id']}/replay",
+        json={"from": "9999999999999999999"},
+        headers=admin,
+    )
+    assert (refused.status_code, refused.json()["code"]) == (422, "validation_error")
+
+
+def test_a_removed_endpoint_leaves_the_metrics(
+    client: httpx.Client, admin: dict[str, str], receiver: Receiver
+) -> None:
+    webhook = add_webhook(client, admin, receiver)
+    signup(client, new_email())
+    eventually(lambda: receiver.received, bool)
+    assert failing(webhook["id"]) == 0
+
+    client.delete(f"/api/admin/webhooks/{webhook['id']}", headers=admin)
+
+    def listed() -> bool:
+        text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics").text
+        return webhook["id"] in text
+
+    assert not eventually(listed, lambda shown: not shown)
