@@ -6,10 +6,12 @@ carry the same webhook-id; SSRF refusals; admin routes and CLI."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import threading
 import time
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -30,9 +32,9 @@ pytestmark = [pytest.mark.http, pytest.mark.postgres]
 
 FAST_RETRIES = {
     "AUTHLEDGER_WEBHOOK_ALLOW_PRIVATE": "true",
-    "AUTHLEDGER_WEBHOOK_FIRST_RETRY_S": "0.2",
-    "AUTHLEDGER_WEBHOOK_LONGEST_RETRY_S": "0.5",
-    "AUTHLEDGER_WEBHOOK_FAILING_AFTER_S": "2",
+    "AUTHLEDGER_WEBHOOK_FIRST_RETRY_S": "0.4",
+    "AUTHLEDGER_WEBHOOK_LONGEST_RETRY_S": "1.6",
+    "AUTHLEDGER_WEBHOOK_FAILING_AFTER_S": "3",
 }
 
 
@@ -213,7 +215,11 @@ def test_every_event_of_a_session_arrives_in_order_and_verified(
 
 
 def test_a_receiver_that_is_down_loses_nothing_and_resumes_in_order(
-    client: httpx.Client, admin: dict[str, str], receiver: Receiver
+    client: httpx.Client,
+    admin: dict[str, str],
+    receiver: Receiver,
+    module_database_url: str,
+    server_data_dir: Path,
 ) -> None:
     # Given a webhook for every event, delivered so far
     webhook = add_webhook(client, admin, receiver)
@@ -235,6 +241,18 @@ def test_a_receiver_that_is_down_loses_nothing_and_resumes_in_order(
     assert None in {a["status"] for a in down["recent_attempts"]}
     assert failing(webhook["id"]) == 1
     assert client.get("/metrics").status_code == 404  # not on the API's port
+    listed = run_cli(module_database_url, server_data_dir, "webhooks", "list", "--json")
+    shown = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert next(e for e in shown if e["id"] == webhook["id"])["state"] == "failing"
+    # And the waits between failed attempts doubled, up to the longest
+    failed = sorted(
+        datetime.fromisoformat(a["attempted_at"])
+        for a in down["recent_attempts"]
+        if a["status"] is None
+    )
+    waits = [(b - a).total_seconds() for a, b in itertools.pairwise(failed)]
+    assert waits[0] >= 0.4
+    assert waits[1] >= 1.5 * waits[0] or waits[1] >= 1.6, waits
 
     # Then, once it is back, delivery resumes where it stopped, in order
     Receiver.start(receiver)
