@@ -96,3 +96,7 @@ class UnsafeWebhookUrlError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class CursorBeyondLogError(ValueError):
+    """No event of the log is at or after this cursor yet."""

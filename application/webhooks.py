@@ -7,6 +7,7 @@ from uuid import uuid4
 
 from eventsourcing.application import AggregateNotFoundError
 
+from application.errors import CursorBeyondLogError
 from application.feed import topics_of
 from domain.webhooks import WebhookEndpoint, WebhookEndpoints
 
@@ -60,7 +61,10 @@ class Webhooks:
         self._changed(lambda endpoints: endpoints.remove(endpoint_id, by, self.clock()))
 
     def replay(self, endpoint_id: UUID, from_position: int, by: str) -> WebhookEndpoint:
-        """Send the events from `from_position` on again, in order."""
+        """Send the events from `from_position` on again, in order (a
+        position past the log's head would skip what comes until then)."""
+        if from_position > (self.store.recorder.max_notification_id() or 0) + 1:
+            raise CursorBeyondLogError(from_position)
         self._changed(
             lambda endpoints: endpoints.replay(
                 endpoint_id, from_position, by, self.clock()

@@ -64,7 +64,8 @@ SETUP = (
     " ON authledger.webhook_attempts (endpoint_id, id)",
 )
 STATE = (
-    "SELECT position, replays, next_attempt_at <= now(), attempts, failing_since"
+    "SELECT position, replays,"
+    " greatest(extract(epoch FROM next_attempt_at - now()), 0)"
     " FROM authledger.webhook_deliveries WHERE endpoint_id = %s"
 )
 # No replay applied yet: one asked for before the first round still counts.
@@ -72,7 +73,9 @@ BEGIN = (
     "INSERT INTO authledger.webhook_deliveries (endpoint_id, position, replays)"
     " VALUES (%s, %s, 0) ON CONFLICT DO NOTHING"
 )
-FORGET = "DELETE FROM authledger.webhook_deliveries WHERE endpoint_id <> ALL(%s)"
+FORGET = "DELETE FROM authledger.webhook_deliveries WHERE endpoint_id = ANY(%s)"
+# When the lock is taken: endpoints removed while no process delivered.
+FORGET_OTHERS = "DELETE FROM authledger.webhook_deliveries WHERE endpoint_id <> ALL(%s)"
 MOVED = (
     "UPDATE authledger.webhook_deliveries SET position = %s, replays = %s,"
     " attempts = 0, next_attempt_at = now() WHERE endpoint_id = %s"
@@ -126,6 +129,7 @@ SECRET_PREFIX = "whsec_"  # noqa: S105  (a prefix, not a secret)
 # use (beside the lock's own).
 SENDERS = 32
 POOL_CONNECTIONS = 2
+READERS = 2
 ENDPOINTS_REFRESH_S = 1.0
 PRUNE_EVERY_S = 3600
 
@@ -139,8 +143,15 @@ def setup_webhook_deliveries(conn: psycopg.Connection[Any]) -> None:
 
 
 # IPv6 ranges that carry an IPv4 address in their last 32 bits (NAT64).
-NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
-IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+# IPv6 ranges that carry an IPv4 address in their last 32 bits: NAT64's
+# well-known prefix, IPv4-compatible, SIIT.
+CARRIERS = tuple(
+    ipaddress.ip_network(n) for n in ("64:ff9b::/96", "::/96", "::ffff:0:0:0/96")
+)
+# Local-use NAT64 (RFC 8215) and the old site-local: private by definition.
+NOT_PUBLIC = tuple(ipaddress.ip_network(n) for n in ("64:ff9b:1::/48", "fec0::/10"))
+# What a request line cannot carry as it is (RFC 3986).
+UNSAFE_URL_CHARACTERS = frozenset(' "<>\\^`{|}')
 
 
 def _is_public(address: str) -> bool:
@@ -148,8 +159,10 @@ def _is_public(address: str) -> bool:
     carries (mapped, 6to4, NAT64, IPv4-compatible)."""
     ip = ipaddress.ip_address(address.split("%", maxsplit=1)[0])
     if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in n for n in NOT_PUBLIC):
+            return False
         carried = ip.ipv4_mapped or ip.sixtofour
-        if carried is None and (ip in IPV4_COMPATIBLE or any(ip in n for n in NAT64)):
+        if carried is None and any(ip in n for n in CARRIERS):
             carried = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if carried is not None:
             return _is_public(str(carried))
@@ -170,8 +183,14 @@ class Destinations:
 
     def resolve(self, url: str) -> list[str]:
         """The addresses to connect to for `url`, each checked."""
-        if not url.isascii() or not url.isprintable():
-            raise UnsafeWebhookUrlError("the URL must be ASCII (percent-encode it)")
+        if (
+            not url.isascii()
+            or not url.isprintable()
+            or set(url) & UNSAFE_URL_CHARACTERS
+        ):
+            raise UnsafeWebhookUrlError(
+                "the URL must be ASCII without spaces (percent-encode them)"
+            )
         try:
             parts = urlsplit(url)
             port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -291,7 +310,7 @@ class Receiver:
             status = self._post(headers, body)
         except (OSError, http.client.HTTPException, ValueError) as error:
             self.close()
-            if not reused:
+            if not (reused and isinstance(error, PEER_CLOSED)):
                 raise DeliveryError(type(error).__name__) from None
             try:
                 status = self._post(headers, body)
@@ -336,6 +355,14 @@ class Receiver:
             self._conn = None
 
 
+# A kept-alive connection the receiver had closed: the request never reached it.
+PEER_CLOSED = (
+    http.client.RemoteDisconnected,
+    BrokenPipeError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+)
+
 # Delivering -----------------------------------------------------------------
 
 
@@ -373,24 +400,37 @@ class EndpointDelivery:
         # The head this endpoint was wholly delivered up to, and with which
         # replays: a round is due again only when either moves.
         self.reached: tuple[int, int] | None = None
+        self.retry_at = 0.0  # monotonic time of the next attempt after a failure
+        self._replays = 0  # what retry_at was read with
 
     def due(self, head: int) -> bool:
+        if self.endpoint.replays != self._replays:
+            return True
+        if time.monotonic() < self.retry_at:
+            return False
         return self.reached != (head, self.endpoint.replays)
 
     def round(self, head: int) -> None:
         """Deliver what is due, up to a batch; stop at the first failure."""
         endpoint = self.endpoint
+        if self.stopped.is_set():
+            return
         with self.dispatcher.pool.connection() as conn:
             conn.execute(BEGIN, (endpoint.id, endpoint.start_after))
             row = conn.execute(STATE, (endpoint.id,)).fetchone()
             assert row is not None  # noqa: S101  (inserted above)
-            position, replays, due = int(row[0]), int(row[1]), bool(row[2])
+            position, replays, wait_s = int(row[0]), int(row[1]), float(row[2])
+            self._replays = endpoint.replays
             if endpoint.replays > replays and endpoint.replay_from is not None:
-                position, due = endpoint.replay_from - 1, True
+                # A replay only goes back (to before the first position).
+                position = max(min(position, endpoint.replay_from - 1), 0)
+                wait_s = 0
                 conn.execute(MOVED, (position, endpoint.replays, endpoint.id))
-        if not due:
+        self.retry_at = time.monotonic() + wait_s
+        if wait_s > 0:
             return
-        page = self.dispatcher.feed.page(position, BATCH, endpoint.event_types)
+        with self.dispatcher.reading:
+            page = self.dispatcher.feed.page(position, BATCH, endpoint.event_types)
         delivered: list[Attempt] = []
         for event in page.events:
             if self.stopped.is_set():
@@ -518,6 +558,8 @@ class WebhookDispatcher:
         self._checked_at = 0.0
         self._pruned_at = 0.0
         self._senders = ThreadPoolExecutor(SENDERS, thread_name_prefix="webhook")
+        # Reads of the log go through the requests' pool: a few at a time.
+        self.reading = threading.BoundedSemaphore(READERS)
         self._rounds = Periodic("webhooks", poll_s, self._round)
 
     def start(self) -> None:
@@ -528,20 +570,24 @@ class WebhookDispatcher:
         """Stop after the POST each round is in (at most a timeout)."""
         self._rounds.stop()
         self._follow([])
-        self._senders.shutdown(wait=True)
+        self._senders.shutdown(wait=True, cancel_futures=True)
         self._release()
         self.pool.close()
 
     def _round(self) -> None:
         if time.monotonic() - self._checked_at >= ENDPOINTS_REFRESH_S:
             self._checked_at = time.monotonic()
+            was_holding = self._lock_conn is not None
             if not self._holds_lock():
                 self._follow([])
                 return
             endpoints = self.webhooks.endpoints()
-            self._follow(endpoints)
+            removed = self._follow(endpoints)
             with self.pool.connection() as conn:
-                conn.execute(FORGET, ([e.id for e in endpoints],))
+                if was_holding:
+                    conn.execute(FORGET, (removed,))
+                else:
+                    conn.execute(FORGET_OTHERS, ([e.id for e in endpoints],))
                 if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
                     self._pruned_at = time.monotonic()
                     conn.execute(PRUNE)
@@ -579,11 +625,13 @@ class WebhookDispatcher:
             self._lock_conn.close()
             self._lock_conn = None
 
-    def _follow(self, endpoints: list[WebhookEndpoint]) -> None:
-        """Start delivering to new endpoints, stop for removed ones, and take
-        up changes (a replay) of the others."""
+    def _follow(self, endpoints: list[WebhookEndpoint]) -> list[UUID]:
+        """Start delivering to new endpoints, stop for the others (removed,
+        or all when the lock is lost), and take up changes (a replay) of the
+        rest; the ids stopped."""
         wanted = {endpoint.id: endpoint for endpoint in endpoints}
-        for endpoint_id in set(self._deliveries) - set(wanted):
+        stopped = list(set(self._deliveries) - set(wanted))
+        for endpoint_id in stopped:
             removed = self._deliveries.pop(endpoint_id)
             removed.stopped.set()  # its round ends after the POST it is in
             running = self._running.get(endpoint_id)
@@ -597,6 +645,11 @@ class WebhookDispatcher:
                 self._deliveries[endpoint_id] = EndpointDelivery(self, endpoint)
             else:
                 delivery.endpoint = endpoint
+        for endpoint_id in stopped:
+            running = self._running.get(endpoint_id)
+            if running is None or running.done():
+                self._running.pop(endpoint_id, None)
+        return stopped
 
     @staticmethod
     def _guarded(delivery: EndpointDelivery, head: int) -> None:

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from application.errors import UnsafeWebhookUrlError
+from application.errors import CursorBeyondLogError, UnsafeWebhookUrlError
 from application.feed import UnknownEventTypeError
 from domain.errors import UnknownWebhookError
 from infrastructure.webhooks import delivery_states, endpoint_status
@@ -103,5 +103,8 @@ def replay(
             services.webhooks.replay(endpoint_id, from_cursor, operator())
         except UnknownWebhookError:
             typer.echo(f"no webhook {endpoint_id}", err=True)
+            raise typer.Exit(1) from None
+        except CursorBeyondLogError:
+            typer.echo(f"refused: the log has not reached {from_cursor}", err=True)
             raise typer.Exit(1) from None
     typer.echo(f"webhook {endpoint_id} replays from {from_cursor}")

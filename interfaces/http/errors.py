@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from application.errors import (
     AccountLockedError,
     ConflictError,
+    CursorBeyondLogError,
     EmailAlreadyRegisteredError,
     HashingBusyError,
     InvalidCredentialsError,
@@ -164,6 +165,12 @@ ERRORS: dict[type[Exception], tuple[int, str, str, dict[str, str]]] = {
     UserNotFoundError: (404, "user_not_found", "No such user.", {}),
     UnknownWebhookError: (404, "webhook_not_found", "No such webhook.", {}),
     UnknownEventTypeError: (422, "unknown_event_type", "No such event type.", {}),
+    CursorBeyondLogError: (
+        422,
+        "cursor_beyond_log",
+        "The log has not reached this cursor.",
+        {},
+    ),
     UnsafeWebhookUrlError: (
         422,
         "unsafe_webhook_url",

@@ -337,6 +337,10 @@ def test_a_sigkill_mid_delivery_loses_nothing_and_repeats_with_the_same_id(
         "http://[64:ff9b:1::a00:1]/",
         "http://[2002:a9fe:a9fe::]/",  # 6to4 of it
         "http://[::127.0.0.1]/",  # IPv4-compatible
+        "http://[::ffff:0:7f00:1]/",  # SIIT
+        "http://[64:ff9b:1:7f00:0:100:808:808]/",  # local-use NAT64
+        "http://[fec0::1]/",  # site-local
+        "http://example.com/a b",  # what no request line can carry
         "http://2130706433/hook",  # 127.0.0.1 as one number
         "http://0x7f.1/hook",
         "http://224.0.0.1/hook",
@@ -538,16 +542,48 @@ def test_a_malformed_webhook_is_refused_with_a_422(
     assert (refused.status_code, refused.json()["code"]) == (422, code)
 
 
+@pytest.mark.parametrize(
+    ("cursor", "code"),
+    [
+        ("9999999999999999999", "validation_error"),
+        ("999999999999999999", "cursor_beyond_log"),
+    ],
+)
 def test_a_replay_cursor_beyond_the_log_is_refused(
-    client: httpx.Client, admin: dict[str, str], receiver: Receiver
+    client: httpx.Client,
+    admin: dict[str, str],
+    receiver: Receiver,
+    cursor: str,
+    code: str,
 ) -> None:
     webhook = add_webhook(client, admin, receiver)
     refused = client.post(
         f"/api/admin/webhooks/{webhook['id']}/replay",
-        json={"from": "9999999999999999999"},
+        json={"from": cursor},
         headers=admin,
     )
-    assert (refused.status_code, refused.json()["code"]) == (422, "validation_error")
+    assert (refused.status_code, refused.json()["code"]) == (422, code)
+    signup(client, new_email())  # and delivery goes on
+    eventually(lambda: receiver.received, bool)
+    assert receiver.received
+
+
+def test_a_replay_from_zero_while_the_receiver_is_down_keeps_the_list_readable(
+    client: httpx.Client, admin: dict[str, str], receiver: Receiver
+) -> None:
+    webhook = add_webhook(client, admin, receiver)
+    receiver.stop()
+    replayed = client.post(
+        f"/api/admin/webhooks/{webhook['id']}/replay", json={"from": "0"}, headers=admin
+    )
+    assert replayed.status_code == 202, replayed.text
+    shown = eventually(
+        lambda: client.get(f"/api/admin/webhooks/{webhook['id']}", headers=admin),
+        lambda shown: shown.status_code != 200 or shown.json()["cursor"] == "0",
+    )
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["cursor"] == "0"
+    assert client.get("/api/admin/webhooks", headers=admin).status_code == 200
 
 
 def test_a_removed_endpoint_leaves_the_metrics(
