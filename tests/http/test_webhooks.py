@@ -6,6 +6,7 @@ carry the same webhook-id; SSRF refusals; admin routes and CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import subprocess
@@ -35,6 +36,7 @@ FAST_RETRIES = {
     "AUTHLEDGER_WEBHOOK_FIRST_RETRY_S": "0.4",
     "AUTHLEDGER_WEBHOOK_LONGEST_RETRY_S": "1.6",
     "AUTHLEDGER_WEBHOOK_FAILING_AFTER_S": "3",
+    "AUTHLEDGER_WEBHOOK_TIMEOUT_S": "1",
 }
 
 
@@ -601,3 +603,71 @@ def test_a_removed_endpoint_leaves_the_metrics(
         return webhook["id"] in text
 
     assert not eventually(listed, lambda shown: not shown)
+
+
+class Misbehaving(BaseHTTPRequestHandler):
+    """A receiver that redirects, stalls past the timeout, or answers a
+    gigabyte (as long as the client reads)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        if self.path == "/redirect":
+            self.send_response(307)
+            self.send_header("location", "/elsewhere")
+            self.end_headers()
+        elif self.path == "/slow":
+            time.sleep(3)
+            self.send_response(204)
+            self.end_headers()
+        else:  # /big
+            self.send_response(200)
+            self.send_header("content-length", str(1 << 30))
+            self.end_headers()
+            with contextlib.suppress(OSError):  # until the client hangs up
+                for _ in range(1 << 14):
+                    self.wfile.write(b"x" * (1 << 16))
+                    time.sleep(0.001)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_redirects_and_stalls_fail_and_a_huge_answer_is_cut_short(
+    client: httpx.Client, admin: dict[str, str]
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Misbehaving)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        hooks = {
+            path: client.post(
+                "/api/admin/webhooks",
+                json={"url": base + path, "event_types": ["user.registered"]},
+                headers=admin,
+            ).json()["id"]
+            for path in ("/redirect", "/slow", "/big")
+        }
+        signup(client, new_email())
+
+        def attempts(path: str) -> list[dict[str, Any]]:
+            shown = client.get(f"/api/admin/webhooks/{hooks[path]}", headers=admin)
+            found: list[dict[str, Any]] = shown.json()["recent_attempts"]
+            return found
+
+        redirected = eventually(lambda: attempts("/redirect"), bool)
+        stalled = eventually(lambda: attempts("/slow"), bool)
+        big = eventually(lambda: attempts("/big"), bool)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    # A redirect is a failure, never followed
+    assert (redirected[-1]["status"], redirected[-1]["error"]) == (None, "HTTP 307")
+    # A receiver that stalls past AUTHLEDGER_WEBHOOK_TIMEOUT_S (1 s) fails
+    assert stalled[-1]["status"] is None
+    assert stalled[-1]["error"] == "TimeoutError"
+    assert stalled[-1]["duration_ms"] < 2500
+    # A gigabyte answer is read only up to the cap: delivered at once
+    assert big[-1]["status"] == 200
+    assert big[-1]["duration_ms"] < 1000
