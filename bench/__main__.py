@@ -50,6 +50,9 @@ NOTES = [
 ]
 
 
+HTTP_ROWS = ("login", "signup", "me", "storm", "refresh", "parity")
+
+
 def parse(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--peer", action="store_true", help="also run the peer")
@@ -59,14 +62,24 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--appends", action="store_true", help="only the event-store appends rows"
     )
+    parser.add_argument(
+        "--only",
+        type=lambda text: tuple(text.split(",")),
+        default=(),
+        help=f"only these HTTP rows, comma-separated: {','.join(HTTP_ROWS)}",
+    )
     args = parser.parse_args(argv)
+    unknown = set(args.only) - set(HTTP_ROWS)
+    if unknown:
+        parser.error(f"no such rows: {', '.join(sorted(unknown))}")
     if args.quick:
-        return Options.quick_run(args.peer)
+        return Options.quick_run(args.peer, args.only)
     return Options(
         runs=args.runs,
         duration=args.duration,
         peer=args.peer,
         appends_only=args.appends,
+        only=args.only,
     )
 
 
@@ -203,25 +216,30 @@ def run(opts: Options, rows: list[Row], notes: list[str]) -> None:
             groups["peer"] = peer.process.tree
         groups["postgres"] = stack.postgres_processes
         driver = Driver(groups, stack.server_url, opts.duration)
-        step("write→read at idle")
-        fresh = freshness.measure(services, opts.runs, opts.freshness_samples)
+        fresh = None
+        if not opts.only:
+            step("write→read at idle")
+            fresh = freshness.measure(services, opts.runs, opts.freshness_samples)
         step("seeding accounts")
         http = HttpRows(opts, stack, service, services, peer, driver)
-        measures: list[tuple[str, Callable[[], Row | list[Row]]]] = [
-            ("login", lambda: http.login(bound)),
-            ("signup", lambda: http.signup(bound)),
-            ("me", http.me),
-            ("me during a login storm", http.storm),
-            ("refresh", http.refresh),
-            (
-                f"enumeration by timing: {opts.parity_pairs} pairs",
-                lambda: parity.measure(service.base_url, services, opts.parity_pairs),
+        measures: dict[str, Callable[[], Row | list[Row]]] = {
+            "login": lambda: http.login(bound),
+            "signup": lambda: http.signup(bound),
+            "me": http.me,
+            "storm": http.storm,
+            "refresh": http.refresh,
+            "parity": lambda: parity.measure(
+                service.base_url, services, opts.parity_pairs
             ),
-        ]
-        for name, measure in measures:
+        }
+        for name, measure in measures.items():
+            if opts.only and name not in opts.only:
+                continue
             step(f"{name}: {opts.runs} x {opts.duration:.0f} s")
             made = measure()
             rows.extend(made if isinstance(made, list) else [made])
+        if fresh is None:
+            return
         rows.extend(freshness_rows(fresh, opts))
         rows.extend(webhook_rows(webhooks.measure(services, opts), fresh, opts))
         rss = rss_row(idle, rss_samples(service))

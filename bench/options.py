@@ -13,6 +13,8 @@ class Options:
     quick: bool = False
     # Only the event-store appends rows (`make bench ARGS=--appends`).
     appends_only: bool = False
+    # Only these HTTP rows (`make bench ARGS='--only me,storm'`); empty: all.
+    only: tuple[str, ...] = ()
     # The generated log for rebuild, raw read and export.
     events: int = 1_000_000
     # The one user whose history the audit replays.
@@ -34,12 +36,13 @@ class Options:
     parity_pairs: int = 200
 
     @classmethod
-    def quick_run(cls, peer: bool) -> Options:
+    def quick_run(cls, peer: bool, only: tuple[str, ...] = ()) -> Options:
         """A smoke run: one short run of everything, small sizes."""
         return cls(
             runs=1,
             duration=4.0,
             peer=peer,
+            only=only,
             quick=True,
             events=20_000,
             append_seconds=2,
