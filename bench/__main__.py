@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from bench.procs import Group
     from bench.setup import Service
+    from interfaces.bootstrap import Services
 
 NOTES = [
     "Every figure: median [min-max] over the runs; every ratio pairs run i with"
@@ -222,22 +223,7 @@ def run(opts: Options, rows: list[Row], notes: list[str]) -> None:
             fresh = freshness.measure(services, opts.runs, opts.freshness_samples)
         step("seeding accounts")
         http = HttpRows(opts, stack, service, services, peer, driver)
-        measures: dict[str, Callable[[], Row | list[Row]]] = {
-            "login": lambda: http.login(bound),
-            "signup": lambda: http.signup(bound),
-            "me": http.me,
-            "storm": http.storm,
-            "refresh": http.refresh,
-            "parity": lambda: parity.measure(
-                service.base_url, services, opts.parity_pairs
-            ),
-        }
-        for name, measure in measures.items():
-            if opts.only and name not in opts.only:
-                continue
-            step(f"{name}: {opts.runs} x {opts.duration:.0f} s")
-            made = measure()
-            rows.extend(made if isinstance(made, list) else [made])
+        rows.extend(http_rows(opts, http, bound, service, services))
         if fresh is None:
             return
         rows.extend(freshness_rows(fresh, opts))
@@ -254,6 +240,32 @@ def run(opts: Options, rows: list[Row], notes: list[str]) -> None:
         rows.extend(appends.measure(opts, stack))
         offline_rows(opts, stack, cleanup, rows, notes)
         rows.append(rss)
+
+
+def http_rows(
+    opts: Options,
+    http: HttpRows,
+    bound: bcrypt_bound.BcryptBound,
+    service: Service,
+    services: Services,
+) -> list[Row]:
+    """The rows of `opts.only` (all when empty), in this order."""
+    measures: dict[str, Callable[[], Row | list[Row]]] = {
+        "login": lambda: http.login(bound),
+        "signup": lambda: http.signup(bound),
+        "me": http.me,
+        "storm": http.storm,
+        "refresh": http.refresh,
+        "parity": lambda: parity.measure(service.base_url, services, opts.parity_pairs),
+    }
+    rows: list[Row] = []
+    for name, measure in measures.items():
+        if opts.only and name not in opts.only:
+            continue
+        step(f"{name}: {opts.runs} x {opts.duration:.0f} s")
+        made = measure()
+        rows.extend(made if isinstance(made, list) else [made])
+    return rows
 
 
 def offline_rows(
