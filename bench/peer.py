@@ -1,8 +1,8 @@
-"""The peer: fastapi-users 15 (bcrypt 12, JWT bearer, PostgreSQL) from shared/peer/.
+"""The peer: fastapi-users 15 (bcrypt 12, JWT bearer, PostgreSQL), from bench/peer/.
 
-It runs from its own virtualenv (`.peer-venv`) and a copy of its files in the
-bench's temp dir; its code never enters this repository. Its database is a
-separate database on the bench's embedded server, reached over the unix socket.
+It runs from its own virtualenv (`.peer-venv`: fastapi-users is no dependency
+of the service), in its own database on the bench's embedded server, reached
+over the unix socket.
 """
 
 from __future__ import annotations
@@ -22,15 +22,23 @@ from bench.setup import REPO, Process, free_port
 if TYPE_CHECKING:
     from bench.setup import Stack
 
-PEER_SOURCE = REPO.parent / "shared" / "peer"
+PEER_SOURCE = REPO / "bench" / "peer"
 VENV = REPO / ".peer-venv"
-PACKAGES = ("fastapi-users[sqlalchemy]==15.0.5", "pwdlib[bcrypt]", "uvicorn", "asyncpg")
+PACKAGES = (
+    "fastapi-users[sqlalchemy]==15.0.5",
+    "pwdlib[bcrypt]",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "asyncpg",
+)
+IMPORTS = "import fastapi_users, pwdlib, uvicorn, uvloop, httptools, asyncpg"
 
 
 def ensure_venv() -> Path:
     """`.peer-venv`, created and filled the first time."""
     python = VENV / "bin" / "python"
-    probe = [str(python), "-c", "import fastapi_users, pwdlib, uvicorn, asyncpg"]
+    probe = [str(python), "-c", IMPORTS]
     if python.exists() and subprocess.run(probe, check=False).returncode == 0:
         return python
     print("creating .peer-venv for the peer (fastapi-users 15.0.5)", flush=True)
@@ -46,16 +54,16 @@ class Peer:
     def __init__(self, stack: Stack, workers: int = 2) -> None:
         python = ensure_venv()
         self.dir = stack.tmp / "peer"
-        shutil.copytree(PEER_SOURCE, self.dir)
+        shutil.copytree(PEER_SOURCE, self.dir, ignore=shutil.ignore_patterns("__*"))
         self.dir.chmod(0o755)
         stack.create_database("peer")
         url = f"postgresql+asyncpg://postgres@/peer?host={stack.socket_dir}"
         env = {"DATABASE_URL": url}
-        init = [str(python), "fastapi_users_app.py", "--init"]
+        init = [str(python), "app.py", "--create-tables"]
         subprocess.run(init, cwd=self.dir, env={**os.environ, **env}, check=True)
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
-        argv = [str(python), "reuseport_serve.py", str(workers), str(port)]
+        argv = [str(python), "serve.py", str(workers), str(port)]
         self.process = Process(argv, env, stack.tmp / "peer.log", cwd=self.dir)
         try:
             self.process.wait_listening(port, workers, f"{self.base_url}/openapi.json")

@@ -8,7 +8,7 @@ import re
 from zxcvbn import zxcvbn
 
 from domain.values import fold_email
-from infrastructure.passwords import Gate, nfkc
+from infrastructure.passwords import CpuPool, nfkc
 
 # Below a million guesses (zxcvbn's score 0 and 1): what a throttled online
 # attack or a top-passwords list reaches. Its lists hold the 30 000 most
@@ -28,11 +28,10 @@ class ZxcvbnScreen:
     """
 
     def __init__(self, concurrency: int = os.cpu_count() or 1) -> None:
-        self._gate = Gate(concurrency, 8 * concurrency)
+        self._pool = CpuPool(concurrency, 8 * concurrency, niceness=0)
 
     def weakness(self, password: str, email: str) -> str | None:
-        with self._gate:
-            return self._weakness(password, email)
+        return self._pool.run(lambda: self._weakness(password, email))
 
     def _weakness(self, password: str, email: str) -> str | None:
         password = nfkc(password)[:SCREENED_LENGTH]

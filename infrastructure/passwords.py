@@ -6,44 +6,59 @@ import base64
 import hashlib
 import hmac
 import os
+import sys
 import threading
 import unicodedata
-from types import TracebackType
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import bcrypt
 
 from application.errors import HashingBusyError
 
+T = TypeVar("T")
 
-class Gate:
-    """At most `concurrency` bcrypt runs at once and `max_waiting` queued.
+
+class CpuPool:
+    """Threads of its own for CPU work requests ask for (bcrypt): at most
+    `threads` runs at once, at a lower OS priority than request handling,
+    and at most `max_waiting` queued.
 
     Past that a request is refused at once (503, retry in a second) instead
-    of queueing: unauthenticated bcrypt work must not grow every login's wait.
+    of queueing: unauthenticated bcrypt work must not grow every login's
+    wait. A request that waits for its hash holds no database connection,
+    and when the cores are busy the scheduler serves request handling first.
     """
 
-    def __init__(self, concurrency: int, max_waiting: int) -> None:
-        self._slots = threading.BoundedSemaphore(concurrency)
+    def __init__(self, threads: int, max_waiting: int, niceness: int) -> None:
+        self._executor = ThreadPoolExecutor(
+            threads,
+            thread_name_prefix="bcrypt",
+            initializer=_lower_priority,
+            initargs=(niceness,),
+        )
         self._lock = threading.Lock()
         self._admitted = 0
-        self._limit = concurrency + max_waiting
+        self._limit = threads + max_waiting
 
-    def __enter__(self) -> None:
+    def run(self, work: Callable[[], T]) -> T:
         with self._lock:
             if self._admitted >= self._limit:
                 raise HashingBusyError
             self._admitted += 1
-        self._slots.acquire()
+        try:
+            return self._executor.submit(work).result()
+        finally:
+            with self._lock:
+                self._admitted -= 1
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self._slots.release()
-        with self._lock:
-            self._admitted -= 1
+
+def _lower_priority(niceness: int) -> None:
+    """Lower this thread's priority: Linux gives each thread a nice value of
+    its own (elsewhere the call would lower the whole process, so it is not made)."""
+    if niceness and sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
 
 
 def nfkc(password: str) -> str:
@@ -66,11 +81,14 @@ class BcryptPasswordHasher:
         *,
         concurrency: int = os.cpu_count() or 1,
         max_waiting: int | None = None,
+        niceness: int = 0,
     ) -> None:
         self._pepper = pepper
         self._rounds = rounds
-        self._gate = Gate(
-            concurrency, 8 * concurrency if max_waiting is None else max_waiting
+        self._pool = CpuPool(
+            concurrency,
+            8 * concurrency if max_waiting is None else max_waiting,
+            niceness,
         )
         self._dummy_hash = self.hash("an unguessable placeholder password")
 
@@ -81,8 +99,8 @@ class BcryptPasswordHasher:
     def hash(self, password: str) -> str:
         """Return a bcrypt hash of the peppered password, in NFKC form."""
         salt = bcrypt.gensalt(rounds=self._rounds)
-        with self._gate:
-            return bcrypt.hashpw(self._prehash(nfkc(password)), salt).decode()
+        peppered = self._prehash(nfkc(password))
+        return self._pool.run(lambda: bcrypt.hashpw(peppered, salt).decode())
 
     def verify(self, password: str, password_hash: str) -> bool:
         """Tell whether the password matches; constant-time inside bcrypt.
@@ -94,12 +112,11 @@ class BcryptPasswordHasher:
         tells nothing about the account. (A form NFKC changes is never one
         a newer hash was made of: NFKC's results are its fixed points.)
         """
-        forms = dict.fromkeys([nfkc(password), password])
-        with self._gate:
-            matches = [
-                bcrypt.checkpw(self._prehash(form), password_hash.encode())
-                for form in forms
-            ]
+        peppered = [
+            self._prehash(form) for form in dict.fromkeys([nfkc(password), password])
+        ]
+        stored = password_hash.encode()
+        matches = self._pool.run(lambda: [bcrypt.checkpw(p, stored) for p in peppered])
         return any(matches)
 
     def verify_dummy(self, password: str) -> None:

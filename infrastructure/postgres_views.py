@@ -366,6 +366,16 @@ class PostgresActiveSessionsViewV1(PostgresActiveSessionsView):
         self.insert(row, tracking, frozenset({"factors"}))
 
 
+# The authenticated request's one read: the account behind an active session.
+CALLER_QUERY = SQL(
+    f"SELECT {USER_COLUMNS} FROM {{sessions}} s JOIN {{users}} u ON u.id = s.user_id"
+    " WHERE s.session_id = %s AND s.user_id = %s AND s.expires_at > %s"
+).format(
+    sessions=Identifier(READ_SCHEMA, PostgresActiveSessionsView.table),
+    users=Identifier(READ_SCHEMA, PostgresUserDirectoryView.table),
+)
+
+
 class PostgresLoginHistoryView(PostgresReadModel, LoginHistoryView):
     table = "login_history"
     ddl = (

@@ -38,6 +38,12 @@ KNOWN_DEFAULT_SECRETS = frozenset(
 )
 
 
+# The default connection budget: this many for all workers of a replica
+# (PostgreSQL's default max_connections is 100), each within these bounds.
+DB_CONNECTIONS_SHARED = 80
+DB_CONNECTIONS_EACH = (16, 40)
+
+
 class InsecureSettingsError(RuntimeError):
     """Production was asked to start with a missing, short or default secret."""
 
@@ -93,7 +99,20 @@ class Settings(BaseSettings):
     mail_cooldown_s: int = Field(default=60, ge=0)
     mail_max_per_address: int = Field(default=10, ge=1)
     mail_window_s: int = Field(default=3600, gt=0)
-    db_max_connections: int = Field(default=20, ge=15, le=1000)
+    # Worker processes `serve` starts (its --workers wins); the pools'
+    # defaults below follow from it.
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    # Connections one process may open (see the connection budget); by
+    # default DB_CONNECTIONS_SHARED over the workers, within DB_CONNECTIONS_EACH.
+    db_max_connections: int | None = Field(default=None, ge=16, le=1000)
+    # Threads for the routes that run synchronously; by default one per
+    # connection of the request pool, so that a thread never waits for one.
+    request_threads: int | None = Field(default=None, ge=2, le=1000)
+    # bcrypt runs at once in one process; by default the cores shared by the
+    # workers, so that all of them hash at most one per core.
+    hash_threads: int | None = Field(default=None, ge=1, le=256)
+    # How much lower the OS priority of those threads is than the requests'.
+    hash_niceness: int = Field(default=10, ge=0, le=19)
     # Prometheus metrics on a listener of their own (off when no port).
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, gt=0, lt=65536)
@@ -109,6 +128,19 @@ class Settings(BaseSettings):
     webhook_failing_after_s: float = Field(default=24 * 3600, gt=0)
     webhook_timeout_s: float = Field(default=10, gt=0, le=60)
     request_deadline_s: float = Field(default=5.0, ge=0.5, le=60)
+
+    def connection_budget(self) -> int:
+        """What one process may open: as set, or the workers' share."""
+        if self.db_max_connections is not None:
+            return self.db_max_connections
+        low, high = DB_CONNECTIONS_EACH
+        return max(low, min(high, DB_CONNECTIONS_SHARED // self.workers))
+
+    def hash_concurrency(self) -> int:
+        """bcrypt runs at once in one process: as set, or its share of the cores."""
+        if self.hash_threads is not None:
+            return self.hash_threads
+        return max(1, math.ceil((os.cpu_count() or 1) / self.workers))
 
     def jwks_max_age_s(self) -> int:
         """How long verifiers may cache the JWKS: well inside the time a

@@ -15,6 +15,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from domain.key_ring import KeyRing, NewSigningKey, SigningKey
 from infrastructure.secret_box import SecretBox
+from infrastructure.tokens import UnloadedKeyError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -115,11 +116,14 @@ class LiveKeyRing:
             }
             self._view = RingView(ring.version, keys, keys[ring.active.kid])
 
-    def verifying(self, kid: str) -> LoadedKey | None:
-        """The key that verifies tokens of `kid` now, if any."""
+    def verifying(self, kid: str, *, look_up: bool = True) -> LoadedKey | None:
+        """The key that verifies tokens of `kid` now, if any; without
+        `look_up`, UnloadedKeyError when finding out would read the ring."""
         found = self.view.keys.get(kid)
         now = time.monotonic()
         if found is None and now - self._asked_for_unknown_at > UNKNOWN_KID_REFRESH_S:
+            if not look_up:
+                raise UnloadedKeyError
             # Apart from the poll: a kid another replica signs with is read
             # at once, and a flood of made-up kids costs a query a second.
             self._asked_for_unknown_at = now

@@ -33,11 +33,31 @@ class InvalidAccessTokenError(Exception):
     """The bearer token is not a valid, unexpired access token of this service."""
 
 
+class UnloadedKeyError(InvalidAccessTokenError):
+    """The token names a key this process has not loaded: look it up first."""
+
+
 @dataclass(frozen=True)
 class AccessClaims:
     user_id: UUID
     session_id: UUID
     role: str
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A token whose signature and claims were checked: what it said, the
+    key that signed it, and when it expires."""
+
+    claims: AccessClaims
+    kid: str
+    expires_at: float
+
+
+# Tokens whose signature was checked, kept so that a client's next requests
+# skip the check (most of an authenticated request's CPU); only the expiry
+# and the key's standing are looked at again. A few MB at most.
+VERIFIED_KEPT = 4096
 
 
 AMR = {Factor.PASSWORD: "pwd", Factor.TOTP: "otp", Factor.RECOVERY_CODE: "otp"}
@@ -54,6 +74,7 @@ class JwtTokens:
         self._issuer = issuer
         self._audience = audience
         self.ttl_s = ttl_s
+        self._verified: dict[str, Verified] = {}
 
     def issue(
         self,
@@ -87,10 +108,36 @@ class JwtTokens:
             headers={"typ": ACCESS_TOKEN_TYPE, "kid": active.key.kid},
         )
 
-    def verify(self, token: str) -> AccessClaims:
-        """Check key, algorithm, signature, typ, iss, aud, exp and iat."""
+    def verify(self, token: str, *, look_up: bool = True) -> AccessClaims:
+        """Check key, algorithm, signature, typ, iss, aud, exp and iat.
+
+        Without `look_up` nothing waits on the database (a caller on the event
+        loop): a key not loaded yet raises UnloadedKeyError instead.
+        """
         if len(token) > MAX_TOKEN_LENGTH:
             raise InvalidAccessTokenError
+        known = self._verified.get(token)
+        if known is not None:
+            return self._still_valid(token, known, look_up=look_up)
+        claims = self._verify(token, look_up=look_up)
+        if len(self._verified) >= VERIFIED_KEPT:
+            self._verified.pop(next(iter(self._verified), ""), None)  # the oldest
+        self._verified[token] = claims
+        return claims.claims
+
+    def _still_valid(
+        self, token: str, known: Verified, *, look_up: bool
+    ) -> AccessClaims:
+        """A token verified before: valid while unexpired and its key verifies."""
+        if (
+            time.time() < known.expires_at + LEEWAY_S
+            and self.keys.verifying(known.kid, look_up=look_up) is not None
+        ):
+            return known.claims
+        self._verified.pop(token, None)
+        raise InvalidAccessTokenError
+
+    def _verify(self, token: str, *, look_up: bool) -> Verified:
         try:
             header = jwt.get_unverified_header(token)
             kid = header.get("kid")
@@ -100,7 +147,7 @@ class JwtTokens:
                 or not isinstance(kid, str)
             ):
                 raise InvalidAccessTokenError
-            key = self.keys.verifying(kid)
+            key = self.keys.verifying(kid, look_up=look_up)
             if key is None or header.get("alg") != key.key.algorithm:
                 raise InvalidAccessTokenError
             claims = jwt.decode(
@@ -112,10 +159,13 @@ class JwtTokens:
                 leeway=LEEWAY_S,
                 options={"require": ["exp", "iat", "sub", "sid", "jti", "iss", "aud"]},
             )
-            return AccessClaims(
+            access = AccessClaims(
                 user_id=UUID(claims["sub"]),
                 session_id=UUID(claims["sid"]),
                 role=str(claims["role"]),
             )
+            return Verified(access, kid, float(claims["exp"]))
+        except UnloadedKeyError:
+            raise
         except (jwt.PyJWTError, ValueError, KeyError, TypeError):
             raise InvalidAccessTokenError from None

@@ -95,6 +95,7 @@ SWEEP_INTERVAL_S = 60.0
 SETUP_LOCK = "authledger.setup"
 # The connections of a process, by user (see request_connections).
 PROBE_CONNECTIONS = 1
+CALLER_CONNECTIONS = 2  # the authenticated requests' reads, on the event loop
 SETUP_CONNECTIONS = 1
 MAILER_CONNECTIONS = 1
 WEBHOOK_CONNECTIONS = 3  # the dispatcher's lock, and its pool of two
@@ -344,20 +345,20 @@ def request_connections(settings: Settings) -> int:
     """What the request pool may open: the process's budget less the rest.
 
     Beside requests (commands, queries, the session sweep), a process holds
-    one connection for its readiness probe and one for setup and registry
-    lookups; the mailer one; the webhook dispatcher its lock and a pool of
-    two; the projection worker its lock and a pool of
-    two, and three more for the build of new read-model versions (one build
-    at a time builds them all).
+    two connections for the session checks of authenticated requests, one
+    for its readiness probe and one for setup and registry lookups; the
+    mailer one; the webhook dispatcher its lock and a pool of two; the
+    projection worker its lock and a pool of two, and three more for the
+    build of new read-model versions (one build at a time builds them all).
     """
-    background = PROBE_CONNECTIONS + SETUP_CONNECTIONS
+    background = CALLER_CONNECTIONS + PROBE_CONNECTIONS + SETUP_CONNECTIONS
     if settings.run_mailer:
         background += MAILER_CONNECTIONS
     if settings.run_webhooks:
         background += WEBHOOK_CONNECTIONS
     if settings.run_projections:
         background += PROJECTION_CONNECTIONS + BUILD_CONNECTIONS
-    return settings.db_max_connections - background
+    return settings.connection_budget() - background
 
 
 class UnsealedLogError(RuntimeError):
@@ -371,7 +372,12 @@ def auth_application(
     return lambda app_env: AuthApplication(
         app_env,
         mapper_of=mapper_of,
-        passwords=BcryptPasswordHasher(secrets.password_pepper, settings.bcrypt_rounds),
+        passwords=BcryptPasswordHasher(
+            secrets.password_pepper,
+            settings.bcrypt_rounds,
+            concurrency=settings.hash_concurrency(),
+            niceness=settings.hash_niceness,
+        ),
         screen=ZxcvbnScreen(),
         refresh_key=derive_key(secrets.jwt_secret, "refresh-tokens"),
         address_key=address_key(secrets),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Annotated
 
@@ -52,13 +51,17 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[
-        int, typer.Option(help="Worker processes; 0 means one per core.")
+        int,
+        typer.Option(
+            help="Worker processes; 0: AUTHLEDGER_WORKERS, which is one per core"
+            " unless set."
+        ),
     ] = 0,
 ) -> None:
     """Serve the HTTP API; on the embedded PostgreSQL unless a database is set."""
     from interfaces.http.serve import serve as run  # noqa: PLC0415
 
-    run(host, port, workers or os.cpu_count() or 1)
+    run(host, port, workers or None)
 
 
 def main() -> None:

@@ -9,9 +9,15 @@ from typing import TYPE_CHECKING, Any
 from anyio import to_thread
 from fastapi import FastAPI
 
+from infrastructure.callers import SessionCallers
 from infrastructure.database import DatabaseProbe
 from infrastructure.settings import Settings
-from interfaces.bootstrap import READ_MODELS, build_services
+from interfaces.bootstrap import (
+    CALLER_CONNECTIONS,
+    READ_MODELS,
+    build_services,
+    request_connections,
+)
 from interfaces.http.errors import install_error_handlers
 from interfaces.http.limits import (
     BodySizeLimit,
@@ -46,11 +52,21 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await to_thread.run_sync(build_services, settings, read_models)
         app.state.services = services
+        # One thread per connection of the request pool: a route that runs in
+        # a thread finds a connection free (see ADR 36).
+        threads = settings.request_threads or request_connections(settings)
+        to_thread.current_default_thread_limiter().total_tokens = threads
+        callers = SessionCallers(
+            services.database_url, CALLER_CONNECTIONS, settings.request_deadline_s
+        )
+        await callers.open()
+        app.state.callers = callers
         probe.start(services.database_url, services.recorder.table)
         try:
             yield
         finally:
             await to_thread.run_sync(probe.stop)
+            await callers.close()
             await to_thread.run_sync(services.close)
 
     app = FastAPI(

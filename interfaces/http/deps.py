@@ -9,13 +9,19 @@ from dataclasses import dataclass, replace
 from typing import Annotated
 from uuid import UUID
 
+from anyio import to_thread
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from application.read_models import UserRow
 from application.values import Client
+from infrastructure.callers import SessionCallers
 from infrastructure.database import DatabaseProbe
-from infrastructure.tokens import AccessClaims, InvalidAccessTokenError
+from infrastructure.tokens import (
+    AccessClaims,
+    InvalidAccessTokenError,
+    UnloadedKeyError,
+)
 from interfaces.bootstrap import Services
 from interfaces.printable import printable
 
@@ -26,7 +32,11 @@ MAX_USER_AGENT = 256
 bearer_scheme = HTTPBearer(auto_error=False)
 
 
-def get_services(request: Request) -> Services:
+# The dependencies below that do no I/O are coroutines: FastAPI runs a plain
+# function in a thread, and every hop to one costs more than the work.
+
+
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -34,7 +44,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_probe(request: Request) -> DatabaseProbe:
+async def get_probe(request: Request) -> DatabaseProbe:
     probe: DatabaseProbe = request.app.state.probe
     return probe
 
@@ -79,7 +89,7 @@ def _warn_of_untrusted_forwarding() -> None:
     )
 
 
-def get_client(request: Request, services: ServicesDep) -> Client:
+async def get_client(request: Request, services: ServicesDep) -> Client:
     """Who is calling: address (see client_ip) and a sanitised user agent."""
     peer = request.client.host if request.client else ""
     forwarded_for = request.headers.get("x-forwarded-for")
@@ -94,7 +104,7 @@ def get_client(request: Request, services: ServicesDep) -> Client:
 ClientDep = Annotated[Client, Depends(get_client)]
 
 
-def get_retrying_client(
+async def get_retrying_client(
     client: ClientDep,
     idempotency_key: Annotated[
         str | None,
@@ -121,13 +131,21 @@ class CurrentUser:
     session_id: UUID
 
 
-def _authenticate(services: Services, claims: AccessClaims) -> CurrentUser:
+async def _claims(request: Request, services: Services) -> AccessClaims:
+    token = _bearer_token(request)
+    try:
+        return services.tokens.verify(token, look_up=False)
+    except UnloadedKeyError:  # a key another replica rotated to: read the ring
+        return await to_thread.run_sync(services.tokens.verify, token)
+
+
+async def _authenticate(request: Request, claims: AccessClaims) -> CurrentUser:
     # A valid signature is not enough: the session must still be active, so a
     # logout takes effect at once rather than when the token expires.
-    session = services.sessions.get_session(claims.session_id, services.app.clock())
-    if session is None or session.user_id != claims.user_id:
-        raise InvalidAccessTokenError
-    user = services.users.get_user(claims.user_id)
+    callers: SessionCallers = request.app.state.callers
+    services: Services = request.app.state.services
+    now = services.app.clock()
+    user = await callers.find(claims.session_id, claims.user_id, now)
     if user is None:
         raise InvalidAccessTokenError
     return CurrentUser(user=user, session_id=claims.session_id)
@@ -141,16 +159,16 @@ class SessionHolder:
     current: CurrentUser | None
 
 
-def get_session_holder(
+async def get_session_holder(
     request: Request,
     services: ServicesDep,
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> SessionHolder:
     """The caller of a logout: a retry of one that ended its session still
     holds a genuine token, and is told what the first try did."""
-    claims = services.tokens.verify(_bearer_token(request))
+    claims = await _claims(request, services)
     try:
-        return SessionHolder(claims, _authenticate(services, claims))
+        return SessionHolder(claims, await _authenticate(request, claims))
     except InvalidAccessTokenError:
         return SessionHolder(claims, None)
 
@@ -168,7 +186,7 @@ def _bearer_token(request: Request) -> str:
     return token.strip()
 
 
-def get_current_user_optional(
+async def get_current_user_optional(
     request: Request,
     services: ServicesDep,
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
@@ -176,10 +194,10 @@ def get_current_user_optional(
     """Return the caller, None if no token is sent; 401 if one is sent but invalid."""
     if request.headers.get("authorization") is None:
         return None
-    return _authenticate(services, services.tokens.verify(_bearer_token(request)))
+    return await _authenticate(request, await _claims(request, services))
 
 
-def get_current_user(
+async def get_current_user(
     user: Annotated[CurrentUser | None, Depends(get_current_user_optional)],
 ) -> CurrentUser:
     """Return the caller; 401 with a Bearer challenge if absent or invalid."""

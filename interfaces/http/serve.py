@@ -18,13 +18,22 @@ import socket
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from infrastructure.database import database_url
 from infrastructure.settings import Settings
 from interfaces.bootstrap import build_services
 from interfaces.http.metrics import start_metrics
 
-MAX_HEADER_BYTES = 256 * 1024
+MAX_HEAD_BYTES = 256 * 1024
+HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"content-type: application/json\r\ncontent-length: %d\r\n"
+    b"connection: close\r\n\r\n%s"
+)
+HEAD_TOO_LARGE_BODY = (
+    b'{"detail":"The request\'s headers are too large.","code":"header_too_large"}'
+)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -55,6 +64,39 @@ class WithoutQueryOrClient(logging.Filter):
         return True
 
 
+class BoundedHead(HttpToolsProtocol):
+    """httptools, with a limit on a request's head: llhttp has none, so one
+    endless header would grow the worker's memory until it died.
+
+    Bytes are counted from the end of one request to the end of the next
+    one's headers (a body read in the same chunk counts too: the limit is far
+    above any head the API needs, the body's own limit far below it). Heads
+    up to the limit reach the app, which answers an oversized token with its
+    own 401.
+    """
+
+    _head_bytes = 0
+    _in_head = True
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                body = HEAD_TOO_LARGE_BODY
+                self.transport.write(HEAD_TOO_LARGE % (len(body), body))
+                self.transport.close()
+                return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_head, self._head_bytes = True, 0
+        super().on_message_complete()
+
+
 def _serve_one(host: str, port: int, log_level: str) -> None:
     config = uvicorn.Config(
         "interfaces.http.app:create_app",
@@ -62,23 +104,26 @@ def _serve_one(host: str, port: int, log_level: str) -> None:
         log_level=log_level,
         proxy_headers=False,  # client addresses come from the socket, never a header
         server_header=False,
-        # Let oversized headers (a 100 KB "token") reach the app, which answers
-        # them with its own 401 body instead of the server's bare 400.
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        http=BoundedHead,  # httptools; the loop is uvloop where installed
     )
     logging.getLogger("uvicorn.access").addFilter(WithoutQueryOrClient())
     uvicorn.Server(config).run(sockets=[listening_socket(host, port)])
 
 
-def serve(host: str, port: int, workers: int, log_level: str = "info") -> None:
+def serve(
+    host: str, port: int, workers: int | None = None, log_level: str = "info"
+) -> None:
     """Run the API; with no database configured, on the embedded PostgreSQL.
 
     The parent resolves the database and creates the tables once, then every
-    worker process connects to the same URL.
+    worker process connects to the same URL, knowing how many they are (the
+    pools' defaults depend on it). `workers` None: AUTHLEDGER_WORKERS.
     """
     settings = Settings()
+    workers = workers or settings.workers
     url = database_url(settings)
     os.environ["AUTHLEDGER_DATABASE_URL"] = url
+    os.environ["AUTHLEDGER_WORKERS"] = str(workers)
     build_services(
         settings.model_copy(
             update={

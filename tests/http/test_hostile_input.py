@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+
 import httpx
 import pytest
 
@@ -103,3 +106,21 @@ def test_forged_refresh_tokens_are_refused(client: httpx.Client, token: str) -> 
 
 def test_a_wrong_method_is_refused_in_the_same_shape(client: httpx.Client) -> None:
     assert_refused(client.get("/api/auth/signup"), 405)
+
+
+def test_an_endless_request_head_is_cut_short_at_its_limit(server: str) -> None:
+    """A header that never ends must not grow a worker's memory without bound:
+    past the head's limit the answer is 431 and the connection is closed."""
+    url = httpx.URL(server)
+    with socket.create_connection((url.host, url.port), timeout=10) as sock:
+        sock.sendall(b"GET /api/auth/me HTTP/1.1\r\nHost: x\r\nX-Padding: ")
+        answer = b""
+        # The server stops reading once it has answered: sends then fail or stall.
+        with contextlib.suppress(OSError):
+            for _ in range(64):  # 4 MiB, far past the limit
+                sock.sendall(b"a" * 65536)
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
+    assert b'"code":"header_too_large"' in answer

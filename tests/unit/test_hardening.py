@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -25,7 +28,7 @@ from application.values import AuthPolicy, session_id_of
 from domain.session import RefreshPolicy, Session
 from domain.throttle import ThrottlePolicy
 from domain.user import LockoutPolicy, User
-from infrastructure.passwords import BcryptPasswordHasher
+from infrastructure.passwords import BcryptPasswordHasher, CpuPool
 from tests.unit.test_use_cases import (
     ADDRESS_KEY,
     CLIENT,
@@ -264,6 +267,18 @@ def test_bcrypt_work_beyond_the_bound_is_refused_at_once() -> None:
         assert refused.value.retry_after_s == 1
         assert bounded.verify("first", running.result())
         assert bounded.verify("second", waiting.result())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="threads have nice values on Linux")
+def test_bcrypt_runs_in_threads_of_lower_priority_than_the_caller() -> None:
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    caller = niceness()
+    pool = CpuPool(threads=1, max_waiting=0, niceness=7)
+
+    assert pool.run(niceness) == min(19, caller + 7)
+    assert niceness() == caller  # the requests' threads keep theirs
 
 
 # Refresh tokens ------------------------------------------------------------

@@ -5,7 +5,9 @@ process's view of the ring follows what another one changed."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
+from uuid import uuid4
 
 import pytest
 
@@ -14,6 +16,7 @@ from application.signing_keys import SCHEDULE, SigningKeyRing
 from domain.errors import SigningKeyStateError, UnknownSigningKeyError
 from domain.key_ring import KeyRing, KeyState, NewSigningKey
 from infrastructure.signing_keys import KeyCipher, LiveKeyRing, SealedKeyMaker
+from infrastructure.tokens import LEEWAY_S, InvalidAccessTokenError, JwtTokens
 from tests.unit.helpers import T0
 from tests.unit.test_use_cases import KEY_ENCRYPTION_KEY, FakeClock, names, stream
 
@@ -280,3 +283,34 @@ def test_a_kid_is_never_taken_for_an_option_of_the_keys_command() -> None:
     kids = {SealedKeyMaker(CIPHER).make("HS256").kid for _ in range(200)}
     assert len(kids) == 200
     assert all(re.fullmatch(r"[0-9a-f]{16}", kid) for kid in kids)
+
+
+def test_a_token_checked_before_stops_verifying_once_revoked_or_expired(
+    app: AuthApplication,
+    key_ring: SigningKeyRing,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a token verified once (its signature check is then kept)
+    tokens = JwtTokens(LiveKeyRing(key_ring, CIPHER, clock), "iss", "aud", ttl_s=60)
+    token = tokens.issue(uuid4(), uuid4(), "USER")
+    claims = tokens.verify(token)
+    assert tokens.verify(token) == claims
+
+    # When it expires (past the leeway), then it is refused though kept
+    issued_at = time.time()
+    monkeypatch.setattr(time, "time", lambda: issued_at + 60 + LEEWAY_S + 1)
+    with pytest.raises(InvalidAccessTokenError):
+        tokens.verify(token)
+    monkeypatch.undo()
+
+    # And a fresh one, checked once, is refused as soon as its key is revoked
+    fresh = tokens.issue(uuid4(), uuid4(), "USER")
+    tokens.verify(fresh)
+    kid = tokens.keys.view.active.key.kid
+    SigningKeyRing(app, SealedKeyMaker(CIPHER), "ES256", VERIFY_FOR, clock).revoke(
+        kid, "cli:ops"
+    )
+    tokens.keys.refresh()
+    with pytest.raises(InvalidAccessTokenError):
+        tokens.verify(fresh)

@@ -160,8 +160,10 @@ def test_a_guess_costs_as_many_bcrypt_runs_whatever_the_account(
 def test_screening_past_its_bound_is_refused_at_once_as_busy() -> None:
     # Given a screen for one core, its one run and its eight waiting places taken
     screen = ZxcvbnScreen(concurrency=1)
-    gate = screen._gate  # held by hand: zxcvbn is too quick to be caught running
-    gate.__enter__()
+    pool = screen._pool  # held by hand: zxcvbn is too quick to be caught running
+    release = threading.Event()
+    holder = threading.Thread(target=pool.run, args=(release.wait,))
+    holder.start()
     waiting = [
         threading.Thread(target=screen.weakness, args=(PASSWORD, EMAIL))
         for _ in range(8)
@@ -169,7 +171,7 @@ def test_screening_past_its_bound_is_refused_at_once_as_busy() -> None:
     for thread in waiting:
         thread.start()
     deadline = time.monotonic() + 5
-    while gate._admitted < 9 and time.monotonic() < deadline:
+    while pool._admitted < 9 and time.monotonic() < deadline:
         time.sleep(0.001)
 
     # Then one more is refused at once, not queued
@@ -177,6 +179,6 @@ def test_screening_past_its_bound_is_refused_at_once_as_busy() -> None:
         with pytest.raises(HashingBusyError):
             screen.weakness(PASSWORD, EMAIL)
     finally:
-        gate.__exit__(None, None, None)
-        for thread in waiting:
+        release.set()
+        for thread in [holder, *waiting]:
             thread.join()

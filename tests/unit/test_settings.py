@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import stat
 from datetime import timedelta
@@ -160,11 +161,11 @@ def test_the_lockout_decay_is_configurable() -> None:
 @pytest.mark.parametrize(
     ("run_mailer", "run_projections", "run_webhooks", "requests"),
     [
-        (True, True, True, 8),
-        (True, True, False, 11),
-        (False, True, True, 9),
-        (True, False, True, 14),
-        (False, False, False, 18),
+        (True, True, True, 6),
+        (True, True, False, 9),
+        (False, True, True, 7),
+        (True, False, True, 12),
+        (False, False, False, 16),
     ],
 )
 def test_requests_get_what_the_background_users_leave_of_the_budget(
@@ -174,8 +175,8 @@ def test_requests_get_what_the_background_users_leave_of_the_budget(
     run_webhooks: bool,
     requests: int,
 ) -> None:
-    # probe 1, setup 1, mailer 1, webhook dispatcher 3, projection worker 3,
-    # a build of new versions 3
+    # session checks 2, probe 1, setup 1, mailer 1, webhook dispatcher 3,
+    # projection worker 3, a build of new versions 3
     settings = Settings(
         data_dir=tmp_path,
         db_max_connections=20,
@@ -188,7 +189,32 @@ def test_requests_get_what_the_background_users_leave_of_the_budget(
 
 def test_a_budget_too_small_for_the_background_users_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="db_max_connections"):
-        Settings(data_dir=tmp_path, db_max_connections=11)
+        Settings(data_dir=tmp_path, db_max_connections=15)
+
+
+@pytest.mark.parametrize(
+    ("workers", "budget"), [(1, 40), (2, 40), (3, 26), (4, 20), (5, 16), (64, 16)]
+)
+def test_the_default_budget_shares_eighty_connections_among_the_workers(
+    tmp_path: Path, workers: int, budget: int
+) -> None:
+    settings = Settings(data_dir=tmp_path, workers=workers)
+    assert settings.connection_budget() == budget
+    assert (
+        Settings(
+            data_dir=tmp_path, workers=workers, db_max_connections=17
+        ).connection_budget()
+        == 17
+    )
+
+
+@pytest.mark.parametrize(("workers", "hashing"), [(1, 2), (2, 1), (3, 1)])
+def test_the_workers_hash_at_most_one_password_per_core_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int, hashing: int
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert Settings(data_dir=tmp_path, workers=workers).hash_concurrency() == hashing
+    assert Settings(data_dir=tmp_path, hash_threads=3).hash_concurrency() == 3
 
 
 @pytest.mark.parametrize("prepublication_s", [60, 61, 599, 600, 3600, 86400])

@@ -115,7 +115,7 @@ def logout(
 
 
 @router.get("/me")
-def me(current: CurrentUserDep) -> UserResponse:
+async def me(current: CurrentUserDep) -> UserResponse:
     """Return the caller's account."""
     return UserResponse.of(current.user)
 

@@ -1,0 +1,103 @@
+"""Who holds a session: every authenticated request's one read, on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import time
+from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg_pool import AsyncConnectionPool
+
+from application.read_models import UserRow
+from infrastructure.database import CONNECT_TIMEOUT_S, KEEPALIVES
+from infrastructure.deadlines import bounded
+from infrastructure.event_store import TRUSTED_FOR_S
+from infrastructure.postgres_views import CALLER_QUERY
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from uuid import UUID
+
+# How long a request may wait for one of these connections (or less: its deadline).
+WAIT_S = 5.0
+
+
+class SessionCallers:
+    """Find the account behind an access token's session in one indexed read.
+
+    Both tables it joins are consistent read models, written in the very
+    transaction that records a logout, a revocation or an erasure: a read
+    that starts after that commit cannot find the session, in any process.
+    Nothing is cached, so nothing needs invalidating.
+
+    The read runs on the event loop (async psycopg, a small pool of its own),
+    so an authenticated request costs no hop to a thread and never waits for
+    a thread of the request pool.
+    """
+
+    def __init__(self, url: str, connections: int, statement_timeout_s: float) -> None:
+        self._returned: WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
+            WeakKeyDictionary()
+        )
+        self._pool = AsyncConnectionPool(
+            url,
+            min_size=connections,
+            max_size=connections,
+            open=False,
+            name="authledger-callers",
+            check=self._check,
+            kwargs={
+                "autocommit": True,
+                "application_name": "authledger-callers",
+                "connect_timeout": CONNECT_TIMEOUT_S,
+                "options": f"-c statement_timeout={round(statement_timeout_s * 1000)}",
+                **KEEPALIVES,
+            },
+        )
+
+    async def open(self) -> None:
+        """Start connecting in the background; the first reads wait for it."""
+        await self._pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def find(
+        self, session_id: UUID, user_id: UUID, now: datetime
+    ) -> UserRow | None:
+        """The session's account if the session is active and is `user_id`'s.
+
+        Held to the request's deadline: past it the read is abandoned (its
+        statement cancelled, or its connection closed, in the background) and
+        the caller gets a database error (503), never a wait.
+        """
+        read = asyncio.ensure_future(self._read(session_id, user_id, now))
+        try:
+            return await asyncio.wait_for(asyncio.shield(read), bounded(WAIT_S))
+        except TimeoutError:
+            read.cancel()
+            raise psycopg.OperationalError("past the request's deadline") from None
+
+    async def _read(
+        self, session_id: UUID, user_id: UUID, now: datetime
+    ) -> UserRow | None:
+        async with self._pool.connection(timeout=bounded(WAIT_S)) as conn:
+            try:
+                async with conn.cursor(row_factory=class_row(UserRow)) as curs:
+                    await curs.execute(CALLER_QUERY, (session_id, user_id, now))
+                    return await curs.fetchone()
+            finally:
+                self._returned[conn] = time.monotonic()
+
+    async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Ping only a connection idle for long or one the server wrote to
+        (as the request pool does): a dead one is dropped, the next one tried."""
+        returned = self._returned.get(conn)
+        recent = returned is not None and time.monotonic() - returned < TRUSTED_FOR_S
+        if recent and not select.select([conn.fileno()], [], [], 0)[0]:
+            return
+        await conn.execute("")
