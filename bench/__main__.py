@@ -254,7 +254,7 @@ def http_rows(
         "login": lambda: http.login(bound),
         "signup": lambda: http.signup(bound),
         "me": http.me,
-        "storm": http.storm,
+        "storm": lambda: http.storm(bound),
         "refresh": http.refresh,
         "parity": lambda: parity.measure(service.base_url, services, opts.parity_pairs),
     }

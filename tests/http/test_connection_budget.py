@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.http, pytest.mark.postgres]
 
 CLIENTS = 32
 WORKERS = 2
-BUDGET = 15  # AUTHLEDGER_DB_MAX_CONNECTIONS, per worker process (its least)
+BUDGET = 16  # AUTHLEDGER_DB_MAX_CONNECTIONS, per worker process (its least)
 OURS = (
     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
     " AND application_name LIKE 'authledger%'"
