@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 import psycopg
-from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
 from application.read_models import UserRow
@@ -24,6 +23,8 @@ if TYPE_CHECKING:
 
 # How long a request may wait for one of these connections (or less: its deadline).
 WAIT_S = 5.0
+# Composed once: a query object is rendered again at every execution.
+QUERY = CALLER_QUERY.as_string()
 
 
 class SessionCallers:
@@ -87,11 +88,11 @@ class SessionCallers:
     ) -> UserRow | None:
         async with self._pool.connection(timeout=bounded(WAIT_S)) as conn:
             try:
-                async with conn.cursor(row_factory=class_row(UserRow)) as curs:
-                    await curs.execute(CALLER_QUERY, (session_id, user_id, now))
-                    return await curs.fetchone()
+                curs = await conn.execute(QUERY, (session_id, user_id, now))
+                row = await curs.fetchone()
             finally:
                 self._returned[conn] = time.monotonic()
+        return None if row is None else UserRow(*row)
 
     async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Ping only a connection idle for long or one the server wrote to

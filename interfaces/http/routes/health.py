@@ -20,7 +20,7 @@ CHECK_WITHIN_S = 0.75 * READY_WITHIN_S
 
 
 @router.get("/healthz")
-def healthz() -> HealthResponse:
+async def healthz() -> HealthResponse:
     """Answer while the process is alive."""
     return HealthResponse(status="ok")
 
