@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bench import lua
-from bench.procs import Group, Load, Meter, idle_rates
+from bench.procs import Group, Load, Meter, idle_rates, settle
 from bench.stats import Figure
 from bench.wrk import Wrk, WrkResult
 
@@ -131,6 +131,7 @@ class Driver:
         *,
         count_transactions: bool = False,
     ) -> tuple[WrkResult, Load]:
+        settle()
         with self.meter(count_transactions=count_transactions) as meter:
             wrk = Wrk(
                 url,
@@ -147,6 +148,7 @@ class Driver:
 
     def storm(self, target: Target) -> tuple[WrkResult, WrkResult, Load]:
         """/me on 8 connections while 8 others log in: (me, logins, load)."""
+        settle()
         with self.meter() as meter:
             logins = Wrk(
                 target.base_url,

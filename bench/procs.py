@@ -52,6 +52,24 @@ def _machine_busy() -> tuple[float, float]:
     return sum(times) - times.idle - getattr(times, "iowait", 0.0), irq
 
 
+# Before a run: until the machine is about idle (what a previous run left in
+# flight, such as queued bcrypt hashes, is done), at most this long.
+SETTLED_BELOW_CORES = 0.5
+SETTLE_MAX_S = 20.0
+
+
+def settle() -> None:
+    """Wait until the machine's busy cores over half a second fall below
+    SETTLED_BELOW_CORES: a server still hashing the logins a killed wrk left
+    queued would take the cores of the next run's server."""
+    ends = time.monotonic() + SETTLE_MAX_S
+    while time.monotonic() < ends:
+        before = _machine_busy()[0]
+        time.sleep(0.5)
+        if (_machine_busy()[0] - before) / 0.5 < SETTLED_BELOW_CORES:
+            return
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
