@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import select
 import time
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
@@ -14,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from application.read_models import UserRow
 from infrastructure.database import CONNECT_TIMEOUT_S, KEEPALIVES
 from infrastructure.deadlines import bounded
-from infrastructure.event_store import TRUSTED_FOR_S
+from infrastructure.event_store import trusted_without_ping
 from infrastructure.postgres_views import CALLER_QUERY
 
 if TYPE_CHECKING:
@@ -97,8 +96,5 @@ class SessionCallers:
     async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Ping only a connection idle for long or one the server wrote to
         (as the request pool does): a dead one is dropped, the next one tried."""
-        returned = self._returned.get(conn)
-        recent = returned is not None and time.monotonic() - returned < TRUSTED_FOR_S
-        if recent and not select.select([conn.fileno()], [], [], 0)[0]:
-            return
-        await conn.execute("")
+        if not trusted_without_ping(self._returned.get(conn), conn.fileno()):
+            await conn.execute("")

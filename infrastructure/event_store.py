@@ -199,6 +199,16 @@ class SnapshotRecorder(BoundedReads):
         return None
 
 
+def trusted_without_ping(returned_at: float | None, fileno: int) -> bool:
+    """A connection used moments ago whose socket has nothing to read is alive:
+    a server that ends a connection says so first (HikariCP's alive-bypass)."""
+    return (
+        returned_at is not None
+        and time.monotonic() - returned_at < TRUSTED_FOR_S
+        and not select.select([fileno], [], [], 0)[0]
+    )
+
+
 class AuthFactory(PostgresFactory):
     """The library's PostgreSQL factory, with authledger's connection settings.
 
@@ -310,9 +320,7 @@ class AuthRecorder(BoundedReads, PostgresApplicationRecorder):
         """
         if conn.closed or conn.broken:
             return False
-        returned = self._returned.get(conn)
-        recent = returned is not None and time.monotonic() - returned < TRUSTED_FOR_S
-        if recent and not select.select([conn.fileno()], [], [], 0)[0]:
+        if trusted_without_ping(self._returned.get(conn), conn.fileno()):
             return True
         try:
             conn.execute("")
