@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 from application.errors import InvalidMailTokenError, UserNotFoundError
+from application.ports import Tally
 from application.values import Client, hash_token
 from domain.errors import DomainError, RequestedTooSoonError
 from domain.reset_asks import ResetAsks
@@ -177,6 +178,7 @@ class AccountMail:
             )
         except (DomainError, UserNotFoundError):
             raise InvalidMailTokenError from None
+        self.app.meter.count(Tally.PASSWORD_CHANGE, "reset")
 
     def _has_reset_with(
         self, user: User, token: str, new_password: str, client: Client, now: datetime

@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextlib
 import hmac
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID, uuid4
 
 from eventsourcing.persistence import IntegrityError
@@ -20,11 +20,15 @@ from application.errors import (
     AccountLockedError,
     ConflictError,
     EmailAlreadyRegisteredError,
+    HashingBusyError,
     InvalidCredentialsError,
     InvalidRefreshTokenError,
+    LockedLoginError,
     MfaRequiredError,
+    ReplayedRefreshTokenError,
     RetryKeySpentError,
     SessionNotFoundError,
+    TooManyAttemptsError,
     UserNotFoundError,
     WeakPasswordError,
     WrongPasswordError,
@@ -32,8 +36,11 @@ from application.errors import (
 from application.ports import (
     Clock,
     MapperFactory,
+    Meter,
+    NoMeter,
     PasswordHasher,
     PasswordScreen,
+    Tally,
     utc_now,
 )
 from application.read_models import UserRow
@@ -73,6 +80,27 @@ if TYPE_CHECKING:
 
     from domain.admin_roster import AdminRoster
 
+T = TypeVar("T")
+NO_METER = NoMeter()
+# Each command's refusals, as its tally names them (first match wins).
+LOGIN_OUTCOMES: Mapping[type[Exception], str] = {
+    MfaRequiredError: "mfa_required",
+    LockedLoginError: "locked",
+    InvalidCredentialsError: "invalid_credentials",
+    TooManyAttemptsError: "throttled",
+    HashingBusyError: "busy",
+}
+SIGNUP_OUTCOMES: Mapping[type[Exception], str] = {
+    EmailAlreadyRegisteredError: "email_taken",
+    WeakPasswordError: "weak_password",
+    TooManyAttemptsError: "throttled",
+    HashingBusyError: "busy",
+}
+REFRESH_OUTCOMES: Mapping[type[Exception], str] = {
+    ReplayedRefreshTokenError: "reused",
+    InvalidRefreshTokenError: "invalid",
+}
+
 
 class AuthApplication(AuthStore):
     """Register, log in, refresh, log out and manage accounts, all as events."""
@@ -91,8 +119,10 @@ class AuthApplication(AuthStore):
         lookup_key: bytes,
         policy: AuthPolicy | None = None,
         clock: Clock = utc_now,
+        meter: Meter = NO_METER,
     ) -> None:
         super().__init__(env, mapper_of=mapper_of)
+        self.meter = meter
         self.policy = policy or AuthPolicy()
         self.passwords = passwords
         self.screen = screen
@@ -111,12 +141,38 @@ class AuthApplication(AuthStore):
             raise WeakPasswordError(weakness)
         return self.passwords.hash(password)
 
+    def tallied(
+        self,
+        tally: Tally,
+        outcomes: Mapping[type[Exception], str],
+        command: Callable[[], T],
+    ) -> T:
+        """Run `command`, counting its outcome: "success", the word its error
+        has in `outcomes`, or "error"."""
+        try:
+            result = command()
+        except Exception as error:
+            kinds = (word for kind, word in outcomes.items() if isinstance(error, kind))
+            self.meter.count(tally, next(kinds, "error"))
+            raise
+        self.meter.count(tally, "success")
+        return result
+
     # Commands --------------------------------------------------------------
 
     def register(
         self, email: str, password: str, client: Client, role: Role = Role.USER
     ) -> SessionGrant:
         """Create an account, claim its email and open its first session."""
+        return self.tallied(
+            Tally.SIGNUP,
+            SIGNUP_OUTCOMES,
+            lambda: self._register(email, password, client, role),
+        )
+
+    def _register(
+        self, email: str, password: str, client: Client, role: Role
+    ) -> SessionGrant:
         email = normalise_email(email)
         if client.ip:  # a network caller (the CLI's create-admin has no address)
             self.count_attempt(f"signup:{client.ip}", self.policy.signup, self.clock())
@@ -197,6 +253,11 @@ class AuthApplication(AuthStore):
         unknown email, a wrong password and a locked account all cost one
         bcrypt check and one save, and end in the same InvalidCredentialsError.
         """
+        return self.tallied(
+            Tally.LOGIN, LOGIN_OUTCOMES, lambda: self._login(email, password, client)
+        )
+
+    def _login(self, email: str, password: str, client: Client) -> SessionGrant:
         now = self.clock()
         self.check_not_blocked(client.ip, now)
         user = self.find_user_by_email(email)
@@ -208,7 +269,7 @@ class AuthApplication(AuthStore):
         user.release_expired_lock(now)
         if not password_matches or user.is_locked(now) or user.is_disabled:
             self.record_failure(client, user.id, now)
-            raise InvalidCredentialsError
+            raise LockedLoginError if user.is_locked(now) else InvalidCredentialsError
         checked_hash = user.password_hash
 
         def open_session() -> SessionGrant | MfaRequiredError:
@@ -219,11 +280,9 @@ class AuthApplication(AuthStore):
             except UserNotFoundError:
                 raise InvalidCredentialsError from None
             current.release_expired_lock(now)
-            if (
-                current.password_hash != checked_hash
-                or current.is_locked(now)
-                or current.is_disabled
-            ):
+            if current.is_locked(now):
+                raise LockedLoginError
+            if current.password_hash != checked_hash or current.is_disabled:
                 raise InvalidCredentialsError
             if current.mfa_enabled:  # no session yet, nor a replayed one
                 return self._challenge(current, client, now)
@@ -252,7 +311,15 @@ class AuthApplication(AuthStore):
         return MfaRequiredError(token, int(policy.challenge_ttl.total_seconds()))
 
     def refresh(self, refresh_token: str, client: Client) -> SessionGrant:
-        """Rotate a refresh token; a stale one revokes its whole session.
+        """Rotate a refresh token; a stale one revokes its whole session."""
+        return self.tallied(
+            Tally.REFRESH,
+            REFRESH_OUTCOMES,
+            lambda: self._refresh(refresh_token, client),
+        )
+
+    def _refresh(self, refresh_token: str, client: Client) -> SessionGrant:
+        """Rotate, or revoke on a replay.
 
         Two requests racing on one token are both decided on the same version of
         the session: one commits, and the loser's save fails on the version. In
@@ -262,8 +329,10 @@ class AuthApplication(AuthStore):
         """
         session_id = session_id_of(refresh_token)
         presented = hash_token(refresh_token)
+        replays: list[bool] = []  # whether the stored attempt revoked for a replay
 
         def rotate() -> SessionGrant | None:
+            replays.clear()
             session = self._get(session_id, Session, InvalidRefreshTokenError)
             self.behind(session.user_id)  # a revocation in flight ends it first
             user = self._get(session.user_id, User, InvalidRefreshTokenError)
@@ -291,6 +360,7 @@ class AuthApplication(AuthStore):
                 if not self._issued(session, generation, presented):
                     raise InvalidRefreshTokenError from None
                 session.replayed(client.ip, client.user_agent, self.clock())
+                replays.append(True)
                 changed = True
             except DomainError:
                 raise InvalidRefreshTokenError from None
@@ -308,6 +378,9 @@ class AuthApplication(AuthStore):
         except ConflictError:
             raise InvalidRefreshTokenError from None
         if grant is None:  # revoked for reuse or expiry: that is stored
+            if replays:
+                self.meter.count(Tally.TOKEN_REUSE)
+                raise ReplayedRefreshTokenError
             raise InvalidRefreshTokenError
         return grant
 
@@ -452,6 +525,7 @@ class AuthApplication(AuthStore):
         self.revoke_sessions(
             user_id, client, RevocationReason.PASSWORD_CHANGED, keep=keep, change=change
         )
+        self.meter.count(Tally.PASSWORD_CHANGE, "change")
 
     def _just_changed_to(self, user: User, password: str, now: datetime) -> bool:
         """Whether the password was changed to `password` moments ago: only
@@ -617,14 +691,16 @@ class AuthApplication(AuthStore):
         All of it goes in one save, retried on a concurrent change.
         """
 
-        def record() -> None:
+        def record() -> bool:
             throttle = self.throttle(client.ip, now)
             throttle.count_attempt(self.policy.throttle, now)
             changed: list[BaseAggregate[UUID]] = [throttle]
+            locks = False
             if user_id is not None:
                 with contextlib.suppress(UserNotFoundError):  # erased meanwhile
                     user = self.get_user(user_id)
                     user.release_expired_lock(now)
+                    was_locked = user.is_locked(now)
                     user.record_failed_login(
                         client.ip,
                         client.user_agent,
@@ -634,13 +710,16 @@ class AuthApplication(AuthStore):
                         challenge_hash,
                     )
                     changed.append(user)
+                    locks = user.is_locked(now) and not was_locked
             if unknown_address is not None:
                 target = self.unknown_logins(unknown_address, now)
                 target.record(client.ip, client.user_agent, now)
                 changed.append(target)
             self.save(*changed)
+            return locks
 
-        self.attempt(record)
+        if self.attempt(record):
+            self.meter.count(Tally.LOCKOUT)
 
     def _own_session(self, user_id: UUID, session_id: UUID) -> Session | None:
         session = self._find_session(session_id)

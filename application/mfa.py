@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from application.errors import (
+    TooManyAttemptsError,
     UserNotFoundError,
     WrongChallengeCodeError,
     WrongPasswordError,
 )
+from application.ports import Tally
 from application.values import Client, SessionGrant, hash_token, user_of_mfa_token
 from domain.errors import InvalidCodeError, InvalidMfaChallengeError, MfaStateError
 from domain.user import CodeProof
@@ -25,6 +27,11 @@ if TYPE_CHECKING:
     from domain.user import User
 
 RECOVERY_CODES = 10
+MFA_OUTCOMES: dict[type[Exception], str] = {
+    WrongChallengeCodeError: "invalid_code",
+    InvalidMfaChallengeError: "invalid_mfa_token",
+    TooManyAttemptsError: "throttled",
+}
 # Of the codes' characters: no 0/o, 1/l/i to misread. Ten of them, 49 bits.
 RECOVERY_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
 RECOVERY_CODE = re.compile(r"[0-9][23456789a-hjkmnp-z]{10}")
@@ -88,9 +95,13 @@ class SecondFactor:
         return recovery
 
     def verify(self, mfa_token: str, code: str, client: Client) -> SessionGrant:
-        """Open the session a login's password step asked a second factor for.
+        """Open the session a login's password step asked a second factor for."""
+        return self.app.tallied(
+            Tally.MFA_CHECK, MFA_OUTCOMES, lambda: self._verify(mfa_token, code, client)
+        )
 
-        Codes for one account are checked one at a time (the account held
+    def _verify(self, mfa_token: str, code: str, client: Client) -> SessionGrant:
+        """Codes for one account are checked one at a time (the account held
         exclusively): each check reads the failures the one before recorded,
         so racing requests get no more guesses than the token's limit. A
         refusal is raised after the block so that the failure it recorded stays.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from uuid import UUID
 
@@ -19,6 +20,31 @@ Clock = Callable[[], datetime]
 def utc_now() -> datetime:
     """Tell the current time, timezone-aware, in UTC."""
     return datetime.now(UTC)
+
+
+class Tally(StrEnum):
+    """What an operator counts of the commands' outcomes (the metric's name)."""
+
+    LOGIN = "logins"
+    SIGNUP = "signups"
+    REFRESH = "refreshes"
+    TOKEN_REUSE = "token_reuse_detections"  # noqa: S105 (a metric's name)
+    LOCKOUT = "lockouts"
+    PASSWORD_CHANGE = "password_changes"  # noqa: S105
+    MFA_CHECK = "mfa_checks"
+
+
+class Meter(Protocol):
+    """Count what the commands decided, once it is stored (label: a fixed word)."""
+
+    def count(self, tally: Tally, label: str = "") -> None: ...
+
+
+class NoMeter:
+    """Count nothing (use-case tests, the CLI)."""
+
+    def count(self, tally: Tally, label: str = "") -> None:
+        pass
 
 
 class PasswordHasher(Protocol):

@@ -15,6 +15,7 @@ from infrastructure.database import CONNECT_TIMEOUT_S, KEEPALIVES
 from infrastructure.deadlines import bounded
 from infrastructure.event_store import trusted_without_ping
 from infrastructure.postgres_views import CALLER_QUERY
+from infrastructure.tracing import TRACER
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -59,6 +60,10 @@ class SessionCallers:
             },
         )
 
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        return self._pool
+
     async def open(self) -> None:
         """Start connecting in the background; the first reads wait for it."""
         await self._pool.open(wait=False)
@@ -75,12 +80,13 @@ class SessionCallers:
         statement cancelled, or its connection closed, in the background) and
         the caller gets a database error (503), never a wait.
         """
-        read = asyncio.ensure_future(self._read(session_id, user_id, now))
-        try:
-            return await asyncio.wait_for(asyncio.shield(read), bounded(WAIT_S))
-        except TimeoutError:
-            read.cancel()
-            raise psycopg.OperationalError("past the request's deadline") from None
+        with TRACER.start_as_current_span("read_models.session_check"):
+            read = asyncio.ensure_future(self._read(session_id, user_id, now))
+            try:
+                return await asyncio.wait_for(asyncio.shield(read), bounded(WAIT_S))
+            except TimeoutError:
+                read.cancel()
+                raise psycopg.OperationalError("past the request's deadline") from None
 
     async def _read(
         self, session_id: UUID, user_id: UUID, now: datetime

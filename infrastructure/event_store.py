@@ -53,6 +53,8 @@ from infrastructure.database import (
     appends_lock,
 )
 from infrastructure.deadlines import WATCH, allows, bounded
+from infrastructure.instruments import appended
+from infrastructure.tracing import TRACER
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -352,14 +354,17 @@ class AuthRecorder(BoundedReads, PostgresApplicationRecorder):
                         yield
                         committing = True
                     finally:
-                        appended: Sequence[StoredEvent] = self._held.appended
+                        stored: Sequence[StoredEvent] = self._held.appended
+                        started: float = self._held.__dict__.get("started", 0.0)
                         self._held.conn = None
                         self._held.appended = ()
             except (psycopg.OperationalError, psycopg.InterfaceError) as error:
-                if not (committing and appended and _lost(conn)):
+                if not (committing and stored and _lost(conn)):
                     raise
-                if self.stored_positions(backend, appended) is None:
+                if self.stored_positions(backend, stored) is None:
                     raise TransactionLostError("not committed") from error
+            if stored:
+                appended((e.topic for e in stored), started)
 
     @contextmanager
     def exclusively(self, aggregate_id: UUID) -> Iterator[None]:
@@ -391,7 +396,13 @@ class AuthRecorder(BoundedReads, PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **_: Any
     ) -> Sequence[int] | None:
-        """Append the events and write the inline read models, in one transaction.
+        """Append the events and write the inline read models, in one transaction."""
+        with TRACER.start_as_current_span("events.append") as span:
+            span.set_attribute("authledger.events", len(stored_events))
+            return self._append(stored_events)
+
+    def _append(self, stored_events: Sequence[StoredEvent]) -> Sequence[int]:
+        """(See insert_events.)
 
         No table lock and no NOTIFY (whose lock is held through commit):
         concurrent appends commit and flush together. A failure of an inline
@@ -406,6 +417,7 @@ class AuthRecorder(BoundedReads, PostgresApplicationRecorder):
         if not stored_events:
             return []
         self._check_one_append(len(stored_events))
+        started = time.perf_counter()
         if self._held.__dict__.get("conn") is not None:
             with self.datastore.get_connection() as conn:
                 try:
@@ -416,6 +428,7 @@ class AuthRecorder(BoundedReads, PostgresApplicationRecorder):
                     # (the append was a savepoint).
                     raise IntegrityError(str(error)) from error
             self._held.appended = stored_events  # this transaction's positions
+            self._held.started = started
             return ids
         attempt = 1
         while True:
@@ -424,13 +437,16 @@ class AuthRecorder(BoundedReads, PostgresApplicationRecorder):
             try:
                 with self._checked() as conn:
                     used, backend = conn, conn.info.backend_pid
-                    return self._insert_alone(conn, stored_events)
+                    ids = self._insert_alone(conn, stored_events)
+                appended((e.topic for e in stored_events), started)
+                return ids
             except (OperationalError, InterfaceError):
                 if used is not None:
                     if not _lost(used):
                         raise  # a statement failed (a lock timeout): rolled back
                     positions = self.stored_positions(backend, stored_events)
                     if positions is not None:
+                        appended((e.topic for e in stored_events), started)
                         return positions  # it committed: only the answer was lost
                 if attempt == INSERT_ATTEMPTS or not allows(INSERT_RETRY_WAIT_S):
                     raise

@@ -15,6 +15,7 @@ from uuid import UUID
 
 from application.account_mail import RESET, VERIFY
 from infrastructure.database import connect
+from infrastructure.instruments import MAILS
 from infrastructure.periodic import Periodic
 
 if TYPE_CHECKING:
@@ -219,11 +220,13 @@ class Mailer:
             except (OSError, smtplib.SMTPException) as error:
                 failure = _failure(error)
                 conn.execute(FAILED, (failure, position))
+                MAILS.labels(purpose, "failed").inc()
                 log.warning(
                     "mail %s not sent, retry in %ss: %s", position, backoff, failure
                 )
                 continue
             conn.execute(SENT, (position,))
+            MAILS.labels(purpose, "sent").inc()
             sent += 1
         return sent
 

@@ -16,6 +16,7 @@ from typing import TypeVar
 import bcrypt
 
 from application.errors import HashingBusyError
+from infrastructure.instruments import hashing
 
 T = TypeVar("T")
 
@@ -100,7 +101,8 @@ class BcryptPasswordHasher:
         """Return a bcrypt hash of the peppered password, in NFKC form."""
         salt = bcrypt.gensalt(rounds=self._rounds)
         peppered = self._prehash(nfkc(password))
-        return self._pool.run(lambda: bcrypt.hashpw(peppered, salt).decode())
+        with hashing("hash"):
+            return self._pool.run(lambda: bcrypt.hashpw(peppered, salt).decode())
 
     def verify(self, password: str, password_hash: str) -> bool:
         """Tell whether the password matches; constant-time inside bcrypt.
@@ -116,7 +118,10 @@ class BcryptPasswordHasher:
             self._prehash(form) for form in dict.fromkeys([nfkc(password), password])
         ]
         stored = password_hash.encode()
-        matches = self._pool.run(lambda: [bcrypt.checkpw(p, stored) for p in peppered])
+        with hashing("verify"):
+            matches = self._pool.run(
+                lambda: [bcrypt.checkpw(p, stored) for p in peppered]
+            )
         return any(matches)
 
     def verify_dummy(self, password: str) -> None:

@@ -17,6 +17,8 @@ from eventsourcing.utils import Environment
 from application.ports import PersonalData
 from application.store import AuthEventLog
 from infrastructure.event_store import AuthRecorder
+from infrastructure.instruments import CAUGHT_UP
+from infrastructure.tracing import TRACER
 
 if TYPE_CHECKING:
     from eventsourcing.persistence import Mapper, Notification
@@ -167,16 +169,17 @@ class InlineProjections:
     def __call__(
         self, curs: Cursor[DictRow], notifications: Sequence[Notification]
     ) -> None:
-        curs.execute(self.LIVE, prepare=True)
-        live = {row["name"]: row["live_schema"] for row in curs.fetchall()}
-        events = decode(self._mapper, self._app_name, notifications, fresh=False)
-        for name in dict.fromkeys(s.name for s in self._specs):
-            if name not in live:
-                continue  # not inline yet: its catch-up applies these events
-            projection = self._projection(name, live[name])
-            with projection.view.writing(curs, track=False):
-                for event, tracking in events:
-                    projection.process_event(event, tracking)
+        with TRACER.start_as_current_span("read_models.inline"):
+            curs.execute(self.LIVE, prepare=True)
+            live = {row["name"]: row["live_schema"] for row in curs.fetchall()}
+            events = decode(self._mapper, self._app_name, notifications, fresh=False)
+            for name in dict.fromkeys(s.name for s in self._specs):
+                if name not in live:
+                    continue  # not inline yet: its catch-up applies these events
+                projection = self._projection(name, live[name])
+                with projection.view.writing(curs, track=False):
+                    for event, tracking in events:
+                        projection.process_event(event, tracking)
 
     def _projection(self, name: str, schema: str) -> ReadModelProjection[Any]:
         if schema not in self._projections:
@@ -248,20 +251,27 @@ class GroupRunner:
     def step(self) -> int:
         """Apply the next batch to every member; return how many events it held."""
         # One transaction reads the batch and writes it: one commit a batch.
+        read_at = time.time()
         with self.recorder.one_transaction():
             page = self.recorder.select_notifications(
                 start=self.position, limit=self.batch_size, inclusive_of_start=False
             )
-            if not page:
-                return 0
-            events = decode(self.app.mapper, self.app.name, page)
-            with (
-                self.recorder.datastore.transaction(commit=True) as curs,
-                curs.connection.pipeline(),
-            ):
-                # Safe: rows and positions are lost together, and replayed.
-                curs.execute("SET LOCAL synchronous_commit TO OFF")
-                self.apply(curs, events)
+            if page:
+                events = decode(self.app.mapper, self.app.name, page)
+                with (
+                    TRACER.start_as_current_span("read_models.apply") as span,
+                    self.recorder.datastore.transaction(commit=True) as curs,
+                    curs.connection.pipeline(),
+                ):
+                    span.set_attribute("authledger.events", len(page))
+                    # Safe: rows and positions are lost together, and replayed.
+                    curs.execute("SET LOCAL synchronous_commit TO OFF")
+                    self.apply(curs, events)
+        if len(page) < self.batch_size:  # what had committed when read is applied
+            for member in self.members:
+                CAUGHT_UP.labels(member.spec.schema).set(read_at)
+        if not page:
+            return 0
         for member in self.members:
             member.position = max(member.position, page[-1].id)
         if self.on_batch:

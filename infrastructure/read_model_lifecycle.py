@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg.rows import dict_row
 
 from infrastructure.database import connect, ensure_schema
+from infrastructure.instruments import PROJECTION_FAILURES
 from infrastructure.mailer import setup_deliveries
 from infrastructure.projection_runner import (
     GroupRunner,
@@ -307,6 +308,8 @@ class ProjectionWorker:
     the runner restarts from its tracked positions.
     """
 
+    kind = "projection"  # a label of the failures' metric
+
     def __init__(self, models: ReadModels, retry_s: float = 1.0) -> None:
         self.models = models
         self._retry_s = retry_s
@@ -353,6 +356,7 @@ class ProjectionWorker:
                 self._run_if_leader()
             except Exception as error:
                 self.last_error = f"{type(error).__name__}: {error}"
+                PROJECTION_FAILURES.labels(self.kind).inc()
                 log.exception("read models %s stopped", self.label)
                 if threading.current_thread() is not self._thread:
                     return
@@ -398,6 +402,8 @@ class ProjectionWorker:
 class LaggingWorker(ProjectionWorker):
     """The live lagging read models, all in one group."""
 
+    kind = "lagging"
+
     def lock_key(self) -> str:
         return LAGGING_LOCK
 
@@ -424,6 +430,8 @@ class LaggingWorker(ProjectionWorker):
 
 class BuildWorker(ProjectionWorker):
     """Build versions from the log, switch each live once caught up, drop the old."""
+
+    kind = "build"
 
     def __init__(
         self,

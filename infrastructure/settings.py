@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     # Prometheus metrics on a listener of their own (off when no port).
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, gt=0, lt=65536)
+    # Log records as JSON lines; "text" reads better in a terminal.
+    log_format: Literal["json", "text"] = "json"
     run_webhooks: bool = True
     # Send to loopback, private, link-local and metadata addresses (a
     # receiver on the same host or network): off, against SSRF.

@@ -53,6 +53,7 @@ from infrastructure.database import (
 )
 from infrastructure.db_roles import check_append_only, grant_app_role, owns_event_log
 from infrastructure.event_store import AuthRecorder
+from infrastructure.instruments import PrometheusMeter
 from infrastructure.mail_tokens import HmacMailTokens
 from infrastructure.mailer import FileSender, Mailer, MailSender, SmtpSender
 from infrastructure.password_screen import ZxcvbnScreen
@@ -385,6 +386,7 @@ def auth_application(
         # too): claims named by it must stay findable.
         lookup_key=derive_key(secrets.password_pepper, "lookups"),
         policy=settings.auth_policy(),
+        meter=PrometheusMeter(),
     )
 
 

@@ -12,6 +12,8 @@ from fastapi import FastAPI
 
 from infrastructure.callers import SessionCallers
 from infrastructure.database import DatabaseProbe
+from infrastructure.instruments import sample_pools
+from infrastructure.periodic import Periodic
 from infrastructure.settings import Settings
 from interfaces.bootstrap import (
     CALLER_CONNECTIONS,
@@ -26,6 +28,7 @@ from interfaces.http.limits import (
     RequestDeadline,
     SecurityHeaders,
 )
+from interfaces.http.observe import Observed
 from interfaces.http.routes import (
     account,
     admin,
@@ -39,6 +42,8 @@ from interfaces.http.routes import (
 
 if TYPE_CHECKING:
     from infrastructure.projection_runner import ReadModelSpec
+
+POOL_SAMPLE_S = 1.0
 
 
 def create_app(
@@ -63,12 +68,21 @@ def create_app(
         await callers.open()
         app.state.callers = callers
         probe.start(services.database_url, services.recorder.table)
+        pools = Periodic(
+            "pool sample",
+            POOL_SAMPLE_S,
+            sample_pools(
+                {"requests": services.recorder.datastore.pool, "callers": callers.pool}
+            ),
+        )
+        pools.start()
         # What start-up built lives as long as the process: kept out of the
         # collector's passes, which then stay short (a request's tail latency).
         gc.freeze()
         try:
             yield
         finally:
+            await to_thread.run_sync(pools.stop)
             await to_thread.run_sync(probe.stop)
             await callers.close()
             await to_thread.run_sync(services.close)
@@ -87,7 +101,8 @@ def create_app(
     app.state.probe = probe
     app.add_middleware(RequestDeadline, seconds=settings.request_deadline_s)
     app.add_middleware(DatabaseGate, probe=probe)
-    app.add_middleware(SecurityHeaders)  # outermost: every answer has them
+    app.add_middleware(SecurityHeaders)  # every answer has them
+    app.add_middleware(Observed)  # outermost: it sees every answer
     app.include_router(auth.router)
     app.include_router(mfa.router)
     app.include_router(sessions.router)

@@ -17,6 +17,7 @@ from application.read_models import UserRow
 from application.values import Client
 from infrastructure.callers import SessionCallers
 from infrastructure.database import DatabaseProbe
+from infrastructure.logs import note_user
 from infrastructure.tokens import (
     AccessClaims,
     InvalidAccessTokenError,
@@ -134,9 +135,11 @@ class CurrentUser:
 async def _claims(request: Request, services: Services) -> AccessClaims:
     token = _bearer_token(request)
     try:
-        return services.tokens.verify(token, look_up=False)
+        claims = services.tokens.verify(token, look_up=False)
     except UnloadedKeyError:  # a key another replica rotated to: read the ring
-        return await to_thread.run_sync(services.tokens.verify, token)
+        claims = await to_thread.run_sync(services.tokens.verify, token)
+    note_user(claims.user_id)
+    return claims
 
 
 async def _authenticate(request: Request, claims: AccessClaims) -> CurrentUser:

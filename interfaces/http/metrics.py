@@ -1,5 +1,6 @@
 """`/metrics` on a listener of its own (AUTHLEDGER_METRICS_HOST and _PORT,
-off when the port is unset), never on the public API's port."""
+off when the port is unset), never on the public API's port: served by the
+parent of the workers, it sums what every worker counted."""
 
 from __future__ import annotations
 
@@ -8,28 +9,37 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import psycopg
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
+
+from infrastructure.metrics import ReadModelCollector, read_model_metrics, scrape
 from infrastructure.webhooks import webhook_metrics
 
 log = logging.getLogger(__name__)
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def start_metrics(host: str, port: int, database_url: str) -> ThreadingHTTPServer:
-    """Serve the metrics from a thread of this process."""
+def start_metrics(
+    host: str, port: int, directory: str, read_models: ReadModelCollector, url: str
+) -> ThreadingHTTPServer:
+    """Serve the metrics from a thread of this process.
+
+    What the processes counted is served even when the database does not
+    answer (then without the read models' and webhooks' figures, which it
+    holds): that is when an operator needs them most.
+    """
 
     class Metrics(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404)
                 return
+            body = scrape(directory)
             try:
-                body = webhook_metrics(database_url).encode()
-            except Exception:
-                log.exception("metrics not read")
-                self.send_error(503)
-                return
+                body += read_model_metrics(read_models) + webhook_metrics(url).encode()
+            except psycopg.Error as error:
+                log.warning("metrics without the database's: %s", type(error).__name__)
             self.send_response(200)
-            self.send_header("content-type", CONTENT_TYPE)
+            self.send_header("content-type", CONTENT_TYPE_PLAIN_0_0_4)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

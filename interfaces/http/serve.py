@@ -10,21 +10,30 @@ proto=IPPROTO_TCP (asyncio then sets TCP_NODELAY on accepted connections).
 
 from __future__ import annotations
 
-import logging
+import logging.config
 import multiprocessing
 import os
 import signal
 import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from infrastructure.database import database_url
+from infrastructure.logs import LogFormat, log_config
+from infrastructure.metrics import ReadModelCollector, caught_up_times
 from infrastructure.settings import Settings
-from interfaces.bootstrap import build_services
+from infrastructure.tracing import configure_tracing
+from interfaces.bootstrap import build_services, event_tables
 from interfaces.http.metrics import start_metrics
 
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 MAX_HEAD_BYTES = 256 * 1024
 HEAD_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
@@ -45,23 +54,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock.bind((host, port))
     sock.listen(2048)
     return sock
-
-
-# uvicorn's access records: (client, method, path with query, HTTP version, status).
-ACCESS_LOG_ARGS = 5
-
-
-class WithoutQueryOrClient(logging.Filter):
-    """Log the method, path and status of each request, never its query (it
-    may carry a token) nor the client's address: a log line cannot be erased
-    with the account (the audit trail keeps addresses sealed)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and len(args) == ACCESS_LOG_ARGS:
-            _, method, full_path, *rest = args
-            record.args = ("-", method, str(full_path).split("?", 1)[0], *rest)
-        return True
 
 
 class BoundedHead(HttpToolsProtocol):
@@ -97,16 +89,18 @@ class BoundedHead(HttpToolsProtocol):
         super().on_message_complete()
 
 
-def _serve_one(host: str, port: int, log_level: str) -> None:
+def _serve_one(host: str, port: int, log_level: str, log_format: LogFormat) -> None:
+    configure_tracing()
     config = uvicorn.Config(
         "interfaces.http.app:create_app",
         factory=True,
         log_level=log_level,
+        log_config=log_config(log_format, log_level),
+        access_log=False,  # the request log says more, and never a query
         proxy_headers=False,  # client addresses come from the socket, never a header
         server_header=False,
         http=BoundedHead,  # httptools; the loop is uvloop where installed
     )
-    logging.getLogger("uvicorn.access").addFilter(WithoutQueryOrClient())
     uvicorn.Server(config).run(sockets=[listening_socket(host, port)])
 
 
@@ -117,14 +111,18 @@ def serve(
 
     The parent resolves the database and creates the tables once, then every
     worker process connects to the same URL, knowing how many they are (the
-    pools' defaults depend on it). `workers` None: AUTHLEDGER_WORKERS.
+    pools' defaults depend on it). `workers` None: AUTHLEDGER_WORKERS. With
+    metrics on, the parent serves them and even one worker is a process of
+    its own (its instruments must know the directory they share before they
+    are made).
     """
     settings = Settings()
+    logging.config.dictConfig(log_config(settings.log_format, log_level))
     workers = workers or settings.workers
     url = database_url(settings)
     os.environ["AUTHLEDGER_DATABASE_URL"] = url
     os.environ["AUTHLEDGER_WORKERS"] = str(workers)
-    build_services(
+    services = build_services(
         settings.model_copy(
             update={
                 "database_url": url,
@@ -132,15 +130,47 @@ def serve(
                 "run_webhooks": False,
             }
         )
-    ).close()
-    if settings.metrics_port is not None:
-        start_metrics(settings.metrics_host, settings.metrics_port, url)
-    if workers <= 1:
-        _serve_one(host, port, log_level)
+    )
+    events, app_name = event_tables(services.app).qualified()[0], services.app.name
+    services.close()
+    args = (host, port, log_level, settings.log_format)
+    if settings.metrics_port is None:
+        if workers <= 1:
+            _serve_one(*args)
+        else:
+            _run_workers(workers, args)
         return
+    with _metrics_directory() as directory:
+        collector = ReadModelCollector(
+            url, events, app_name, caught_up_times(directory)
+        )
+        start_metrics(
+            settings.metrics_host, settings.metrics_port, directory, collector, url
+        )
+        _run_workers(workers, args, directory)
+
+
+@contextmanager
+def _metrics_directory() -> Iterator[str]:
+    """Where the workers keep their instruments' values: PROMETHEUS_MULTIPROC_DIR
+    if set (emptied of an earlier run's files), else a fresh one, removed after."""
+    named = os.environ.get(MULTIPROC_DIR)
+    if named:
+        for stale in Path(named).glob("*.db"):
+            stale.unlink()
+        yield named
+        return
+    with tempfile.TemporaryDirectory(prefix="authledger-metrics-") as directory:
+        os.environ[MULTIPROC_DIR] = directory
+        yield directory
+
+
+def _run_workers(
+    workers: int, args: tuple[str, int, str, LogFormat], directory: str | None = None
+) -> None:
     context = multiprocessing.get_context("spawn")
     children = [
-        context.Process(target=_serve_one, args=(host, port, log_level), daemon=False)
+        context.Process(target=_serve_one, args=args, daemon=False)
         for _ in range(workers)
     ]
     for child in children:
@@ -155,3 +185,5 @@ def serve(
     signal.signal(signal.SIGINT, stop)
     for child in children:
         child.join()
+        if directory is not None and child.pid is not None:
+            mark_process_dead(child.pid, directory)  # type: ignore[no-untyped-call]

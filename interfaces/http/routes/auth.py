@@ -7,6 +7,7 @@ from enum import StrEnum
 from fastapi import APIRouter, status
 
 from application.values import SessionGrant
+from infrastructure.logs import note_user
 from infrastructure.tokens import InvalidAccessTokenError
 from interfaces.bootstrap import Services
 from interfaces.http.deps import (
@@ -37,6 +38,7 @@ class LogoutScope(StrEnum):
 
 
 def token_response(services: Services, grant: SessionGrant) -> TokenResponse:
+    note_user(grant.user_id)
     return TokenResponse(
         access_token=services.tokens.issue(
             grant.user_id, grant.session_id, grant.role, grant.factors

@@ -1,0 +1,98 @@
+"""Each request measured, traced and logged once: the outermost middleware."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from infrastructure.instruments import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS
+from infrastructure.logs import CURRENT_REQUEST, FIELDS, RequestFacts
+from infrastructure.tracing import TRACER
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("authledger.request")
+REQUEST_ID = b"x-request-id"
+# A client's request id is kept if it is this plain (else one is made): it is
+# written to every log line of the request.
+CLIENT_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+SERVER_ERROR = 500
+UNMATCHED = "unmatched"  # the route label of a path no route has: never the path
+
+
+def request_id_of(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID and CLIENT_REQUEST_ID.fullmatch(value):
+            return str(value.decode())
+    return uuid.uuid4().hex
+
+
+class Observed:
+    """Give the request an id (the client's X-Request-ID if plain, else a new
+    one), answered in X-Request-ID; count it by route template, method and
+    status, time it, trace it in a span of its own, and log one line for it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        facts = RequestFacts(request_id_of(scope))
+        token = CURRENT_REQUEST.set(facts)
+        header = (REQUEST_ID, facts.request_id.encode())
+        status = SERVER_ERROR  # unless an answer starts
+
+        async def answer(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        method = scope["method"]
+        HTTP_IN_FLIGHT.inc()
+        with TRACER.start_as_current_span(method, kind=SpanKind.SERVER) as span:
+            try:
+                await self.app(scope, receive, answer)
+            finally:
+                HTTP_IN_FLIGHT.dec()
+                route = getattr(scope.get("route"), "path", UNMATCHED)
+                took = time.perf_counter() - started
+                HTTP_REQUESTS.labels(route, method, str(status)).inc()
+                HTTP_LATENCY.labels(route).observe(took)
+                if span.is_recording():
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.request.method", method)
+                    span.set_attribute("http.route", route)
+                    span.set_attribute("http.response.status_code", status)
+                    if facts.user_id:
+                        span.set_attribute("enduser.id", facts.user_id)
+                    if status >= SERVER_ERROR:
+                        span.set_status(Status(StatusCode.ERROR))
+                log.info(
+                    "%s %s %s %.1f ms",
+                    method,
+                    route,
+                    status,
+                    took * 1000,
+                    extra={
+                        FIELDS: {
+                            "method": method,
+                            "route": route,
+                            "status": status,
+                            "duration_ms": round(took * 1000, 2),
+                            "user_id": facts.user_id,
+                        }
+                    },
+                )
+                CURRENT_REQUEST.reset(token)
