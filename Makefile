@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint pytest bench load chaos clean
+.PHONY: run test lint pytest bench load chaos clean system-packages
+# Debian packages the tests run for real: Prometheus (and its promtool).
+DEBIAN_PACKAGES := prometheus
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +24,16 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-pytest: $(BIN)/.installed
+system-packages:  ## apt-get what is missing (as root; elsewhere, says what to install)
+	@missing=""; for p in $(DEBIAN_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y --no-install-recommends $$missing >/dev/null \
+	    || { apt-get update >/dev/null && apt-get install -y --no-install-recommends $$missing >/dev/null; }; \
+	  else echo "install the Debian packages:$$missing (the tests need them)"; exit 1; fi; \
+	fi
+
+pytest: $(BIN)/.installed system-packages
 	$(BIN)/pytest
 
 bench: $(BIN)/.installed  ## Print the benchmark table.

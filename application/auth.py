@@ -23,9 +23,7 @@ from application.errors import (
     HashingBusyError,
     InvalidCredentialsError,
     InvalidRefreshTokenError,
-    LockedLoginError,
     MfaRequiredError,
-    ReplayedRefreshTokenError,
     RetryKeySpentError,
     SessionNotFoundError,
     TooManyAttemptsError,
@@ -82,6 +80,18 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 NO_METER = NoMeter()
+
+
+class LockedLoginError(InvalidCredentialsError):
+    """A login refused for the account's lock: counted apart, then told as
+    the one InvalidCredentialsError (it never leaves the application)."""
+
+
+class ReplayedRefreshTokenError(InvalidRefreshTokenError):
+    """A retired refresh token came back and revoked its session: counted
+    apart, then told as InvalidRefreshTokenError."""
+
+
 # Each command's refusals, as its tally names them (first match wins).
 LOGIN_OUTCOMES: Mapping[type[Exception], str] = {
     MfaRequiredError: "mfa_required",
@@ -253,9 +263,14 @@ class AuthApplication(AuthStore):
         unknown email, a wrong password and a locked account all cost one
         bcrypt check and one save, and end in the same InvalidCredentialsError.
         """
-        return self.tallied(
-            Tally.LOGIN, LOGIN_OUTCOMES, lambda: self._login(email, password, client)
-        )
+        try:
+            return self.tallied(
+                Tally.LOGIN,
+                LOGIN_OUTCOMES,
+                lambda: self._login(email, password, client),
+            )
+        except LockedLoginError:
+            raise InvalidCredentialsError from None
 
     def _login(self, email: str, password: str, client: Client) -> SessionGrant:
         now = self.clock()
@@ -312,11 +327,14 @@ class AuthApplication(AuthStore):
 
     def refresh(self, refresh_token: str, client: Client) -> SessionGrant:
         """Rotate a refresh token; a stale one revokes its whole session."""
-        return self.tallied(
-            Tally.REFRESH,
-            REFRESH_OUTCOMES,
-            lambda: self._refresh(refresh_token, client),
-        )
+        try:
+            return self.tallied(
+                Tally.REFRESH,
+                REFRESH_OUTCOMES,
+                lambda: self._refresh(refresh_token, client),
+            )
+        except ReplayedRefreshTokenError:
+            raise InvalidRefreshTokenError from None
 
     def _refresh(self, refresh_token: str, client: Client) -> SessionGrant:
         """Rotate, or revoke on a replay.
@@ -329,10 +347,8 @@ class AuthApplication(AuthStore):
         """
         session_id = session_id_of(refresh_token)
         presented = hash_token(refresh_token)
-        replays: list[bool] = []  # whether the stored attempt revoked for a replay
 
-        def rotate() -> SessionGrant | None:
-            replays.clear()
+        def rotate() -> SessionGrant | RevocationReason:
             session = self._get(session_id, Session, InvalidRefreshTokenError)
             self.behind(session.user_id)  # a revocation in flight ends it first
             user = self._get(session.user_id, User, InvalidRefreshTokenError)
@@ -360,14 +376,13 @@ class AuthApplication(AuthStore):
                 if not self._issued(session, generation, presented):
                     raise InvalidRefreshTokenError from None
                 session.replayed(client.ip, client.user_agent, self.clock())
-                replays.append(True)
                 changed = True
             except DomainError:
                 raise InvalidRefreshTokenError from None
             if changed:
                 self.save(session)
-            if session.is_revoked:
-                return None
+            if session.revoked_reason is not None:
+                return session.revoked_reason  # for a replay or expiry: stored
             return self.grant(user, session, successor)
 
         # Strict: a lost race is refused (it raced, it did not replay). With a
@@ -377,10 +392,10 @@ class AuthApplication(AuthStore):
             grant = self.attempt(rotate, attempts)
         except ConflictError:
             raise InvalidRefreshTokenError from None
-        if grant is None:  # revoked for reuse or expiry: that is stored
-            if replays:
-                self.meter.count(Tally.TOKEN_REUSE)
-                raise ReplayedRefreshTokenError
+        if grant is RevocationReason.REUSE_DETECTED:
+            self.meter.count(Tally.TOKEN_REUSE)
+            raise ReplayedRefreshTokenError
+        if isinstance(grant, RevocationReason):
             raise InvalidRefreshTokenError
         return grant
 

@@ -8,7 +8,6 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 import psutil
@@ -19,6 +18,7 @@ from psycopg.sql import SQL
 from infrastructure.postgres_views import CALLER_QUERY
 from tests.http.conftest import start_server, stop_server
 from tests.http.helpers import PASSWORD, new_email
+from tests.http.workers import call, connections_to_both_workers
 
 pytestmark = [pytest.mark.http, pytest.mark.postgres]
 
@@ -34,48 +34,6 @@ def two_workers(
     )
     yield psutil.Process(process.pid), base_url
     stop_server(process)
-
-
-def call(
-    conn: http.client.HTTPConnection,
-    method: str,
-    path: str,
-    token: str | None = None,
-    body: dict[str, Any] | None = None,
-) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    conn.request(method, path, json.dumps(body) if body else None, headers)
-    answer = conn.getresponse()
-    return answer.status, json.loads(answer.read() or b"null")
-
-
-def worker_of(server: psutil.Process, conn: http.client.HTTPConnection) -> int:
-    """The pid of the worker that accepted this keep-alive connection."""
-    assert conn.sock is not None
-    client_port = conn.sock.getsockname()[1]
-    for worker in server.children(recursive=True):
-        for socket in worker.net_connections(kind="tcp"):
-            if socket.raddr and socket.raddr.port == client_port:
-                return worker.pid
-    raise AssertionError("no worker holds the connection")
-
-
-def connections_to_both_workers(
-    server: psutil.Process, base_url: str
-) -> tuple[http.client.HTTPConnection, http.client.HTTPConnection]:
-    """Two keep-alive connections that the kernel gave to different workers."""
-    host, port = base_url.removeprefix("http://").split(":")
-    first = http.client.HTTPConnection(host, int(port), timeout=30)
-    call(first, "GET", "/healthz")
-    for _ in range(64):
-        other = http.client.HTTPConnection(host, int(port), timeout=30)
-        call(other, "GET", "/healthz")
-        if worker_of(server, other) != worker_of(server, first):
-            return first, other
-        other.close()
-    raise AssertionError("every connection went to one worker")
 
 
 def test_a_logout_on_one_worker_stops_the_token_on_the_other_at_once(

@@ -12,7 +12,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
 
 from application.account_mail import RESET, VERIFY, AccountMail
-from application.auth import AuthApplication
+from application.auth import NO_METER, AuthApplication
 from application.errors import (
     ConflictError,
     EmailAlreadyRegisteredError,
@@ -23,7 +23,7 @@ from application.errors import (
     TooManyAttemptsError,
     WrongPasswordError,
 )
-from application.ports import PasswordHasher
+from application.ports import Meter, PasswordHasher
 from application.store import retry_on_conflict
 from application.values import (
     AuthPolicy,
@@ -83,6 +83,7 @@ def new_app(
     clock: FakeClock,
     policy: AuthPolicy | None = None,
     passwords: PasswordHasher = PASSWORDS,
+    meter: Meter = NO_METER,
 ) -> AuthApplication:
     """The auth use cases on eventsourcing's in-memory (POPO) persistence."""
     return AuthApplication(
@@ -95,6 +96,7 @@ def new_app(
         lookup_key=LOOKUP_KEY,
         policy=policy,
         clock=clock,
+        meter=meter,
     )
 
 
