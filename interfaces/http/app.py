@@ -95,6 +95,16 @@ def create_app(
         ),
         version="0.1.0",
         lifespan=lifespan,
+        # FastAPI's own telemetry would trace each request a second time and
+        # export validation errors with their input (a password) as logs:
+        # the request's span, metrics and log line are made outside it.
+        telemetry={
+            "tracing": False,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "auto_configure": False,
+        },
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
