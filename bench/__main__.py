@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from bench import appends, bcrypt_bound, freshness, parity, seed, webhooks
 from bench.drive import Driver
 from bench.http_rows import HttpRows
+from bench.observed import observed_row
 from bench.offline import OfflineRows, describe
 from bench.options import Options
 from bench.peer import Peer, ensure_venv
@@ -51,7 +52,7 @@ NOTES = [
 ]
 
 
-HTTP_ROWS = ("login", "signup", "me", "storm", "refresh", "parity")
+HTTP_ROWS = ("login", "signup", "me", "observed", "storm", "refresh", "parity")
 
 
 def parse(argv: list[str] | None) -> Options:
@@ -254,6 +255,9 @@ def http_rows(
         "login": lambda: http.login(bound),
         "signup": lambda: http.signup(bound),
         "me": http.me,
+        "observed": lambda: observed_row(
+            opts, http.stack, service, http.driver, http.ours
+        ),
         "storm": lambda: http.storm(bound),
         "refresh": http.refresh,
         "parity": lambda: parity.measure(service.base_url, services, opts.parity_pairs),
