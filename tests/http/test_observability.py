@@ -3,6 +3,7 @@ workers, and log lines that are JSON and say nothing secret."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -14,8 +15,10 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+import infrastructure.instruments  # noqa: F401  (its families, in REGISTRY)
 from tests.http.conftest import free_port, start_server, stop_server
 from tests.http.helpers import PASSWORD, new_email
 from tests.http.workers import call, connections_to_both_workers
@@ -226,3 +229,28 @@ def test_no_label_takes_a_value_from_a_request(
             for value in sample.labels.values():
                 assert not USER_VALUED.search(value), (sample.name, value)
     assert 'route="unmatched"' in text
+
+
+DASHBOARD = Path(__file__).parents[2] / "docs" / "grafana" / "authledger.json"
+METRIC_NAME = re.compile(r"\bauthledger_[a-z_]+")
+SUFFIX = re.compile(r"_(total|bucket|sum|count)$")
+
+
+@pytest.mark.usefixtures("two_workers")
+def test_every_panel_of_the_dashboard_is_valid_promql_over_metrics_we_serve(
+    prometheus: str, metrics_port: int
+) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+    # Served, or defined (a labelled counter shows once something is counted)
+    families = {family.name for family in text_string_to_metric_families(text)}
+    families |= {family.name for family in REGISTRY.collect()}
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+
+    assert len(expressions) >= 12
+    for expression in expressions:
+        promql = expression.replace("$__rate_interval", "1m")
+        answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": promql})
+        assert answer.json()["status"] == "success", (expression, answer.text)
+        for name in METRIC_NAME.findall(expression):
+            assert SUFFIX.sub("", name) in families, (name, expression)
