@@ -13,6 +13,7 @@ from infrastructure.data_keys import MissingKeyTableError, WrongKeyEncryptionKey
 from infrastructure.database import MissingDatabaseError
 from infrastructure.db_roles import UnprotectedEventLogError, UnsafeAppRoleError
 from infrastructure.settings import InsecureSettingsError
+from infrastructure.tracing import TracingSettingsError
 from interfaces.bootstrap import UnsealedLogError
 from interfaces.cli.audit import audit
 from interfaces.cli.db import db
@@ -35,6 +36,7 @@ STARTUP_ERRORS = (
     UnsealedLogError,
     UnprotectedEventLogError,
     UnsafeAppRoleError,
+    TracingSettingsError,
     psycopg.OperationalError,
     PersistenceError,
 )

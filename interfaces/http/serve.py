@@ -29,7 +29,7 @@ from infrastructure.database import database_url
 from infrastructure.logs import LogFormat, log_config
 from infrastructure.metrics import ReadModelCollector, caught_up_times
 from infrastructure.settings import Settings
-from infrastructure.tracing import configure_tracing
+from infrastructure.tracing import configure_tracing, exporters_asked
 from interfaces.bootstrap import build_services, event_tables
 from interfaces.http.metrics import start_metrics
 
@@ -117,6 +117,7 @@ def serve(
     are made).
     """
     settings = Settings()
+    exporters_asked(os.environ)  # a tracing setting it cannot honour refuses here
     logging.config.dictConfig(log_config(settings.log_format, log_level))
     workers = workers or settings.workers
     url = database_url(settings)
