@@ -78,8 +78,8 @@ SECURITY_HEADERS = (
 )
 
 
-class SecurityHeaders:
-    """Add SECURITY_HEADERS to every HTTP answer, errors included."""
+class HttpMiddleware:
+    """An ASGI middleware for HTTP requests: anything else passes through."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -88,6 +88,16 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class SecurityHeaders(HttpMiddleware):
+    """Add SECURITY_HEADERS to every HTTP answer, errors included."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

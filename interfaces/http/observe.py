@@ -13,9 +13,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from infrastructure.instruments import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS
 from infrastructure.logs import CURRENT_REQUEST, FIELDS, RequestFacts
 from infrastructure.tracing import TRACER
+from interfaces.http.limits import HttpMiddleware
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+    from starlette.types import Message, Receive, Scope, Send
 
 log = logging.getLogger("authledger.request")
 REQUEST_ID = b"x-request-id"
@@ -33,19 +34,13 @@ def request_id_of(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
-class Observed:
+class Observed(HttpMiddleware):
     """Give the request an id (the client's X-Request-ID if plain, else a new
     one), answered in X-Request-ID; count it by route template, method and
     status, time it, trace it in a span of its own, and log one line for it.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         facts = RequestFacts(request_id_of(scope))
         token = CURRENT_REQUEST.set(facts)
