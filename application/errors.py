@@ -21,11 +21,6 @@ class InvalidCredentialsError(ApplicationError):
     """Unknown email, wrong password or locked account: deliberately one error."""
 
 
-class LockedLoginError(InvalidCredentialsError):
-    """A login refused because the account is locked: the caller is told only
-    InvalidCredentialsError; an operator counts it apart."""
-
-
 class WrongPasswordError(ApplicationError):
     """The current password given to confirm a change is wrong."""
 
@@ -55,11 +50,6 @@ class AccountLockedError(RetryLaterError):
 
 class InvalidRefreshTokenError(ApplicationError):
     """The refresh token is malformed, unknown, expired, reused or revoked."""
-
-
-class ReplayedRefreshTokenError(InvalidRefreshTokenError):
-    """A retired refresh token came back: its session is now revoked (the
-    caller sees InvalidRefreshTokenError; an operator counts a reuse)."""
 
 
 class UserNotFoundError(ApplicationError):

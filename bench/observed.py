@@ -82,6 +82,7 @@ def observed_row(
     on = start_service(
         stack,
         service.database_url,
+        log_name="observed-service",
         AUTHLEDGER_METRICS_PORT=str(metrics_port),
         OTEL_TRACES_EXPORTER="otlp",
         OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=sink.url,

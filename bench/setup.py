@@ -181,7 +181,11 @@ def _answers(url: str) -> bool:
 
 
 def start_service(
-    stack: Stack, database_url: str, workers: int = 2, **extra_env: str
+    stack: Stack,
+    database_url: str,
+    workers: int = 2,
+    log_name: str = "service",
+    **extra_env: str,
 ) -> Service:
     """`authledger serve --workers N` on a free loopback port, bcrypt cost 12."""
     port = free_port()
@@ -202,7 +206,7 @@ def start_service(
     }
     argv = [sys.executable, "-m", "interfaces.cli", "serve"]
     argv += ["--workers", str(workers), "--port", str(port)]
-    process = Process(argv, env, stack.tmp / "service.log")
+    process = Process(argv, env, stack.tmp / f"{log_name}.log")
     service = Service(process, f"http://127.0.0.1:{port}", data_dir, database_url)
     try:
         process.wait_listening(port, workers, f"{service.base_url}/readyz")

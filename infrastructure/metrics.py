@@ -3,6 +3,7 @@ database says of the read models."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -67,7 +68,7 @@ class ReadModelCollector:
         )
         lag_s = GaugeMetricFamily(
             "authledger_read_model_lag_seconds",
-            "0 when caught up, else the time since it last was.",
+            "0 when caught up, else the time since it last was (NaN: unknown).",
             labels=("read_model",),
         )
         caught_up = self._caught_up()
@@ -84,13 +85,24 @@ class ReadModelCollector:
                 pending = 0 if live.inline else self._count_after(conn, at)
                 position.add_metric((name,), at)
                 lag.add_metric((name,), pending)
-                behind = now - caught_up.get(live.schema, now) if pending else 0.0
-                lag_s.add_metric((name,), max(behind, 0.0))
+                lag_s.add_metric(
+                    (name,), lag_seconds(pending, caught_up.get(live.schema), now)
+                )
         yield from (position, lag, lag_s)
 
     def _count_after(self, conn: psycopg.Connection[Any], position: int) -> int:
         row = conn.execute(self._pending, (position,)).fetchone()
         return int(row[0]) if row else 0
+
+
+def lag_seconds(pending: int, caught_up_at: float | None, now: float) -> float:
+    """0 with nothing pending; else the time since the read model was last
+    caught up; NaN (unknown) if no process running it has been since it started."""
+    if not pending:
+        return 0.0
+    if caught_up_at is None:
+        return math.nan
+    return max(now - caught_up_at, 0.0)
 
 
 def caught_up_times(path: str) -> Callable[[], dict[str, float]]:

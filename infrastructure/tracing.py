@@ -31,7 +31,7 @@ def exporters_asked(env: Mapping[str, str]) -> list[str]:
         return []
     named = env.get("OTEL_TRACES_EXPORTER", "").strip()
     if not named:
-        return ["otlp"] if any(env.get(name) for name in ENDPOINTS) else []
+        named = "otlp" if any(env.get(name) for name in ENDPOINTS) else "none"
     asked = [part.strip() for part in named.split(",") if part.strip() != "none"]
     unknown = sorted(set(asked) - set(EXPORTERS))
     if unknown:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging.config
 import signal
 import threading
 import time
@@ -18,7 +19,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from infrastructure.logs import log_config
 from infrastructure.settings import Settings
+from infrastructure.tracing import configure_tracing
 from interfaces.bootstrap import Services, build_services
 
 if TYPE_CHECKING:
@@ -58,7 +61,10 @@ def status() -> None:
 @projections.command("run")
 def run() -> None:
     """Run the projections here until SIGTERM, so API replicas need not."""
-    services = build_services(Settings(run_projections=True))
+    settings = Settings(run_projections=True)
+    logging.config.dictConfig(log_config(settings.log_format))
+    configure_tracing()
+    services = build_services(settings)
     stopped = threading.Event()
 
     def stop(*_: Any) -> None:

@@ -41,9 +41,19 @@ from interfaces.http.routes import (
 )
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
     from infrastructure.projection_runner import ReadModelSpec
 
 POOL_SAMPLE_S = 1.0
+
+
+class ObservedAPI(FastAPI):
+    """FastAPI, with Observed outside even Starlette's error middleware: a 500
+    is counted, logged and answered with its request id too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return Observed(super().build_middleware_stack())
 
 
 def create_app(
@@ -87,7 +97,7 @@ def create_app(
             await callers.close()
             await to_thread.run_sync(services.close)
 
-    app = FastAPI(
+    app = ObservedAPI(
         title="authledger",
         summary=(
             "Event-sourced authentication: sessions you can trust, "
@@ -111,8 +121,7 @@ def create_app(
     app.state.probe = probe
     app.add_middleware(RequestDeadline, seconds=settings.request_deadline_s)
     app.add_middleware(DatabaseGate, probe=probe)
-    app.add_middleware(SecurityHeaders)  # every answer has them
-    app.add_middleware(Observed)  # outermost: it sees every answer
+    app.add_middleware(SecurityHeaders)  # outermost of ours: every answer has them
     app.include_router(auth.router)
     app.include_router(mfa.router)
     app.include_router(sessions.router)

@@ -9,7 +9,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import psycopg
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 
 from infrastructure.metrics import ReadModelCollector, read_model_metrics, scrape
@@ -36,7 +35,7 @@ def start_metrics(
             body = scrape(directory)
             try:
                 body += read_model_metrics(read_models) + webhook_metrics(url).encode()
-            except psycopg.Error as error:
+            except Exception as error:  # noqa: BLE001 (the processes' figures still go)
                 log.warning("metrics without the database's: %s", type(error).__name__)
             self.send_response(200)
             self.send_header("content-type", CONTENT_TYPE_PLAIN_0_0_4)

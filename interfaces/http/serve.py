@@ -18,8 +18,9 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from prometheus_client.multiprocess import mark_process_dead
@@ -184,7 +185,11 @@ def _run_workers(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for child in children:
-        child.join()
-        if directory is not None and child.pid is not None:
-            mark_process_dead(child.pid, directory)  # type: ignore[no-untyped-call]
+    running = {child.sentinel: child for child in children}
+    while running:
+        for ended in wait(list(running)):
+            child = running.pop(cast("int", ended))
+            child.join()
+            if directory is not None and child.pid is not None:
+                # Its counters stay in the sum; its in-flight gauges leave it.
+                mark_process_dead(child.pid, directory)  # type: ignore[no-untyped-call]

@@ -29,6 +29,9 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 pytestmark = pytest.mark.postgres
+# A W3C traceparent a caller sends: version, trace id, its span id, sampled.
+ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +72,9 @@ def test_a_login_is_one_trace_its_password_check_and_append_inside(
             assert client.post("/api/auth/signup", json=signup).status_code == 201
             exporter.clear()
 
-            answer = client.post("/api/auth/login", json=signup)
+            answer = client.post(
+                "/api/auth/login", json=signup, headers={"traceparent": CALLER}
+            )
     finally:
         logger.removeHandler(request_log)
         logger.setLevel(logging.NOTSET)
@@ -77,7 +82,11 @@ def test_a_login_is_one_trace_its_password_check_and_append_inside(
     assert answer.status_code == 200
     spans = exporter.get_finished_spans()
     (request,) = [s for s in spans if s.name == "POST /api/auth/login"]
-    assert request.parent is None
+    # It continues the caller's trace
+    assert request.parent is not None
+    assert request.parent.is_remote
+    assert format(request.parent.span_id, "016x") == CALLER.split("-")[2]
+    assert format(request.context.trace_id, "032x") == CALLER.split("-")[1]
     assert request.kind is trace.SpanKind.SERVER
     assert request.attributes is not None
     assert request.attributes["http.route"] == "/api/auth/login"
@@ -132,7 +141,7 @@ def test_otel_variables_turn_traces_on_in_a_real_server(
 def test_traces_are_off_unless_otel_variables_ask_for_them() -> None:
     assert exporters_asked({}) == []
     assert exporters_asked({"OTEL_SERVICE_NAME": "x"}) == []
-    assert exporters_asked({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}) == ["otlp"]
+    assert exporters_asked({ENDPOINT: "http://c:4318"}) == ["otlp"]
     assert exporters_asked({"OTEL_TRACES_EXPORTER": "none"}) == []
     assert exporters_asked({"OTEL_TRACES_EXPORTER": "console,otlp"}) == [
         "console",
@@ -142,7 +151,38 @@ def test_traces_are_off_unless_otel_variables_ask_for_them() -> None:
     assert exporters_asked(off) == []
     with pytest.raises(TracingSettingsError, match="zipkin"):
         exporters_asked({"OTEL_TRACES_EXPORTER": "zipkin"})
-    with pytest.raises(TracingSettingsError, match="grpc"):
-        exporters_asked(
-            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
-        )
+    for asked in ({"OTEL_TRACES_EXPORTER": "otlp"}, {ENDPOINT: "http://c:4317"}):
+        with pytest.raises(TracingSettingsError, match="grpc"):
+            exporters_asked({**asked, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+
+
+def test_an_unexpected_error_is_answered_logged_and_counted_with_its_request_id(
+    settings: Settings,
+) -> None:
+    app = create_app(settings)
+
+    @app.get("/probe/fails")
+    def fails() -> None:
+        raise RuntimeError("a bug")
+
+    logged = Formatted()
+    loggers = [logging.getLogger(n) for n in ("authledger.request", "interfaces")]
+    for logger in loggers:
+        logger.addHandler(logged)
+        logger.setLevel(logging.INFO)
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            answer = client.get("/probe/fails", headers={"X-Request-ID": "bug-1"})
+    finally:
+        for logger in loggers:
+            logger.removeHandler(logged)
+            logger.setLevel(logging.NOTSET)
+
+    assert answer.status_code == 500
+    assert answer.headers["x-request-id"] == "bug-1"
+    assert answer.json()["code"] == "internal_error"
+    (error,) = [line for line in logged.lines if line["level"] == "error"]
+    assert error["request_id"] == "bug-1"
+    assert "RuntimeError: a bug" in error["error"]
+    (request,) = [line for line in logged.lines if line.get("route") == "/probe/fails"]
+    assert (request["status"], request["request_id"]) == (500, "bug-1")
