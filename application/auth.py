@@ -10,6 +10,7 @@ import contextlib
 import hmac
 import math
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID, uuid4
@@ -99,6 +100,7 @@ LOGIN_OUTCOMES: Mapping[type[Exception], str] = {
     InvalidCredentialsError: "invalid_credentials",
     TooManyAttemptsError: "throttled",
     HashingBusyError: "busy",
+    RetryKeySpentError: "retry_key_spent",
 }
 SIGNUP_OUTCOMES: Mapping[type[Exception], str] = {
     EmailAlreadyRegisteredError: "email_taken",
@@ -157,15 +159,16 @@ class AuthApplication(AuthStore):
         outcomes: Mapping[type[Exception], str],
         command: Callable[[], T],
     ) -> T:
-        """Run `command`, counting its outcome: "success", the word its error
-        has in `outcomes`, or "error"."""
+        """Run `command`, counting its outcome: "success" ("replayed" for the
+        answer to a retry), the word its error has in `outcomes`, or "error"."""
         try:
             result = command()
         except Exception as error:
             kinds = (word for kind, word in outcomes.items() if isinstance(error, kind))
             self.meter.count(tally, next(kinds, "error"))
             raise
-        self.meter.count(tally, "success")
+        replayed = isinstance(result, SessionGrant) and result.replayed
+        self.meter.count(tally, "replayed" if replayed else "success")
         return result
 
     # Commands --------------------------------------------------------------
@@ -254,7 +257,7 @@ class AuthApplication(AuthStore):
             or not hmac.compare_digest(session.refresh_token_hash, hash_token(token))
         ):
             raise RetryKeySpentError
-        return self.grant(user, session, token)
+        return replace(self.grant(user, session, token), replayed=True)
 
     def login(self, email: str, password: str, client: Client) -> SessionGrant:
         """Check the password and open a session; every refusal is the same error.

@@ -76,6 +76,8 @@ class SessionGrant:
     refresh_token: str
     refresh_expires_at: datetime
     factors: tuple[Factor, ...] = (Factor.PASSWORD,)
+    # The answer to a retry (same Idempotency-Key) of the request that opened it.
+    replayed: bool = False
 
     @property
     def user_id(self) -> UUID:

@@ -5,6 +5,7 @@ sees (which stays the one refusal)."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -113,3 +114,19 @@ def test_a_password_change_is_counted_once_done(clock: FakeClock) -> None:
     app.change_password(grant.user_id, PASSWORD, "a brand new passphrase", CLIENT)
 
     assert tallies.seen[Tally.PASSWORD_CHANGE, "change"] == 1
+
+
+def test_the_answer_to_a_retried_login_is_counted_as_replayed(
+    clock: FakeClock,
+) -> None:
+    tallies = Tallies()
+    app = new_app(clock, meter=tallies)
+    app.register(EMAIL, PASSWORD, CLIENT)
+    keyed = replace(CLIENT, retry_key="a0f1b2c3-retry-key")
+    first = app.login(EMAIL, PASSWORD, keyed)
+
+    again = app.login(EMAIL, PASSWORD, keyed)
+
+    assert again.session_id == first.session_id
+    assert tallies.seen[Tally.LOGIN, "success"] == 1
+    assert tallies.seen[Tally.LOGIN, "replayed"] == 1
