@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from bench import appends, bcrypt_bound, freshness, parity, seed, webhooks
 from bench.drive import Driver
 from bench.http_rows import HttpRows
-from bench.observed import observed_row
+from bench.observed import observed_rows
 from bench.offline import OfflineRows, describe
 from bench.options import Options
 from bench.peer import Peer, ensure_venv
@@ -255,7 +255,7 @@ def http_rows(
         "login": lambda: http.login(bound),
         "signup": lambda: http.signup(bound),
         "me": http.me,
-        "observed": lambda: observed_row(
+        "observed": lambda: observed_rows(
             opts, http.stack, service, http.driver, http.ours
         ),
         "storm": lambda: http.storm(bound),

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 GOAL_OF_OFF = 0.9  # "under 10 % apart"
 SCRAPE_S = 1.0  # a busy Prometheus's interval
+ALWAYS = ("parentbased_always_on", "1.0")  # the SDK's default sampler
+OBSERVED = "observed service"  # its processes' group in the bound column
 
 
 class OtlpSink:
@@ -71,12 +73,36 @@ class Scraper:
         self._thread.join()
 
 
-def observed_row(
+def observed_rows(
     opts: Options, stack: Stack, service: Service, driver: Driver, ours: Target
+) -> list[Row]:
+    """/me at 32 connections on the bench's service (metrics listener off, no
+    tracing) against a second one, same database and secrets, with the metrics
+    listener scraped every second and traces exported to OTLP: every request
+    traced, then one in ten (the SDK's standard ratio sampler)."""
+    return [
+        _observed(opts, stack, service, driver, ours, "every request traced", ALWAYS),
+        _observed(
+            opts,
+            stack,
+            service,
+            driver,
+            ours,
+            "10 % of traces sampled",
+            ("parentbased_traceidratio", "0.1"),
+        ),
+    ]
+
+
+def _observed(
+    opts: Options,
+    stack: Stack,
+    service: Service,
+    driver: Driver,
+    ours: Target,
+    what: str,
+    sampling: tuple[str, str],
 ) -> Row:
-    """/me at 32 connections on the bench's service (metrics listener off,
-    no tracing) and on a second one, same database and secrets, with the
-    metrics listener scraped every second and every request traced to OTLP."""
     sink = OtlpSink()
     metrics_port = free_port()
     on = start_service(
@@ -87,24 +113,26 @@ def observed_row(
         OTEL_TRACES_EXPORTER="otlp",
         OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=sink.url,
         OTEL_SERVICE_NAME="authledger-bench",
+        OTEL_TRACES_SAMPLER=sampling[0],
+        OTEL_TRACES_SAMPLER_ARG=sampling[1],
     )
     scraper = Scraper(f"http://127.0.0.1:{metrics_port}/metrics")
+    driver.groups[OBSERVED] = on.process.tree
     off_runs, on_runs = Runs(), Runs()
+    pairs = ((service.base_url, off_runs), (on.base_url, on_runs))
     try:
         for _ in range(opts.runs):
-            for base_url, runs in (
-                (service.base_url, off_runs),
-                (on.base_url, on_runs),
-            ):
+            for base_url, runs in pairs:
                 url = base_url + ours.me_path
                 runs.add(*driver.run(url, ours.me(2), 2, 32))
     finally:
+        del driver.groups[OBSERVED]
         scraper.stop()
         on.stop()
         sink.stop()
     of_off = ratio(on_runs.rps, off_runs.rps)
     return Row(
-        "me/s, 32 connections, metrics + tracing on (every request traced)",
+        f"me/s, 32 connections, metrics + tracing on ({what})",
         on_runs.show(),
         f"off (same service, no listener, no tracing): {off_runs.show()};"
         f" {scraper.scrapes} scrapes, {sink.received / 1e6:.1f} MB of spans exported",
